@@ -1,0 +1,43 @@
+"""fakebroker: an in-memory RabbitMQ test double that speaks MQTT over real sockets.
+
+    with fakebroker.start() as broker:
+        client.connect(*broker.mqtt)
+        ...
+        broker.clock.advance(90)
+
+See the README and docs/ for the full guide.
+"""
+
+from .clock import VirtualClock, WallClock
+from .config import Options
+from .errors import (
+    AccessRefused,
+    BrokerError,
+    ChannelError,
+    NotAllowed,
+    NotFound,
+    PreconditionFailed,
+    ResourceLocked,
+)
+from .facade import (
+    AsyncBroker,
+    BindingInfo,
+    ClientInfo,
+    ExchangeInfo,
+    MessageLog,
+    QueueInfo,
+    ThreadedBroker,
+    serve,
+    start,
+)
+from .model import Delivery, LoggedMessage, Message
+from .server.runtime import Address
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccessRefused", "Address", "AsyncBroker", "BindingInfo", "BrokerError", "ChannelError", "ClientInfo",
+    "Delivery", "ExchangeInfo", "LoggedMessage", "Message", "MessageLog", "NotAllowed", "NotFound", "Options",
+    "PreconditionFailed", "QueueInfo", "ResourceLocked", "ThreadedBroker", "VirtualClock", "WallClock",
+    "serve", "start",
+]

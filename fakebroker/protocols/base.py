@@ -36,8 +36,8 @@ class Session:
         self.close_requested = False
         self.closed = False
         self.wakeup: Callable[[], None] = lambda: None
-        # Set by the runtime to drop this connection without a protocol goodbye (takeover, faults).
-        self.abort_transport: Callable[[], None] = lambda: None
+        # Replaced by the runtime: drop this connection without a protocol goodbye (takeover, faults).
+        self.abort_transport: Callable[[], None] = self._abort_without_transport
         self.client_id: str | None = None
         self.user: str | None = None
 
@@ -66,6 +66,10 @@ class Session:
     def describe(self) -> dict[str, Any]:
         """Protocol-specific fields for ``broker.clients``."""
         return {}
+
+    def _abort_without_transport(self) -> None:
+        self.connection_lost()
+        self.request_close()
 
     # -- for subclasses --------------------------------------------------------------------------
     def send(self, data: bytes) -> None:

@@ -1,0 +1,53 @@
+"""Errors with RabbitMQ's AMQP 0-9-1 reply codes and wording.
+
+``str(error)`` reads exactly like RabbitMQ's channel-close text, e.g.
+``NOT_FOUND - no queue 'orders' in vhost '/'``, so a test can compare it with what a real broker says.
+"""
+
+from __future__ import annotations
+
+
+class BrokerError(Exception):
+    """Base class of every error fakebroker raises on purpose."""
+
+
+class ChannelError(BrokerError):
+    """An AMQP channel error: ``code`` is the reply code, ``name`` its constant, ``text`` the explanation."""
+
+    code = 0
+    name = "CHANNEL_ERROR"
+
+    def __init__(self, explanation: str) -> None:
+        self.explanation = explanation
+        super().__init__(f"{self.name} - {explanation}")
+
+    @property
+    def text(self) -> str:
+        return str(self)
+
+
+class AccessRefused(ChannelError):
+    code = 403
+    name = "ACCESS_REFUSED"
+
+
+class NotFound(ChannelError):
+    code = 404
+    name = "NOT_FOUND"
+
+
+class ResourceLocked(ChannelError):
+    code = 405
+    name = "RESOURCE_LOCKED"
+
+
+class PreconditionFailed(ChannelError):
+    code = 406
+    name = "PRECONDITION_FAILED"
+
+
+class NotAllowed(ChannelError):
+    """A connection-level refusal, e.g. an unknown vhost."""
+
+    code = 530
+    name = "NOT_ALLOWED"

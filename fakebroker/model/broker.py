@@ -1,0 +1,186 @@
+"""The routing core: vhosts, users, the message log and event hooks. Synchronous and deterministic."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..clock import Clock, VirtualClock
+from ..errors import NotAllowed
+from .message import Message
+from .vhost import VHost
+
+EVENTS = ("publish", "route", "deliver", "connect", "disconnect", "queue_deleted", "dropped")
+
+
+@dataclass(eq=False)
+class LoggedMessage:
+    """One accepted publish, as the message log keeps it."""
+
+    seq: int
+    time: float
+    protocol: str  # "mqtt", "stomp", "http", "api", "dead-letter", "will", ...
+    client_id: str | None
+    vhost: str
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: dict[str, Any]
+    queues: tuple[str, ...]
+    deliveries: list[tuple[str, str | None]] = field(default_factory=list)  # (queue, client id)
+
+    @property
+    def routed(self) -> bool:
+        return bool(self.queues)
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        headers = self.properties.get("headers")
+        return headers if isinstance(headers, dict) else {}
+
+    @property
+    def topic(self) -> str:
+        """The routing key as an MQTT topic (RabbitMQ's ``.`` → ``/``, ``*`` → ``+``)."""
+        return self.routing_key.replace("*", "+").replace(".", "/")
+
+    @property
+    def payload(self) -> bytes:
+        return self.body
+
+    def describe(self) -> str:
+        where = ", ".join(self.queues) if self.queues else "unroutable"
+        who = f"{self.protocol}:{self.client_id}" if self.client_id else self.protocol
+        body = self.body if len(self.body) <= 60 else self.body[:57] + b"..."
+        return (f"#{self.seq} t={self.time:.3f} {who} -> exchange={self.exchange!r} "
+                f"routing_key={self.routing_key!r} body={body!r} -> {where}")
+
+
+class Broker:
+    """The model of one RabbitMQ node. Everything here runs on the broker's event loop thread."""
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        *,
+        users: dict[str, Any] | None = None,
+        vhosts: tuple[str, ...] | list[str] = ("/",),
+        log_limit: int | None = None,
+    ) -> None:
+        self.clock: Clock = clock if clock is not None else VirtualClock()
+        # user -> password, or -> {"password": ..., "vhosts": [...]} to limit the vhosts it may use.
+        self.users: dict[str, Any] = dict(users) if users is not None else {"guest": "guest"}
+        self.vhosts: dict[str, VHost] = {}
+        for name in vhosts:
+            self.add_vhost(name)
+        self.log: list[LoggedMessage] = []
+        self.log_limit = log_limit
+        self._seq = 0
+        self._listeners: dict[str, list[Callable[..., Any]]] = defaultdict(list)
+        self._wall_offset = time.time() - self.clock.now()
+
+    # -- vhosts and users -----------------------------------------------------------------------
+    def add_vhost(self, name: str) -> VHost:
+        if name not in self.vhosts:
+            self.vhosts[name] = VHost(self, name)
+        return self.vhosts[name]
+
+    def vhost(self, name: str = "/") -> VHost:
+        vhost = self.vhosts.get(name)
+        if vhost is None:
+            raise NotAllowed(f"vhost {name} not found")
+        return vhost
+
+    def authenticate(self, username: str, password: str | bytes) -> bool:
+        if isinstance(password, bytes):
+            try:
+                password = password.decode()
+            except UnicodeDecodeError:
+                return False
+        entry = self.users.get(username)
+        if isinstance(entry, dict):
+            entry = entry.get("password")
+        return entry is not None and entry == password
+
+    def can_access(self, username: str, vhost: str) -> bool:
+        entry = self.users.get(username)
+        if isinstance(entry, dict) and entry.get("vhosts") is not None:
+            return vhost in entry["vhosts"]
+        return True
+
+    def wallclock_seconds(self) -> float:
+        """Epoch seconds that move with the broker's clock (for x-death times and timestamps)."""
+        return self._wall_offset + self.clock.now()
+
+    # -- events ---------------------------------------------------------------------------------
+    def on(self, event: str, callback: Callable[..., Any]) -> Callable[[], None]:
+        """Call ``callback`` on every ``event``; returns a function that removes it."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}; choose from {', '.join(EVENTS)}")
+        self._listeners[event].append(callback)
+        return lambda: self._listeners[event].remove(callback) if callback in self._listeners[event] else None
+
+    def emit(self, event: str, *args: Any) -> None:
+        for callback in list(self._listeners.get(event, ())):
+            callback(*args)
+
+    # -- publishing -----------------------------------------------------------------------------
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: dict[str, Any] | None = None,
+        *,
+        vhost: str = "/",
+        protocol: str = "api",
+        client_id: str | None = None,
+    ) -> LoggedMessage:
+        """Route and enqueue one message; raises NOT_FOUND for a missing exchange."""
+        message = Message(exchange, routing_key, bytes(body), dict(properties or {}))
+        vh = self.vhost(vhost)
+        return self.publish_message(message, protocol=protocol, client_id=client_id, vhost=vh)
+
+    def publish_message(
+        self,
+        message: Message,
+        *,
+        protocol: str,
+        vhost: VHost,
+        client_id: str | None = None,
+        queues: list[str] | None = None,
+    ) -> LoggedMessage:
+        targets = vhost.route(message) if queues is None else queues
+        self._seq += 1
+        logged = LoggedMessage(
+            self._seq, self.clock.now(), protocol, client_id, vhost.name, message.exchange,
+            message.routing_key, message.body, message.properties, (),
+        )
+        message.log_id = self._seq
+        self.log.append(logged)
+        if self.log_limit is not None and len(self.log) > self.log_limit:
+            del self.log[: len(self.log) - self.log_limit]
+        self.emit("publish", logged)
+        # Record the targets before enqueueing: enqueueing can deliver, and deliveries refer to the entry.
+        logged.queues = tuple(targets)
+        accepted = vhost.deliver(message, targets)
+        logged.queues = tuple(accepted)
+        self.emit("route", logged)
+        return logged
+
+    def find_logged(self, seq: int) -> LoggedMessage | None:
+        if not self.log or seq < self.log[0].seq:
+            return None
+        index = seq - self.log[0].seq
+        return self.log[index] if index < len(self.log) else None
+
+    def record_delivery(self, message: Message, queue: str, client_id: str | None) -> None:
+        logged = self.find_logged(message.log_id)
+        if logged is not None:
+            logged.deliveries.append((queue, client_id))
+        self.emit("deliver", logged, queue, client_id)
+
+    def queues(self, vhost: str = "/") -> dict[str, Any]:
+        return dict(self.vhost(vhost).queues)

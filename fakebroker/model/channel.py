@@ -1,0 +1,126 @@
+"""Channels: delivery tags, unacknowledged messages and the consumers of one client connection."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..errors import NotAllowed, NotFound, PreconditionFailed
+from .message import Delivery
+from .queue import Consumer, Queue, QueuedMessage
+
+if TYPE_CHECKING:
+    from .vhost import VHost
+
+_tags = itertools.count(1)
+
+
+class Channel:
+    """One AMQP-like channel. ``owner`` identifies the connection, for exclusive queues."""
+
+    def __init__(self, vhost: VHost, owner: object, client_id: str | None = None) -> None:
+        self.vhost = vhost
+        self.owner = owner
+        self.client_id = client_id
+        self.consumers: dict[str, Consumer] = {}
+        self._unacked: dict[int, tuple[QueuedMessage, Queue, Consumer | None]] = {}
+        self._next_tag = 0
+        self.closed = False
+        # Told when the broker cancels a consumer because its queue was deleted (STOMP and MQTT react).
+        self.on_cancel: Callable[[str], None] | None = None
+
+    def next_delivery_tag(self) -> int:
+        self._next_tag += 1
+        return self._next_tag
+
+    def track(self, tag: int, qm: QueuedMessage, queue: Queue, consumer: Consumer | None) -> None:
+        self._unacked[tag] = (qm, queue, consumer)
+
+    @property
+    def unacked_count(self) -> int:
+        return len(self._unacked)
+
+    # -- consuming ------------------------------------------------------------------------------
+    def consume(
+        self,
+        queue: str,
+        callback: Callable[[Delivery], None],
+        *,
+        no_ack: bool = False,
+        prefetch: int = 0,
+        tag: str | None = None,
+    ) -> str:
+        q = self.vhost.queue_for(queue, self.owner)
+        tag = tag or f"amq.ctag-{next(_tags)}"
+        if tag in self.consumers:
+            raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
+        consumer = Consumer(tag, q, self, callback, no_ack, prefetch, client_id=self.client_id)
+        self.consumers[tag] = consumer
+        q.add_consumer(consumer)
+        return tag
+
+    def cancel(self, tag: str) -> None:
+        consumer = self.consumers.pop(tag, None)
+        if consumer is not None:
+            consumer.queue.remove_consumer(consumer)
+
+    def queue_deleted(self, consumer: Consumer) -> None:
+        # Unacked messages of a deleted queue are gone with it.
+        for dtag, (_, _, c) in list(self._unacked.items()):
+            if c is consumer:
+                del self._unacked[dtag]
+        if self.consumers.pop(consumer.tag, None) is not None and self.on_cancel is not None:
+            self.on_cancel(consumer.tag)
+
+    def get(self, queue: str, no_ack: bool = True) -> Delivery | None:
+        return self.vhost.queue_for(queue, self.owner).get(self, no_ack)
+
+    # -- settling -------------------------------------------------------------------------------
+    def ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        self._settle(delivery_tag, multiple, "ack")
+
+    def nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
+        self._settle(delivery_tag, multiple, "requeue" if requeue else "reject")
+
+    def reject(self, delivery_tag: int, requeue: bool = True) -> None:
+        self._settle(delivery_tag, False, "requeue" if requeue else "reject")
+
+    def _settle(self, delivery_tag: int, multiple: bool, outcome: str) -> None:
+        if multiple:
+            tags = [t for t in self._unacked if t <= delivery_tag]
+            if not tags and delivery_tag != 0:
+                raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
+        else:
+            if delivery_tag not in self._unacked:
+                raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
+            tags = [delivery_tag]
+        for t in tags:
+            qm, queue, consumer = self._unacked.pop(t)
+            queue.settle(qm, consumer, outcome)
+
+    def recover(self) -> None:
+        """Requeue every unacknowledged message (basic.recover with requeue, or channel close)."""
+        pending = sorted(self._unacked.items())
+        self._unacked.clear()
+        for _, (qm, queue, consumer) in pending:
+            queue.settle(qm, consumer, "requeue")
+
+    def close(self) -> None:
+        """Cancel every consumer and requeue unacknowledged messages, as when a connection goes away."""
+        if self.closed:
+            return
+        self.closed = True
+        consumers = list(self.consumers.values())
+        self.consumers.clear()
+        # Detach first so the requeued messages are not handed straight back to this channel; then
+        # requeue, then let auto-delete and x-expires react to the queues having lost their consumers.
+        for consumer in consumers:
+            consumer.queue.detach_consumer(consumer)
+        self.recover()
+        for queue in dict.fromkeys(c.queue for c in consumers):
+            queue.consumers_changed()
+
+
+def missing_queue(name: str, vhost: str) -> NotFound:
+    return NotFound(f"no queue '{name}' in vhost '{vhost}'")

@@ -1,0 +1,106 @@
+"""Exchanges and their routing: direct, fanout, topic, headers (and the default exchange)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .message import Message
+from .topic import TopicTrie
+
+EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers")
+
+
+@dataclass(frozen=True)
+class Binding:
+    source: str
+    destination: str  # a queue name
+    routing_key: str
+    arguments: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return dict(self.arguments)
+
+
+def freeze_arguments(arguments: dict[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    if not arguments:
+        return ()
+    return tuple(sorted((k, _freeze(v)) for k, v in arguments.items()))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@dataclass(eq=False)
+class Exchange:
+    name: str
+    type: str
+    durable: bool = False
+    auto_delete: bool = False
+    internal: bool = False
+    arguments: dict[str, Any] = field(default_factory=dict)
+    bindings: dict[Binding, None] = field(default_factory=dict)  # insertion-ordered set
+
+    def __post_init__(self) -> None:
+        self._direct: dict[str, dict[str, int]] = {}
+        self._trie: TopicTrie[str] = TopicTrie()
+
+    def add_binding(self, binding: Binding) -> bool:
+        if binding in self.bindings:
+            return False
+        self.bindings[binding] = None
+        if self.type == "direct":
+            dests = self._direct.setdefault(binding.routing_key, {})
+            dests[binding.destination] = dests.get(binding.destination, 0) + 1
+        elif self.type == "topic":
+            self._trie.add(binding.routing_key, binding.destination)
+        return True
+
+    def remove_binding(self, binding: Binding) -> bool:
+        if binding not in self.bindings:
+            return False
+        del self.bindings[binding]
+        if self.type == "direct":
+            dests = self._direct[binding.routing_key]
+            dests[binding.destination] -= 1
+            if not dests[binding.destination]:
+                del dests[binding.destination]
+            if not dests:
+                del self._direct[binding.routing_key]
+        elif self.type == "topic":
+            self._trie.remove(binding.routing_key, binding.destination)
+        return True
+
+    def route(self, message: Message) -> set[str]:
+        """The names of the queues bound to this exchange that ``message`` should reach."""
+        if self.type == "direct":
+            return set(self._direct.get(message.routing_key, ()))
+        if self.type == "topic":
+            return self._trie.match(message.routing_key)
+        if self.type == "fanout":
+            return {b.destination for b in self.bindings}
+        headers = message.headers
+        return {b.destination for b in self.bindings if headers_match(b.args, headers)}
+
+
+def headers_match(binding_args: dict[str, Any], headers: dict[str, Any]) -> bool:
+    """The headers exchange rule, with RabbitMQ's ``x-match`` values all, any, all-with-x, any-with-x."""
+    mode = binding_args.get("x-match", "all")
+    with_x = mode in ("all-with-x", "any-with-x")
+    wanted = {k: v for k, v in binding_args.items() if k != "x-match" and (with_x or not k.startswith("x-"))}
+    if mode in ("any", "any-with-x"):
+        return any(_header_ok(k, v, headers) for k, v in wanted.items())
+    return all(_header_ok(k, v, headers) for k, v in wanted.items())
+
+
+def _header_ok(key: str, expected: Any, headers: dict[str, Any]) -> bool:
+    if key not in headers:
+        return False
+    # A void binding value matches on presence alone.
+    return expected is None or headers[key] == expected

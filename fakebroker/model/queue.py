@@ -1,0 +1,375 @@
+"""Queues: ready messages, consumers with prefetch, TTLs, length limits, expiry and dead-lettering."""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..clock import TimerHandle
+from ..errors import PreconditionFailed
+from .message import Delivery, Message, parse_expiration
+
+if TYPE_CHECKING:
+    from .channel import Channel
+    from .vhost import VHost
+
+QUEUE_ARGUMENTS = {
+    "x-max-length": int,
+    "x-max-length-bytes": int,
+    "x-overflow": str,
+    "x-message-ttl": int,
+    "x-expires": int,
+    "x-dead-letter-exchange": str,
+    "x-dead-letter-routing-key": str,
+    "x-max-priority": int,
+    "x-queue-type": str,
+    "x-queue-mode": str,
+    "x-single-active-consumer": bool,
+}
+OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
+
+
+def check_queue_arguments(arguments: dict[str, Any], name: str, vhost: str) -> None:
+    """RabbitMQ's declare-time validation of the arguments fakebroker gives meaning to."""
+    for key, kind in QUEUE_ARGUMENTS.items():
+        if key not in arguments:
+            continue
+        value = arguments[key]
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise PreconditionFailed(f"invalid arg '{key}' for queue '{name}' in vhost '{vhost}': "
+                                     f"{{unacceptable_type,{type(value).__name__}}}")
+        if kind is int and value < 0:
+            raise PreconditionFailed(f"invalid arg '{key}' for queue '{name}' in vhost '{vhost}': "
+                                     f"{{value_negative,{value}}}")
+    if arguments.get("x-expires") == 0:
+        raise PreconditionFailed(f"invalid arg 'x-expires' for queue '{name}' in vhost '{vhost}': "
+                                 "{value_zero,0}")
+    overflow = arguments.get("x-overflow")
+    if overflow is not None and overflow not in OVERFLOW_MODES:
+        raise PreconditionFailed(f"invalid arg 'x-overflow' for queue '{name}' in vhost '{vhost}': "
+                                 f"{{invalid_overflow_type,<<\"{overflow}\">>}}")
+    if arguments.get("x-queue-type", "classic") != "classic":
+        # Quorum and stream queues have other rules (durable only, no exclusivity, ...); fakebroker models
+        # classic queues, so refuse loudly rather than pretend.
+        raise PreconditionFailed(f"fakebroker models classic queues only; x-queue-type "
+                                 f"'{arguments['x-queue-type']}' for queue '{name}' is not supported")
+
+
+@dataclass(eq=False)
+class QueuedMessage:
+    message: Message
+    seq: int
+    expires_at: float | None
+    size: int
+    redelivered: bool = False
+
+
+@dataclass(eq=False)
+class Consumer:
+    tag: str
+    queue: Queue
+    channel: Channel
+    callback: Callable[[Delivery], None]
+    no_ack: bool = False
+    prefetch: int = 0  # 0 = unlimited
+    unacked: int = 0
+    # Who is behind it, for the delivery log (an MQTT client id, a STOMP session, ...).
+    client_id: str | None = None
+
+    def has_capacity(self) -> bool:
+        return self.no_ack or not self.prefetch or self.unacked < self.prefetch
+
+
+@dataclass(eq=False)
+class Queue:
+    name: str
+    vhost: VHost
+    durable: bool = False
+    auto_delete: bool = False
+    exclusive_owner: object | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.messages: deque[QueuedMessage] = deque()
+        self.consumers: list[Consumer] = []
+        self.unacked = 0
+        self.ready_bytes = 0
+        self.deleted = False
+        self._rr = 0
+        self._seq = 0
+        self._had_consumer = False
+        self._dispatching = False
+        self._ttl_timer: TimerHandle | None = None
+        self._expires_timer: TimerHandle | None = None
+        self.touch()
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def exclusive(self) -> bool:
+        return self.exclusive_owner is not None
+
+    @property
+    def message_count(self) -> int:
+        return len(self.messages)
+
+    @property
+    def consumer_count(self) -> int:
+        return len(self.consumers)
+
+    @property
+    def _clock(self) -> Any:
+        return self.vhost.broker.clock
+
+    # -- publishing ---------------------------------------------------------------------------
+    def enqueue(self, message: Message) -> bool:
+        """Add a routed message; False when ``x-overflow: reject-publish`` refused it."""
+        if self.deleted:
+            return False
+        overflow = self.arguments.get("x-overflow", "drop-head")
+        if overflow != "drop-head" and self._full(extra=len(message.body)):
+            if overflow == "reject-publish-dlx":
+                self.vhost.dead_letter(message, self, "maxlen")
+            return False
+        now = self._clock.now()
+        ttl = self._ttl_ms(message)
+        expires_at = None if ttl is None else now + ttl / 1000.0
+        self._seq += 1
+        self.messages.append(QueuedMessage(message, self._seq, expires_at, len(message.body)))
+        self.ready_bytes += len(message.body)
+        self.dispatch()
+        if overflow == "drop-head":
+            while self.messages and self._full():
+                self._drop_head("maxlen")
+        self._after_change()
+        return True
+
+    def _ttl_ms(self, message: Message) -> int | None:
+        ttls = []
+        if "x-message-ttl" in self.arguments:
+            ttls.append(int(self.arguments["x-message-ttl"]))
+        if "expiration" in message.properties:
+            ttls.append(parse_expiration(message.properties["expiration"]))
+        return min(ttls) if ttls else None
+
+    def _full(self, extra: int | None = None) -> bool:
+        """Over the limit now, or (with ``extra``) would be over it after one more message of that size."""
+        max_len = self.arguments.get("x-max-length")
+        max_bytes = self.arguments.get("x-max-length-bytes")
+        count, size = len(self.messages), self.ready_bytes
+        if extra is None:
+            return (max_len is not None and count > max_len) or (max_bytes is not None and size > max_bytes)
+        return (max_len is not None and count + 1 > max_len) or (
+            max_bytes is not None and size + extra > max_bytes
+        )
+
+    def _drop_head(self, reason: str) -> None:
+        qm = self.messages.popleft()
+        self.ready_bytes -= qm.size
+        self.vhost.dead_letter(qm.message, self, reason)
+
+    # -- delivering ---------------------------------------------------------------------------
+    def dispatch(self) -> None:
+        """Hand ready messages to consumers with room in their prefetch window, round-robin."""
+        if self._dispatching:
+            return
+        self._dispatching = True
+        try:
+            while self.messages and self.consumers and not self.deleted:
+                consumer = self._next_consumer()
+                if consumer is None:
+                    break
+                qm = self._pop_live()
+                if qm is None:
+                    break
+                self._deliver(consumer, qm)
+        finally:
+            self._dispatching = False
+
+    def _next_consumer(self) -> Consumer | None:
+        n = len(self.consumers)
+        for i in range(n):
+            consumer = self.consumers[(self._rr + i) % n]
+            if consumer.has_capacity():
+                self._rr = (self._rr + i + 1) % n
+                return consumer
+        return None
+
+    def _pop_live(self) -> QueuedMessage | None:
+        now = self._clock.now()
+        while self.messages:
+            head = self.messages[0]
+            # Strictly past: a message whose TTL ends right now (x-message-ttl 0) may still go to a
+            # consumer that can take it at once, as in RabbitMQ.
+            if head.expires_at is not None and head.expires_at < now:
+                self._drop_head("expired")
+                continue
+            self.messages.popleft()
+            self.ready_bytes -= head.size
+            return head
+        return None
+
+    def _deliver(self, consumer: Consumer, qm: QueuedMessage) -> None:
+        channel = consumer.channel
+        tag = channel.next_delivery_tag()
+        if not consumer.no_ack:
+            consumer.unacked += 1
+            self.unacked += 1
+            channel.track(tag, qm, self, consumer)
+        delivery = Delivery(qm.message, self.name, tag, qm.redelivered, consumer.tag)
+        self.vhost.broker.record_delivery(qm.message, self.name, consumer.client_id)
+        consumer.callback(delivery)
+
+    def get(self, channel: Channel, no_ack: bool) -> Delivery | None:
+        """basic.get: the head message, or None."""
+        self.touch()
+        self._expire()
+        qm = self._pop_live()
+        if qm is None:
+            self._after_change()
+            return None
+        tag = channel.next_delivery_tag()
+        if not no_ack:
+            self.unacked += 1
+            channel.track(tag, qm, self, None)
+        self.vhost.broker.record_delivery(qm.message, self.name, channel.client_id)
+        self._after_change()
+        return Delivery(qm.message, self.name, tag, qm.redelivered, None, len(self.messages))
+
+    # -- acknowledgements (called by the channel) ---------------------------------------------
+    def settle(self, qm: QueuedMessage, consumer: Consumer | None, outcome: str) -> None:
+        """``outcome``: "ack", "requeue" or "reject" (dead-letter when configured)."""
+        self.unacked -= 1
+        if consumer is not None:
+            consumer.unacked -= 1
+        if self.deleted:
+            return
+        if outcome == "requeue":
+            qm.redelivered = True
+            # Requeued messages go back to their original place in the queue.
+            seqs = [m.seq for m in self.messages]
+            self.messages.insert(bisect.bisect_left(seqs, qm.seq), qm)
+            self.ready_bytes += qm.size
+        elif outcome == "reject":
+            self.vhost.dead_letter(qm.message, self, "rejected")
+        self.dispatch()
+        self._after_change()
+
+    # -- consumers ----------------------------------------------------------------------------
+    def add_consumer(self, consumer: Consumer) -> None:
+        self.consumers.append(consumer)
+        self._had_consumer = True
+        self._cancel_expires()
+        self.dispatch()
+        self._after_change()
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        self.detach_consumer(consumer)
+        self.consumers_changed()
+
+    def detach_consumer(self, consumer: Consumer) -> None:
+        if consumer in self.consumers:
+            self.consumers.remove(consumer)
+
+    def consumers_changed(self) -> None:
+        if self.deleted:
+            return
+        if not self.consumers:
+            if self.auto_delete and self._had_consumer:
+                self.vhost.delete_queue(self.name)
+                return
+            self.touch()
+
+    # -- timers -------------------------------------------------------------------------------
+    def touch(self) -> None:
+        """The queue was used: restart the ``x-expires`` countdown (only runs while it has no consumer)."""
+        self._cancel_expires()
+        expires = self.arguments.get("x-expires")
+        if expires is not None and not self.consumers and not self.deleted:
+            self._expires_timer = self._clock.call_later(expires / 1000.0, self._on_expires)
+
+    def _cancel_expires(self) -> None:
+        if self._expires_timer is not None:
+            self._expires_timer.cancel()
+            self._expires_timer = None
+
+    def _on_expires(self) -> None:
+        self._expires_timer = None
+        if not self.consumers and not self.deleted:
+            self.vhost.delete_queue(self.name)
+
+    def _expire(self) -> None:
+        now = self._clock.now()
+        while self.messages and self.messages[0].expires_at is not None and self.messages[0].expires_at <= now:
+            self._drop_head("expired")
+
+    def _after_change(self) -> None:
+        """Expire what is due at the head and keep one timer for the head's expiry."""
+        if self.deleted:
+            return
+        self._expire()
+        head_expiry = self.messages[0].expires_at if self.messages else None
+        timer = self._ttl_timer
+        if timer is not None and (head_expiry is None or timer.when != head_expiry):
+            timer.cancel()
+            self._ttl_timer = timer = None
+        if head_expiry is not None and timer is None:
+            self._ttl_timer = self._clock.call_at(head_expiry, self._on_ttl)
+
+    def _on_ttl(self) -> None:
+        self._ttl_timer = None
+        self._after_change()
+        self.dispatch()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def purge(self) -> int:
+        count = len(self.messages)
+        self.messages.clear()
+        self.ready_bytes = 0
+        self._after_change()
+        return count
+
+    def on_deleted(self) -> None:
+        self.deleted = True
+        for timer in (self._ttl_timer, self._expires_timer):
+            if timer is not None:
+                timer.cancel()
+        for consumer in list(self.consumers):
+            consumer.channel.queue_deleted(consumer)
+        self.consumers.clear()
+
+    def peek(self) -> list[Message]:
+        """The ready messages, head first, without consuming them."""
+        return [qm.message for qm in self.messages]
+
+    def equivalent_to(self, durable: bool, exclusive: bool, auto_delete: bool,
+                      arguments: dict[str, Any]) -> str | None:
+        """RabbitMQ's redeclare check: the first property that differs, as its error text fragment."""
+        vhost = self.vhost.name
+        for label, mine, theirs in (("durable", self.durable, durable), ("auto_delete", self.auto_delete,
+                                                                           auto_delete)):
+            if mine != theirs:
+                return (f"inequivalent arg '{label}' for queue '{self.name}' in vhost '{vhost}': "
+                        f"received '{str(theirs).lower()}' but current is '{str(mine).lower()}'")
+        for key in sorted(set(self.arguments) | set(arguments)):
+            if key in ("x-queue-type",) or self.arguments.get(key) == arguments.get(key):
+                continue
+            return (f"inequivalent arg '{key}' for queue '{self.name}' in vhost '{vhost}': "
+                    f"received {_describe(arguments.get(key))} but current is {_describe(self.arguments.get(key))}")
+        return None
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        kind = "bool"
+    elif isinstance(value, int):
+        kind = "signedint" if -(2**31) <= value < 2**31 else "long"
+    elif isinstance(value, str):
+        kind = "longstr"
+    else:
+        kind = type(value).__name__
+    return f"the value '{value}' of type '{kind}'"

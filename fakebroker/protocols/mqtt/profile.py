@@ -1,0 +1,55 @@
+"""The MQTT choices on which brokers differ, kept in one place that the session consults.
+
+``rabbitmq-3.x`` is RabbitMQ 3.10's MQTT plugin as observed (see docs/mqtt.md). A later spec-complete
+profile (full QoS 2, mosquitto-like retained and ``$`` rules) is a new instance here plus the code paths its
+flags select, not a rewrite of the session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MqttProfile:
+    name: str
+    #: Highest QoS granted and used for publishing; QoS 2 is downgraded to this (PUBACK, not PUBREC).
+    max_qos: int = 1
+    #: The broker closes a client silent for keepalive x this factor (spec and RabbitMQ 3.12+: 1.5).
+    keepalive_factor: float = 1.5
+    #: Retained messages are served only to subscriptions whose filter equals the topic.
+    retained_exact_only: bool = True
+    #: ``#`` and ``+`` at the first level match ``$``-topics (AMQP topic exchanges have no ``$`` rule).
+    dollar_topics_match_wildcards: bool = True
+    #: The old connection's will is published when another takes its client id over.
+    will_on_takeover: bool = False
+    #: One subscription queue per QoS level: overlapping filters of two levels deliver twice.
+    queue_per_qos: bool = True
+    #: ``+``/``#`` in a PUBLISH topic are accepted and routed as literal words.
+    wildcards_in_publish_topic: bool = True
+    #: A CONNECT with an unsupported protocol level gets CONNACK 1 (spec) or is just closed (RabbitMQ 3.10).
+    connack_on_bad_protocol_level: bool = False
+    #: Headers RabbitMQ 3.10 adds to MQTT-originated AMQP messages.
+    publish_headers: bool = True
+
+
+PROFILES: dict[str, MqttProfile] = {
+    "rabbitmq-3.x": MqttProfile("rabbitmq-3.x"),
+}
+
+
+def get_profile(name: str) -> MqttProfile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown MQTT profile {name!r}; known: {', '.join(PROFILES)}") from None
+
+
+def to_amqp(topic: str) -> str:
+    """MQTT topic or filter → AMQP routing or binding key (``rabbit_mqtt_util:mqtt_to_amqp``)."""
+    return topic.replace("/", ".").replace("+", "*")
+
+
+def to_mqtt(key: str) -> str:
+    """AMQP routing key → MQTT topic (``rabbit_mqtt_util:amqp_to_mqtt``)."""
+    return key.replace("*", "+").replace(".", "/")

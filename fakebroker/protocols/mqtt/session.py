@@ -1,0 +1,394 @@
+"""One MQTT 3.1/3.1.1 connection, mapped onto the routing model the way RabbitMQ's MQTT plugin does it.
+
+Publishing goes to the configured exchange (``amq.topic``) with ``/`` → ``.``; each client gets one queue per
+subscription QoS level, ``mqtt-subscription-<client id>qos<0|1>``, bound with the translated filters. The
+choices where brokers differ come from the :class:`~.profile.MqttProfile`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ...clock import TimerHandle
+from ...errors import ChannelError
+from ...model import Channel, Delivery, Message, VHost
+from ...model.vhost import generated_name
+from ..base import ConnectionInfo, Session
+from .codec import (
+    Connack,
+    ConnackCode,
+    Connect,
+    Disconnect,
+    MqttDecoder,
+    MqttProtocolError,
+    Packet,
+    Pingreq,
+    Pingresp,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Suback,
+    Subscribe,
+    Unsuback,
+    Unsubscribe,
+    Will,
+    encode,
+)
+from .profile import get_profile, to_amqp, to_mqtt
+
+if TYPE_CHECKING:
+    from ...node import Node
+
+QOS_HEADER = "x-mqtt-publish-qos"
+DUP_HEADER = "x-mqtt-dup"
+
+
+def queue_name(client_id: str, qos: int) -> str:
+    return f"mqtt-subscription-{client_id}qos{qos}"
+
+
+class MqttSession(Session):
+    protocol = "mqtt"
+
+    def __init__(self, info: ConnectionInfo, node: Node) -> None:
+        super().__init__(info)
+        self.node = node
+        self.options = node.options
+        self.profile = get_profile(node.options.mqtt_profile)
+        self.clock = node.clock
+        self.decoder = MqttDecoder(
+            node.options.max_packet_size, allow_wildcards_in_publish_topic=self.profile.wildcards_in_publish_topic
+        )
+        self.connected = False
+        self.protocol_level = 0
+        self.clean_session = True
+        self.keepalive = 0
+        self.will: Will | None = None
+        self.vhost: VHost | None = None
+        self.channel: Channel | None = None
+        self.subscriptions: dict[str, int] = {}
+        self.session_present = False
+        self._consumer_tags: dict[int, str] = {}
+        self._inflight: dict[int, int | None] = {}  # packet id -> delivery tag (None: retained, untracked)
+        self._next_pid = 0
+        self._last_activity = self.clock.now()
+        self._keepalive_timer: TimerHandle | None = None
+        self._send_will = True
+        self.taken_over = False
+        self.error: str | None = None  # why the broker closed the connection, for reports
+
+    # -- bytes in ---------------------------------------------------------------------------------
+    def _on_data(self, data: bytes) -> None:
+        self._last_activity = self.clock.now()
+        self.decoder.feed(data)
+        try:
+            for packet in self.decoder:
+                self._handle(packet)
+                if self.closed or self.close_requested:
+                    return
+        except MqttProtocolError as exc:
+            self._protocol_error(exc)
+
+    def _protocol_error(self, exc: MqttProtocolError) -> None:
+        if (
+            not self.connected
+            and exc.connack_code is not None
+            and self.profile.connack_on_bad_protocol_level
+        ):
+            self._write(Connack(False, exc.connack_code))
+        self.error = exc.reason
+        self.request_close()
+
+    def _write(self, packet: Packet) -> None:
+        self.send(encode(packet))
+
+    def _handle(self, packet: Packet) -> None:
+        if not self.connected:
+            if isinstance(packet, Connect):
+                self._connect(packet)
+            else:
+                self._protocol_error(MqttProtocolError(f"expected CONNECT, got {type(packet).__name__.upper()}"))
+            return
+        if isinstance(packet, Publish):
+            self._publish(packet)
+        elif isinstance(packet, Puback):
+            self._puback(packet.packet_id)
+        elif isinstance(packet, Subscribe):
+            self._subscribe(packet)
+        elif isinstance(packet, Unsubscribe):
+            self._unsubscribe(packet)
+        elif isinstance(packet, Pingreq):
+            self._write(Pingresp())
+        elif isinstance(packet, Disconnect):
+            self._send_will = False
+            self.request_close()
+        elif isinstance(packet, Connect):
+            self._protocol_error(MqttProtocolError("second CONNECT on one connection"))
+        elif isinstance(packet, (Pubrec, Pubrel, Pubcomp)):
+            # RabbitMQ 3.x never starts QoS 2 flows; an unsolicited PUBREL is ignored, no PUBCOMP.
+            pass
+        else:
+            self._protocol_error(MqttProtocolError(f"{type(packet).__name__.upper()} is not sent by clients"))
+
+    # -- CONNECT ----------------------------------------------------------------------------------
+    def _connect(self, p: Connect) -> None:
+        self.protocol_level = p.protocol_level
+        client_id = p.client_id
+        if not client_id:
+            if not p.clean_session:
+                self._refuse(ConnackCode.IDENTIFIER_REJECTED)
+                return
+            client_id = generated_name("")
+        code, user, vhost = self._authenticate(p)
+        if code != ConnackCode.ACCEPTED:
+            self._refuse(code)
+            return
+        assert vhost is not None
+        self.client_id, self.user, self.vhost = client_id, user, vhost
+        self.clean_session = p.clean_session
+        self.keepalive = p.keepalive
+        self.will = p.will
+        self._take_over(vhost.name, client_id)
+        self.channel = Channel(vhost, self, client_id)
+        self.channel.on_cancel = self._on_consumer_cancelled
+        q1 = queue_name(client_id, 1)
+        if p.clean_session:
+            for qos in (0, 1):
+                vhost.delete_queue(queue_name(client_id, qos))
+        else:
+            self.session_present = q1 in vhost.queues
+        self.connected = True
+        self._write(Connack(self.session_present, ConnackCode.ACCEPTED))
+        if self.keepalive:
+            self._arm_keepalive()
+        if self.session_present:
+            # Resume: the subscriptions are the queue's bindings; kept messages flow after the CONNACK.
+            for binding in vhost.exchange(self.options.exchange).bindings:
+                if binding.destination == q1:
+                    self.subscriptions[to_mqtt(binding.routing_key)] = 1
+            self._consume(1, q1)
+
+    def _authenticate(self, p: Connect) -> tuple[int, str | None, VHost | None]:
+        model = self.node.model
+        username, password = p.username, p.password
+        if username is None and password is None:
+            if not self.options.allow_anonymous:
+                return ConnackCode.BAD_USERNAME_OR_PASSWORD, None, None
+            username, password = self.options.default_user, self.options.default_pass.encode()
+        if username is None or password is None:
+            return ConnackCode.BAD_USERNAME_OR_PASSWORD, None, None
+        vhost_name = self.options.vhost
+        if ":" in username:
+            # RabbitMQ splits "vhost:user" at the last colon.
+            vhost_name, username = username.rsplit(":", 1)
+        if not model.authenticate(username, password) or vhost_name not in model.vhosts:
+            return ConnackCode.BAD_USERNAME_OR_PASSWORD, None, None
+        if not model.can_access(username, vhost_name):
+            return ConnackCode.NOT_AUTHORIZED, None, None
+        return ConnackCode.ACCEPTED, username, model.vhosts[vhost_name]
+
+    def _refuse(self, code: int) -> None:
+        self._write(Connack(False, code))
+        self._send_will = False
+        self.request_close()
+
+    def _take_over(self, vhost: str, client_id: str) -> None:
+        key = (vhost, client_id)
+        old = self.node.mqtt_sessions.get(key)
+        if old is not None and old is not self:
+            old.taken_over = True
+            old._send_will = self.profile.will_on_takeover
+            # Close the old connection first so its unacknowledged messages are requeued for this one.
+            old.abort_transport()
+        self.node.mqtt_sessions[key] = self
+
+    # -- keepalive --------------------------------------------------------------------------------
+    def _arm_keepalive(self) -> None:
+        deadline = self._last_activity + self.keepalive * self.profile.keepalive_factor
+        self._keepalive_timer = self.clock.call_at(deadline, self._check_keepalive)
+
+    def _check_keepalive(self) -> None:
+        self._keepalive_timer = None
+        if self.closed:
+            return
+        if self.clock.now() - self._last_activity >= self.keepalive * self.profile.keepalive_factor:
+            self.error = "keepalive timeout"
+            self.abort_transport()
+        else:
+            self._arm_keepalive()
+
+    # -- PUBLISH ----------------------------------------------------------------------------------
+    def _publish(self, p: Publish) -> None:
+        assert self.vhost is not None
+        qos = min(p.qos, self.profile.max_qos)
+        try:
+            self._route(p.topic, p.payload, qos, p.dup, p.retain, protocol="mqtt")
+        except ChannelError as exc:
+            self.error = str(exc)
+            self.request_close()
+            return
+        if qos >= 1 and p.packet_id is not None:
+            self._write(Puback(p.packet_id))
+
+    def _route(self, topic: str, payload: bytes, qos: int, dup: bool, retain: bool, protocol: str) -> None:
+        assert self.vhost is not None
+        headers: dict[str, Any] = {}
+        if self.profile.publish_headers:
+            headers = {QOS_HEADER: qos, DUP_HEADER: dup}
+        properties: dict[str, Any] = {"delivery_mode": 2 if qos else 1, "headers": headers}
+        key = to_amqp(topic)
+        if retain:
+            self._retain(to_mqtt(key), payload, qos)
+        self.node.model.publish(
+            self.options.exchange, key, payload, properties,
+            vhost=self.vhost.name, protocol=protocol, client_id=self.client_id,
+        )
+
+    def _retain(self, topic: str, payload: bytes, qos: int) -> None:
+        assert self.vhost is not None
+        if payload:
+            self.vhost.retained[topic] = (Message(self.options.exchange, to_amqp(topic), payload), qos)
+        else:
+            self.vhost.retained.pop(topic, None)
+
+    # -- SUBSCRIBE --------------------------------------------------------------------------------
+    def _subscribe(self, p: Subscribe) -> None:
+        assert self.vhost is not None and self.client_id is not None
+        granted: list[int] = []
+        try:
+            for topic_filter, requested in p.topics:
+                qos = min(requested, self.profile.max_qos)
+                name = self._ensure_queue(qos)
+                self.vhost.bind(name, self.options.exchange, to_amqp(topic_filter), owner=self)
+                self.subscriptions[topic_filter] = qos
+                granted.append(qos)
+        except ChannelError as exc:
+            self.error = str(exc)
+            self.request_close()
+            return
+        self._write(Suback(p.packet_id, granted))
+        for (topic_filter, _), qos in zip(p.topics, granted):
+            self._send_retained(topic_filter, qos)
+
+    def _ensure_queue(self, qos: int) -> str:
+        assert self.vhost is not None and self.client_id is not None
+        name = queue_name(self.client_id, qos)
+        if qos in self._consumer_tags and name in self.vhost.queues:
+            return name
+        if qos == 0:
+            self.vhost.declare_queue(name, durable=False, auto_delete=True, owner=self)
+        elif self.clean_session:
+            self.vhost.declare_queue(name, durable=True, auto_delete=True, owner=self)
+        else:
+            args = {} if self.options.subscription_ttl is None else {"x-expires": self.options.subscription_ttl}
+            self.vhost.declare_queue(name, durable=True, auto_delete=False, arguments=args, owner=self)
+        self._consume(qos, name)
+        return name
+
+    def _consume(self, qos: int, name: str) -> None:
+        assert self.channel is not None
+        if qos == 0:
+            tag = self.channel.consume(name, self._deliver0, no_ack=True)
+        else:
+            tag = self.channel.consume(name, self._deliver1, prefetch=self.options.prefetch)
+        self._consumer_tags[qos] = tag
+
+    def _on_consumer_cancelled(self, tag: str) -> None:
+        for qos, t in list(self._consumer_tags.items()):
+            if t == tag:
+                del self._consumer_tags[qos]
+
+    def _send_retained(self, topic_filter: str, granted: int) -> None:
+        assert self.vhost is not None
+        # RabbitMQ 3.x looks the store up by the filter itself, so wildcard filters find nothing.
+        found = self.vhost.retained.get(to_mqtt(to_amqp(topic_filter)))
+        if found is None:
+            return
+        message, stored_qos = found
+        qos = min(granted, stored_qos)
+        pid = self._allocate_pid(None) if qos else None
+        self._write(Publish(to_mqtt(message.routing_key), message.body, qos, True, False, pid))
+
+    def _unsubscribe(self, p: Unsubscribe) -> None:
+        assert self.vhost is not None and self.client_id is not None
+        for topic_filter in p.topics:
+            for qos in (0, 1):
+                name = queue_name(self.client_id, qos)
+                if name in self.vhost.queues:
+                    self.vhost.unbind(name, self.options.exchange, to_amqp(topic_filter), owner=self)
+            self.subscriptions.pop(topic_filter, None)
+        self._write(Unsuback(p.packet_id))
+
+    # -- deliveries -------------------------------------------------------------------------------
+    def _deliver0(self, d: Delivery) -> None:
+        self._write(Publish(to_mqtt(d.routing_key), d.body, 0, False, False, None))
+
+    def _deliver1(self, d: Delivery) -> None:
+        headers = d.headers
+        published_qos = headers.get(QOS_HEADER)
+        # Non-MQTT publishes count as QoS 1. RabbitMQ crashes on a non-byte header; any int is used here.
+        qos = min(published_qos, 1) if isinstance(published_qos, int) and not isinstance(published_qos, bool) else 1
+        dup = d.redelivered or headers.get(DUP_HEADER) is True
+        if qos == 0:
+            assert self.channel is not None
+            self.channel.ack(d.delivery_tag)
+            self._write(Publish(to_mqtt(d.routing_key), d.body, 0, False, False, None))
+            return
+        pid = self._allocate_pid(d.delivery_tag)
+        self._write(Publish(to_mqtt(d.routing_key), d.body, 1, False, dup, pid))
+
+    def _allocate_pid(self, delivery_tag: int | None) -> int:
+        # Packet ids wrap at 0xFFFF back to 1, skipping ids still in flight.
+        for _ in range(0xFFFF):
+            self._next_pid = self._next_pid % 0xFFFF + 1
+            if self._next_pid not in self._inflight:
+                break
+        self._inflight[self._next_pid] = delivery_tag
+        return self._next_pid
+
+    def _puback(self, pid: int) -> None:
+        if pid not in self._inflight:
+            return  # RabbitMQ ignores acks for unknown packet ids
+        tag = self._inflight.pop(pid)
+        if tag is not None and self.channel is not None:
+            self.channel.ack(tag)
+
+    # -- end of the connection --------------------------------------------------------------------
+    def _on_connection_lost(self) -> None:
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+        if not self.connected:
+            return
+        if self._send_will and self.will is not None:
+            self._publish_will(self.will)
+        assert self.vhost is not None and self.client_id is not None
+        if self.channel is not None:
+            self.channel.close()
+        key = (self.vhost.name, self.client_id)
+        if self.node.mqtt_sessions.get(key) is self:
+            del self.node.mqtt_sessions[key]
+
+    def _publish_will(self, will: Will) -> None:
+        qos = min(will.qos, self.profile.max_qos)
+        try:
+            self._route(will.topic, will.payload, qos, False, will.retain, protocol="mqtt-will")
+        except ChannelError:
+            pass  # the exchange is gone: nothing to publish to, as in RabbitMQ
+
+    def describe(self) -> dict[str, Any]:
+        will = None
+        if self.will is not None:
+            will = {"topic": self.will.topic, "payload": self.will.payload, "qos": self.will.qos,
+                    "retain": self.will.retain}
+        return {
+            "vhost": self.vhost.name if self.vhost else None,
+            "protocol_level": self.protocol_level,
+            "protocol_version": {3: "MQTT 3.1", 4: "MQTT 3.1.1"}.get(self.protocol_level, "?"),
+            "keepalive": self.keepalive,
+            "clean_session": self.clean_session,
+            "will": will,
+            "subscriptions": dict(self.subscriptions),
+            "inflight": len(self._inflight),
+        }

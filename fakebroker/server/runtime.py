@@ -1,0 +1,248 @@
+"""The anyio layer: listeners, one task per connection moving bytes between a socket and a session.
+
+This is the only place with sockets. It also injects faults (drop, stall, refuse) and fires the timers of
+a :class:`~fakebroker.clock.WallClock`. Everything runs on one event loop; sessions and the model are
+only touched from it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import anyio
+import anyio.abc
+
+from ..clock import Clock, WallClock
+from ..protocols.base import ConnectionInfo, Session
+
+SessionFactory = Callable[[ConnectionInfo], Session]
+
+
+class Address(NamedTuple):
+    host: str
+    port: int
+
+
+@dataclass(eq=False)
+class Connection:
+    """A live client connection as the runtime tracks it."""
+
+    id: int
+    listener: str
+    session: Session
+    stream: anyio.abc.SocketStream
+    peer: tuple[str, int]
+    opened_at: float
+    stalled: bool = False
+    finished: bool = False
+    _wake: anyio.Event = field(default_factory=anyio.Event)
+    _resumed: anyio.Event = field(default_factory=anyio.Event)
+    _done: anyio.Event = field(default_factory=anyio.Event)
+    _scope: anyio.CancelScope | None = None
+
+    @property
+    def protocol(self) -> str:
+        return self.session.protocol
+
+    @property
+    def client_id(self) -> str | None:
+        return self.session.client_id
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def abort(self) -> None:
+        """Drop the socket with no protocol goodbye; the session learns it as a lost connection."""
+        self.session.connection_lost()
+        if self._scope is not None:
+            self._scope.cancel()
+
+
+class Runtime:
+    """Owns the listeners and connections of one broker."""
+
+    def __init__(self, clock: Clock, host: str = "127.0.0.1") -> None:
+        self.clock = clock
+        self.host = host
+        self.connections: dict[int, Connection] = {}
+        self.addresses: dict[str, Address] = {}
+        self._factories: dict[str, SessionFactory] = {}
+        self._listeners: dict[str, anyio.abc.Listener[Any]] = {}
+        self._ids = itertools.count(1)
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._listener_scopes: dict[str, anyio.CancelScope] = {}
+        self._timer_wake = anyio.Event()
+        self.on_connect: Callable[[Connection], None] = lambda c: None
+        self.on_disconnect: Callable[[Connection], None] = lambda c: None
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    async def start(self, tg: anyio.abc.TaskGroup, listeners: dict[str, tuple[int, SessionFactory]]) -> None:
+        self._tg = tg
+        for name, (port, factory) in listeners.items():
+            self._factories[name] = factory
+            await self._open_listener(name, port)
+        if isinstance(self.clock, WallClock):
+            self.clock.on_schedule = self._timer_wake.set
+            tg.start_soon(self._wall_timers)
+
+    async def _open_listener(self, name: str, port: int) -> None:
+        assert self._tg is not None
+        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=port, reuse_port=False)
+        sock = listener.extra(anyio.abc.SocketAttribute.raw_socket)
+        host, bound_port = sock.getsockname()[:2]
+        self.addresses[name] = Address(host, bound_port)
+        self._listeners[name] = listener
+        scope = anyio.CancelScope()
+        self._listener_scopes[name] = scope
+        self._tg.start_soon(self._serve, name, listener, scope)
+
+    async def _serve(self, name: str, listener: anyio.abc.Listener[Any], scope: anyio.CancelScope) -> None:
+        with scope:
+            async with listener:
+                await listener.serve(lambda stream: self._handle(name, stream))
+
+    async def close_listeners(self) -> None:
+        for scope in self._listener_scopes.values():
+            scope.cancel()
+        self._listener_scopes.clear()
+        self._listeners.clear()
+
+    async def reopen_listeners(self) -> None:
+        for name, address in self.addresses.items():
+            await self._open_listener(name, address.port)
+
+    async def aclose(self) -> None:
+        await self.close_listeners()
+        await self.drop_all()
+
+    async def drop_all(self) -> None:
+        for conn in list(self.connections.values()):
+            conn.abort()
+        for conn in list(self.connections.values()):
+            await conn._done.wait()
+
+    # -- one connection -----------------------------------------------------------------------------
+    async def _handle(self, listener: str, stream: anyio.abc.SocketStream) -> None:
+        raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
+        local = stream.extra(anyio.abc.SocketAttribute.local_address)
+        info = ConnectionInfo(peer=tuple(peer[:2]), local=tuple(local[:2]))  # type: ignore[arg-type]
+        session = self._factories[listener](info)
+        conn = Connection(next(self._ids), listener, session, stream, info.peer, self.clock.now())
+        session.wakeup = conn.wake
+        session.abort_transport = conn.abort
+        self.connections[conn.id] = conn
+        self.on_connect(conn)
+        try:
+            with anyio.CancelScope() as scope:
+                conn._scope = scope
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._writer, conn, scope)
+                    await self._reader(conn)
+                    scope.cancel()
+        finally:
+            conn.finished = True
+            with anyio.CancelScope(shield=True):
+                await _close_quietly(stream)
+            session.connection_lost()
+            self.connections.pop(conn.id, None)
+            conn._done.set()
+            self.on_disconnect(conn)
+
+    async def _reader(self, conn: Connection) -> None:
+        session = conn.session
+        while not (session.closed or session.close_requested):
+            if conn.stalled:
+                await conn._resumed.wait()
+                continue
+            try:
+                data = await conn.stream.receive(65536)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                data = b""
+            if conn.stalled:
+                # Bytes that arrive while stalled are held back, as a frozen peer would not read them.
+                await conn._resumed.wait()
+            session.receive_data(data)
+            conn.wake()
+            if not data:
+                return
+        # The writer flushes the session's last words, then cancels this task.
+        await anyio.sleep_forever()
+
+    async def _writer(self, conn: Connection, scope: anyio.CancelScope) -> None:
+        session = conn.session
+        while True:
+            await conn._wake.wait()
+            conn._wake = anyio.Event()
+            if conn.stalled:
+                await conn._resumed.wait()
+            data = session.data_to_send()
+            if data:
+                try:
+                    await conn.stream.send(data)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    session.connection_lost()
+                    scope.cancel()
+                    return
+            if session.close_requested or session.closed:
+                scope.cancel()
+                return
+
+    async def flush(self) -> None:
+        """Wait until every connection has written what its session produced so far."""
+        with anyio.move_on_after(5):  # a peer that stopped reading must not hang the caller
+            for conn in list(self.connections.values()):
+                if conn.stalled:
+                    continue
+                if conn.session.close_requested or conn.session.closed:
+                    await conn._done.wait()
+                    continue
+                spins = 0
+                while conn.session._out and not conn.finished:
+                    spins += 1
+                    await anyio.sleep(0 if spins < 50 else 0.001)
+                # One more turn so the writer task's send has reached the kernel.
+                await anyio.sleep(0)
+
+    # -- faults -------------------------------------------------------------------------------------
+    def find(self, client_id: str) -> list[Connection]:
+        return [c for c in self.connections.values() if c.client_id == client_id]
+
+    async def disconnect(self, conn: Connection) -> None:
+        conn.abort()
+        await conn._done.wait()
+
+    def stall(self, conn: Connection) -> None:
+        conn.stalled = True
+        conn._resumed = anyio.Event()
+
+    def resume(self, conn: Connection) -> None:
+        conn.stalled = False
+        conn._resumed.set()
+        conn.wake()
+
+    # -- wall-clock timers --------------------------------------------------------------------------
+    async def _wall_timers(self) -> None:
+        while True:
+            self.clock.run_due()  # type: ignore[attr-defined]
+            deadline = self.clock.next_deadline()
+            self._timer_wake = anyio.Event()
+            self.clock.on_schedule = self._timer_wake.set
+            delay = None if deadline is None else max(0.0, deadline - self.clock.now())
+            with anyio.move_on_after(delay if delay is not None else float("inf")):
+                await self._timer_wake.wait()
+
+
+async def _close_quietly(stream: anyio.abc.SocketStream) -> None:
+    try:
+        await stream.aclose()
+    except Exception:  # noqa: BLE001 - the peer may already be gone; nothing to report
+        pass
+
+
+__all__ = ["Address", "Connection", "Runtime", "SessionFactory"]

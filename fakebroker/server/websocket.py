@@ -1,0 +1,256 @@
+"""WebSocket transport as a sans-I/O session wrapper (RabbitMQ's web_mqtt and web_stomp).
+
+:class:`WebSocketSession` speaks the server side of RFC 6455 with wsproto and carries an inner protocol
+:class:`~fakebroker.protocols.base.Session` (MQTT, STOMP) inside WebSocket messages. For the inner session
+the data of client messages is one byte stream (text or binary, fragments fed as they come); each chunk it
+sends becomes one WebSocket message, as RabbitMQ sends one message per MQTT packet or STOMP frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import RemoteProtocolError
+
+from ..protocols.base import ConnectionInfo, Session
+
+_REASONS = {400: "Bad Request", 404: "Not Found", 426: "Upgrade Required"}
+
+
+class WebSocketSession(Session):
+    """Server side of one WebSocket connection, wrapping the protocol session created on upgrade.
+
+    ``subprotocols`` is the server's preference order: the first one the client offered is selected. When
+    the client offers none of them the upgrade succeeds without a protocol header, unless
+    ``require_subprotocol`` is set (then HTTP 400, as web_mqtt does from RabbitMQ 3.12). A wrong path gives
+    404 and a request that is not a WebSocket upgrade 426. When the inner session asks to close, the socket
+    gets a close frame (1000, ``close_reason_on_inner_close``) after its last output.
+    """
+
+    def __init__(
+        self,
+        info: ConnectionInfo,
+        inner_factory: Callable[[ConnectionInfo], Session],
+        *,
+        path: str = "/ws",
+        subprotocols: Sequence[str] = (),
+        require_subprotocol: bool = False,
+        frame_type: Literal["binary", "text"] = "binary",
+        close_reason_on_inner_close: str | None = None,
+    ) -> None:
+        self.inner: Session | None = None  # before super().__init__: the property setters below use it
+        self._client_id: str | None = None
+        self._user: str | None = None
+        self._close_requested = False
+        super().__init__(info)
+        self._inner_factory = inner_factory
+        self._path = path
+        self._subprotocols = tuple(subprotocols)
+        self._require_subprotocol = require_subprotocol
+        self._frame_type = frame_type
+        self._close_reason = close_reason_on_inner_close
+        self._ws = WSConnection(ConnectionType.SERVER)
+        self._head = bytearray()  # the raw HTTP request, kept until the handshake is over
+        self.subprotocol: str | None = None
+
+    # -- identity delegated to the inner session -----------------------------------------------------
+    @property
+    def client_id(self) -> str | None:
+        return self.inner.client_id if self.inner is not None else self._client_id
+
+    @client_id.setter
+    def client_id(self, value: str | None) -> None:
+        if self.inner is not None:
+            self.inner.client_id = value
+        else:
+            self._client_id = value
+
+    @property
+    def user(self) -> str | None:
+        return self.inner.user if self.inner is not None else self._user
+
+    @user.setter
+    def user(self, value: str | None) -> None:
+        if self.inner is not None:
+            self.inner.user = value
+        else:
+            self._user = value
+
+    @property
+    def close_requested(self) -> bool:
+        """True once this adapter or the inner session asked to close the connection."""
+        return self._close_requested or (self.inner is not None and self.inner.close_requested)
+
+    @close_requested.setter
+    def close_requested(self, value: bool) -> None:
+        self._close_requested = value
+
+    def describe(self) -> dict[str, Any]:
+        fields = self.inner.describe() if self.inner is not None else {}
+        return {**fields, "transport": "websocket", "subprotocol": self.subprotocol}
+
+    # -- runtime-facing API ----------------------------------------------------------------------------
+    def data_to_send(self) -> bytes:
+        self._pump()
+        return super().data_to_send()
+
+    # -- input -------------------------------------------------------------------------------------------
+    def _on_data(self, data: bytes) -> None:
+        handshaking = self._ws.state is ConnectionState.CONNECTING
+        if handshaking:
+            self._head += data
+        try:
+            self._ws.receive_data(data)
+        except RemoteProtocolError:
+            self._reject_raw()
+            return
+        self._handle_events()
+        if handshaking and self.inner is not None:
+            # Frames the client pipelined behind its request stayed in the HTTP parser's buffer.
+            rest = bytes(self._head).partition(b"\r\n\r\n")[2]
+            self._head.clear()
+            if rest:
+                self._ws.receive_data(rest)
+                self._handle_events()
+
+    def _handle_events(self) -> None:
+        for event in self._ws.events():
+            if self.close_requested or self.closed:
+                return
+            if isinstance(event, Request):
+                self._on_request(event)
+            elif isinstance(event, TextMessage):
+                self._feed(event.data.encode())
+            elif isinstance(event, BytesMessage):
+                self._feed(bytes(event.data))
+            elif isinstance(event, Ping):
+                self._emit(event.response())
+            elif isinstance(event, CloseConnection):
+                # A close frame without the protocol's goodbye is an abrupt end (an MQTT will fires).
+                self._emit(event.response())
+                self._close_inner()
+                self.request_close()
+
+    def _feed(self, data: bytes) -> None:
+        if data and self.inner is not None:
+            self.inner.receive_data(data)
+
+    def _on_connection_lost(self) -> None:
+        self._close_inner()
+
+    def _close_inner(self) -> None:
+        if self.inner is not None:
+            self.inner.connection_lost()
+
+    # -- handshake ---------------------------------------------------------------------------------------
+    def _on_request(self, request: Request) -> None:
+        if request.target.partition("?")[0] != self._path:
+            self._reject(404)
+            return
+        offered = set(request.subprotocols)
+        chosen = next((p for p in self._subprotocols if p in offered), None)
+        if chosen is None and self._require_subprotocol:
+            self._reject(400)
+            return
+        self.send(self._ws.send(AcceptConnection(subprotocol=chosen)))
+        self.subprotocol = chosen
+        headers = _parse_head(bytes(self._head))[1]
+        inner = self._inner_factory(dataclasses.replace(self.info, transport="websocket", headers=headers))
+        inner.wakeup = self._inner_wakeup
+        inner.abort_transport = lambda: self.abort_transport()
+        self.protocol = inner.protocol
+        self.inner = inner
+
+    def _reject(self, status: int) -> None:
+        body = f"{status} {_REASONS[status]}\n".encode()
+        headers = [
+            (b"content-type", b"text/plain"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        out = self._ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
+        self.send(out + self._ws.send(RejectData(data=body)))
+        self.request_close()
+
+    def _reject_raw(self) -> None:
+        """Answer a request wsproto refused (not an upgrade, or not HTTP) with a hand-written response."""
+        target, headers = _parse_head(bytes(self._head))
+        if target is not None and target.partition("?")[0] != self._path:
+            status = 404
+        elif target is not None and headers.get("upgrade", "").lower() != "websocket":
+            status = 426
+        else:
+            status = 400
+        body = f"{status} {_REASONS[status]}\n".encode()
+        extra = "upgrade: websocket\r\nsec-websocket-version: 13\r\n" if status == 426 else ""
+        head = (
+            f"HTTP/1.1 {status} {_REASONS[status]}\r\n{extra}content-type: text/plain\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        self.send(head.encode() + body)
+        self.request_close()
+
+    # -- output ------------------------------------------------------------------------------------------
+    def _inner_wakeup(self) -> None:
+        # Pull eagerly: keeps frame order with our own control frames and keeps ``_out`` truthful for
+        # the runtime's flush().
+        self._pump()
+        self.wakeup()
+
+    def _pump(self) -> None:
+        """Wrap whatever the inner session produced into one message; close after its last words."""
+        inner = self.inner
+        if inner is None:
+            return
+        payload = inner.data_to_send()
+        if payload and self._ws.state is ConnectionState.OPEN:
+            self._out += self._ws.send(self._message(payload))
+        if inner.close_requested and self._ws.state is ConnectionState.OPEN:
+            self._out += self._ws.send(CloseConnection(code=1000, reason=self._close_reason))
+
+    def _message(self, payload: bytes) -> Event:
+        if self._frame_type == "text":
+            try:
+                return TextMessage(data=payload.decode("utf-8"))
+            except UnicodeDecodeError:
+                pass
+        return BytesMessage(data=payload)
+
+    def _emit(self, event: Event) -> None:
+        """Send a control frame after any pending inner output, while the WebSocket still allows it."""
+        self._pump()
+        if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            self.send(self._ws.send(event))
+
+
+def _parse_head(head: bytes) -> tuple[str | None, dict[str, str]]:
+    """Request target and headers (lower-case names, repeated ones joined by ", ") of a raw request."""
+    lines = re.split(r"\r?\n", head.partition(b"\r\n\r\n")[0].decode("latin-1"))
+    parts = lines[0].split(" ")
+    target = parts[1] if len(parts) == 3 else None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            key = name.strip().lower()
+            headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+    return target, headers
+
+
+__all__ = ["WebSocketSession"]
