@@ -7,6 +7,7 @@ only touched from it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 from collections.abc import Callable
@@ -239,10 +240,9 @@ class Runtime:
 
 
 async def _close_quietly(stream: anyio.abc.SocketStream) -> None:
-    try:
+    # The peer may already be gone; there is nothing to report then.
+    with contextlib.suppress(Exception):
         await stream.aclose()
-    except Exception:  # noqa: BLE001 - the peer may already be gone; nothing to report
-        pass
 
 
 __all__ = ["Address", "Connection", "Runtime", "SessionFactory"]

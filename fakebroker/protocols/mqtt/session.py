@@ -7,6 +7,7 @@ choices where brokers differ come from the :class:`~.profile.MqttProfile`.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from ...clock import TimerHandle
@@ -269,7 +270,7 @@ class MqttSession(Session):
             self.request_close()
             return
         self._write(Suback(p.packet_id, granted))
-        for (topic_filter, _), qos in zip(p.topics, granted):
+        for (topic_filter, _), qos in zip(p.topics, granted, strict=True):
             self._send_retained(topic_filter, qos)
 
     def _ensure_queue(self, qos: int) -> str:
@@ -372,10 +373,9 @@ class MqttSession(Session):
 
     def _publish_will(self, will: Will) -> None:
         qos = min(will.qos, self.profile.max_qos)
-        try:
+        # If the exchange is gone there is nothing to publish to, as in RabbitMQ.
+        with contextlib.suppress(ChannelError):
             self._route(will.topic, will.payload, qos, False, will.retain, protocol="mqtt-will")
-        except ChannelError:
-            pass  # the exchange is gone: nothing to publish to, as in RabbitMQ
 
     def describe(self) -> dict[str, Any]:
         will = None

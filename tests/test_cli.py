@@ -1,0 +1,51 @@
+"""The ``fakebroker serve`` command: starts, prints its listeners, serves real clients, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+
+import paho.mqtt.client as mqtt
+
+
+def test_serve_prints_listeners_serves_mqtt_and_stops_on_sigterm() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", "--web-mqtt-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = [proc.stdout.readline() for _ in range(3)]
+        assert banner[0].startswith("fakebroker is serving")
+        mqtt_port = int(re.search(r"mqtt://127\.0\.0\.1:(\d+)", banner[1]).group(1))  # type: ignore[union-attr]
+        assert re.search(r"ws://127\.0\.0\.1:\d+/ws", banner[2])
+
+        received: queue.Queue[bytes] = queue.Queue()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cli-test")
+        client.on_message = lambda c, u, m: received.put(m.payload)
+        client.connect("127.0.0.1", mqtt_port)
+        client.loop_start()
+        try:
+            # SUBSCRIBE and PUBLISH travel in order on one connection, so the binding exists first.
+            client.subscribe("cli/test", qos=1)
+            client.publish("cli/test", b"over the wire", qos=1).wait_for_publish(5)
+            assert received.get(timeout=5) == b"over the wire"
+        finally:
+            client.loop_stop()
+            client.disconnect()
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert "SIGTERM, stopping" in proc.stdout.read()
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", mqtt_port)) != 0, "the listener is still open after SIGTERM"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
