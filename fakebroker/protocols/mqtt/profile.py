@@ -26,11 +26,17 @@ class MqttProfile:
     #: One subscription queue per QoS level: overlapping filters of two levels deliver twice.
     queue_per_qos: bool = True
     #: ``+``/``#`` in a PUBLISH topic are accepted and routed as literal words.
-    wildcards_in_publish_topic: bool = True
+    wildcards_in_publish_topic: bool = False
     #: A CONNECT with an unsupported protocol level gets CONNACK 1 (spec) or is just closed (RabbitMQ 3.10).
     connack_on_bad_protocol_level: bool = False
     #: Headers RabbitMQ 3.10 adds to MQTT-originated AMQP messages.
     publish_headers: bool = True
+    #: UNSUBSCRIBE removes only the bindings this connection made (RabbitMQ 3.10 keeps the filters in the
+    #: connection's state, so a resumed persistent session cannot unsubscribe what it subscribed before).
+    unsubscribe_own_bindings_only: bool = True
+    #: A message delivered at QoS 0 is dropped when it is a duplicate (``x-mqtt-dup`` true, or redelivered),
+    #: as RabbitMQ 3.10's ``amqp_callback`` does.
+    drop_duplicates_at_qos0: bool = True
 
 
 PROFILES: dict[str, MqttProfile] = {
