@@ -31,13 +31,15 @@ from .facade import (
     start,
 )
 from .model import Delivery, LoggedMessage, Message
+from .observe import MessageFault, MessageTimeout
 from .server.runtime import Address
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AccessRefused", "Address", "AsyncBroker", "BindingInfo", "BrokerError", "ChannelError", "ClientInfo",
-    "Delivery", "ExchangeInfo", "LoggedMessage", "Message", "MessageLog", "NotAllowed", "NotFound", "Options",
+    "Delivery", "ExchangeInfo", "LoggedMessage", "Message", "MessageFault", "MessageLog", "MessageTimeout",
+    "NotAllowed", "NotFound", "Options",
     "PreconditionFailed", "QueueInfo", "ResourceLocked", "ThreadedBroker", "VirtualClock", "WallClock",
     "serve", "start",
 ]

@@ -51,3 +51,10 @@ class NotAllowed(ChannelError):
 
     code = 530
     name = "NOT_ALLOWED"
+
+
+class CommandInvalid(ChannelError):
+    """A connection-level error, e.g. an unknown exchange type."""
+
+    code = 503
+    name = "COMMAND_INVALID"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
@@ -22,9 +22,18 @@ from .clock import Clock, VirtualClock
 from .config import Options
 from .model import Delivery, LoggedMessage, Message
 from .model.message import check_properties
-from .model.topic import topic_matches
 from .node import Node
-from .protocols.mqtt.profile import to_amqp
+from .observe import (
+    Journal,
+    MessageFault,
+    MessageTimeout,
+    check_criteria,
+    explain,
+    format_criteria,
+    listing,
+    matches,
+    traffic_report,
+)
 from .server.runtime import Address, Connection
 
 T = TypeVar("T")
@@ -126,58 +135,21 @@ class MessageLog(Sequence[LoggedMessage]):
 
     def filter(self, **criteria: Any) -> MessageLog:
         """Entries matching every criterion; see :func:`message_matches` for the names."""
-        return MessageLog([m for m in self._entries if message_matches(m, **criteria)])
+        check_criteria(criteria)
+        return MessageLog([m for m in self._entries if matches(m, criteria)])
 
     @property
     def bodies(self) -> list[bytes]:
         return [m.body for m in self._entries]
 
 
-def message_matches(
-    m: LoggedMessage,
-    *,
-    topic: str | None = None,
-    routing_key: str | None = None,
-    exchange: str | None = None,
-    queue: str | None = None,
-    protocol: str | None = None,
-    client_id: str | None = None,
-    vhost: str | None = None,
-    body: bytes | str | None = None,
-    payload: Callable[[bytes], bool] | bytes | str | None = None,
-    delivered_to: str | None = None,
-    routed: bool | None = None,
-) -> bool:
-    """``topic`` is an MQTT filter (``+``/``#`` wildcards) matched against the routing key as RabbitMQ's MQTT
-    plugin maps it; ``queue`` a queue the message was routed to; ``delivered_to`` a client id that received
-    it; ``payload``/``body`` bytes, str (UTF-8) or a predicate on the body."""
-    if topic is not None and not topic_matches(to_amqp(topic), m.routing_key):
-        return False
-    if routing_key is not None and m.routing_key != routing_key:
-        return False
-    if exchange is not None and m.exchange != exchange:
-        return False
-    if queue is not None and queue not in m.queues:
-        return False
-    if protocol is not None and m.protocol != protocol:
-        return False
-    if client_id is not None and m.client_id != client_id:
-        return False
-    if vhost is not None and m.vhost != vhost:
-        return False
-    if routed is not None and m.routed != routed:
-        return False
-    if delivered_to is not None and all(c != delivered_to for _, c in m.deliveries):
-        return False
-    for wanted in (body, payload):
-        if wanted is None:
-            continue
-        if callable(wanted):
-            if not wanted(m.body):
-                return False
-        elif m.body != (wanted.encode() if isinstance(wanted, str) else wanted):
-            return False
-    return True
+def message_matches(m: LoggedMessage, **criteria: Any) -> bool:
+    """Whether ``m`` meets every criterion: ``topic`` (an MQTT filter, ``+``/``#`` wildcards, matched against
+    the routing key as RabbitMQ's MQTT plugin maps it), ``routing_key``, ``exchange``, ``queue`` (one it was
+    routed to), ``protocol``, ``client_id``, ``vhost``, ``payload``/``body`` (bytes, str or a predicate),
+    ``headers`` (a subset), ``delivered_to`` (a client id that received it), ``routed``, ``fault``."""
+    check_criteria(criteria)
+    return matches(m, criteria)
 
 
 # -- the API shared by both faces ---------------------------------------------------------------------
@@ -360,15 +332,138 @@ class BrokerAPI:
 
     @property
     def messages(self) -> MessageLog:
-        """Every message the broker accepted (a snapshot), with where it was routed and delivered."""
-        return self._call(lambda: MessageLog(list(self._node.model.log)))
+        """Every message the broker accepted (a snapshot), with where it was routed and delivered.
+
+        Also readable after the broker stopped. Filter it with ``.filter(**criteria)``.
+        """
+        return self._read(lambda: MessageLog(list(self._node.model.log)))
 
     def on(self, event: str, callback: Callable[..., Any]) -> Callable[[], None]:
-        """Call ``callback`` on the broker's loop for each event: publish, route, deliver, connect, disconnect.
+        """Call ``callback`` for each broker event; returns a function that removes it.
 
-        Returns a function that removes the hook. Callbacks must not block.
+        Callbacks run on the broker's event loop: for :func:`start`, the broker's own thread (so guard shared
+        state, and never call a blocking broker method from one); for :func:`serve`, the caller's loop. They
+        must not block. An exception in a callback does not reach the broker: it is kept in
+        :attr:`callback_errors` (the pytest fixtures fail the test with it). Events and their arguments:
+
+        - ``publish(entry)``: a message was accepted (a :class:`LoggedMessage`, not routed yet)
+        - ``route(entry)``: it was routed (``entry.queues``), or dropped by a message fault (``entry.fault``)
+        - ``deliver(entry, queue, client_id)``: handed to a consumer or to ``get`` (``entry`` may be None
+          when the log has been trimmed)
+        - ``connect(conn)`` / ``disconnect(conn)``: a connection opened / closed (``conn.id``,
+          ``conn.protocol``, ``conn.client_id`` (None until the client identified itself), ``conn.peer``)
+        - ``queue_deleted(vhost, queue)``; ``dropped(vhost, queue, message, reason)``: a queue discarded a
+          message (``expired``, ``maxlen``, ``rejected``; dead-lettered when the queue has a DLX)
         """
-        return self._call(self._node.model.on, event, callback)
+
+        def guarded(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception as exc:  # a test's callback must not break the broker; it is reported instead
+                self.callback_errors.append(exc)
+
+        return self._call(self._node.model.on, event, guarded)
+
+    # inspection
+    def _setup(self, node: Node, journal: Journal) -> None:
+        self._node = node
+        self._journal = journal
+        #: Exceptions raised by :meth:`on` callbacks, oldest first.
+        self.callback_errors: list[Exception] = []
+
+    def _read(self, fn: Callable[[], T]) -> T:
+        """Run a read-only ``fn`` on the loop (or directly once the broker has stopped)."""
+        return self._call(fn)
+
+    def traffic_report(self, messages: int = 50) -> str:
+        """Recent traffic as text: connections opened and closed (with client ids and subscriptions), injected
+        faults, connected clients (subscriptions, wills), queues and bindings, and the last ``messages``
+        messages with where they were routed and who received them. Also works after the broker stopped."""
+        return self._read(lambda: traffic_report(self._node, self._journal, messages))
+
+    def _assert_count(self, what: str, count: int | None, criteria: dict[str, Any]) -> MessageLog:
+        __tracebackhide__ = True
+        check_criteria(criteria)
+        if count is not None and count < 0:
+            raise ValueError("count must be >= 0")
+
+        def run() -> tuple[MessageLog, str | None]:
+            log = list(self._node.model.log)
+            found = [m for m in log if matches(m, criteria)]
+            if (count is None and found) or len(found) == count:
+                return MessageLog(found), None
+            wanted = f"a message {what}" if count is None else f"{count} message(s) {what}"
+            headline = f"expected {wanted} matching {format_criteria(criteria)}, found {len(found)}"
+            if found:
+                headline += ":\n" + listing(found)
+            if count is not None and len(found) > count:
+                return MessageLog(found), headline
+            return MessageLog(found), explain(headline, log, criteria)
+
+        found, error = self._read(run)
+        if error is not None:
+            raise AssertionError(error)
+        return found
+
+    def assert_published(self, count: int | None = None, **criteria: Any) -> MessageLog:
+        """Assert that a message matching ``criteria`` was published (exactly ``count`` of them if given).
+
+        Counts every message the broker accepted, including unroutable, dropped and still-delayed ones. Returns
+        the matches; on failure the AssertionError lists them, or the near misses and how each one differs.
+        It checks what already happened: wait first (:meth:`wait_for_message`) for something still on its way.
+        """
+        __tracebackhide__ = True
+        return self._assert_count("published", count, criteria)
+
+    def assert_not_published(self, **criteria: Any) -> None:
+        """Assert that no message matching ``criteria`` was published; the error lists the ones that were."""
+        __tracebackhide__ = True
+        self._assert_count("published", 0, criteria)
+
+    def assert_delivered(self, client_id: str, count: int | None = None, **criteria: Any) -> MessageLog:
+        """Assert that a message matching ``criteria`` was delivered to ``client_id`` (``count`` of them if
+        given): handed to one of its subscriptions or consumers, not necessarily acknowledged yet."""
+        __tracebackhide__ = True
+        return self._assert_count(f"delivered to {client_id!r}", count, {**criteria, "delivered_to": client_id})
+
+    async def _wait(self, count: int, timeout: float, criteria: dict[str, Any]) -> MessageLog:
+        """On the loop: wait, driven by the route and deliver hooks, for ``count`` matching log entries."""
+        __tracebackhide__ = True
+        check_criteria(criteria)
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        model = self._node.model
+        found: dict[int, LoggedMessage] = {}
+        done = anyio.Event()
+
+        def consider(entry: LoggedMessage | None, *_: Any) -> None:
+            if entry is None or entry.pending or entry.seq in found or not matches(entry, criteria):
+                return
+            found[entry.seq] = entry
+            if len(found) >= count:
+                done.set()
+
+        for entry in model.log:
+            consider(entry)
+        if len(found) < count:
+            removers = [model.on("route", consider), model.on("deliver", consider)]
+            try:
+                with anyio.move_on_after(timeout):
+                    await done.wait()
+            finally:
+                for remove in removers:
+                    remove()
+        matched = sorted(found.values(), key=lambda m: m.seq)
+        if len(matched) < count:
+            what = "a message" if count == 1 else f"{count} messages"
+            headline = (f"timed out after {timeout} s waiting for {what} matching {format_criteria(criteria)}"
+                        f"; {len(matched)} matched")
+            if matched:
+                headline += ":\n" + listing(matched)
+            raise MessageTimeout(explain(headline, model.log, criteria))
+        # With delivered_to, the bytes are on their way: let them reach the client's socket first.
+        await self._node.runtime.flush()
+        return MessageLog(matched)
 
     # faults
     def _connections(self, client_id: str) -> list[Connection]:
@@ -377,6 +472,67 @@ class BrokerAPI:
             known = [c.client_id for c in self._node.runtime.connections.values()]
             raise LookupError(f"no connected client {client_id!r}; connected: {known}")
         return conns
+
+    def stall(self, client_id: str) -> None:
+        """Stop reading from and writing to the client's connection, as for a frozen peer or a dead network path.
+
+        Its bytes wait in the socket buffers, PINGREQs included, so its keepalive runs out once the clock
+        passes 1.5 x keepalive after its last packet read; :meth:`resume` lets the held bytes through.
+        """
+
+        def run() -> None:
+            for conn in self._connections(client_id):
+                self._node.runtime.stall(conn)
+            self._journal.note(f"fault: stall({client_id!r})")
+
+        self._call(run)
+
+    def resume(self, client_id: str) -> None:
+        """Undo :meth:`stall`: held bytes are read and written again."""
+
+        def run() -> None:
+            for conn in self._connections(client_id):
+                self._node.runtime.resume(conn)
+            self._journal.note(f"fault: resume({client_id!r})")
+
+        self._call(run)
+
+    def drop_next(self, n: int = 1, **criteria: Any) -> MessageFault:
+        """Drop the next ``n`` published messages matching ``criteria`` (checked before routing: ``topic``,
+        ``routing_key``, ``exchange``, ``protocol``, ``client_id``, ``vhost``, ``payload``, ``headers``).
+
+        A dropped message is logged with ``fault="dropped"`` and reaches no queue; its publisher still got its
+        acknowledgement and a retained message is still stored, as for a message lost inside the broker.
+        """
+        return self._add_fault("drop", n, criteria)
+
+    def delay_next(self, n: int, seconds: float, **criteria: Any) -> MessageFault:
+        """Hold the next ``n`` matching messages for ``seconds`` on the broker's clock, then route them with
+        the bindings of that moment (``fault="delayed"``; ``pending`` until then). With the virtual clock they
+        are routed by ``clock.advance``."""
+        if seconds < 0:
+            raise ValueError("the delay cannot be negative")
+        return self._add_fault(float(seconds), n, criteria)
+
+    def _add_fault(self, action: str | float, n: int, criteria: dict[str, Any]) -> MessageFault:
+        fault = MessageFault(self._node, action, n, criteria, lambda fn: self._call(fn))
+
+        def run() -> None:
+            self._node.model.publish_hooks.append(fault)
+            self._journal.note(f"fault: {fault!r}")
+
+        self._call(run)
+        return fault
+
+    async def _restart(self) -> None:
+        self._journal.note("fault: restart")
+        await self._node.restart()
+
+    async def _refuse(self, refuse: bool) -> None:
+        if refuse and self._node.refusing:
+            raise RuntimeError("this broker is already refusing connections")
+        self._journal.note(f"fault: {'refusing' if refuse else 'accepting'} connections")
+        await self._node.refuse(refuse)
 
 
 # -- threaded face ----------------------------------------------------------------------------------
@@ -403,14 +559,17 @@ class ClockProxy:
 class ThreadedBroker(BrokerAPI):
     """A broker running on its own event loop in a background thread; see :func:`start`."""
 
-    def __init__(self, node: Node, portal: anyio.from_thread.BlockingPortal,
-                 portal_cm: AbstractContextManager[Any], serve_cm: AbstractContextManager[Node]) -> None:
-        self._node = node
+    def __init__(self, node: Node, journal: Journal, portal: anyio.from_thread.BlockingPortal,
+                 portal_cm: AbstractContextManager[Any],
+                 serve_cm: AbstractContextManager[tuple[Node, Journal]]) -> None:
         self._portal = portal
         self._portal_cm = portal_cm
         self._serve_cm = serve_cm
         self._loop_thread = node.thread_id
+        #: The thread running the broker's event loop (gone once :meth:`stop` returns).
+        self.thread = next((t for t in threading.enumerate() if t.ident == node.thread_id), None)
         self.stopped = False
+        self._setup(node, journal)
 
     def _on_loop(self) -> bool:
         return threading.get_ident() == self._loop_thread
@@ -423,9 +582,15 @@ class ThreadedBroker(BrokerAPI):
         return self._portal.call(functools.partial(fn, *args, **kwargs))
 
     def _call_async(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.stopped:
+            raise RuntimeError("this broker has been stopped")
         if self._on_loop():
             raise RuntimeError("this method blocks; call it from the test's thread, not a broker callback")
         return self._portal.call(fn, *args)
+
+    def _read(self, fn: Callable[[], T]) -> T:
+        # Once stopped, nothing runs on the loop any more: the model can be read directly.
+        return fn() if self.stopped else self._call(fn)
 
     @property
     def clock(self) -> ClockProxy:
@@ -442,10 +607,55 @@ class ThreadedBroker(BrokerAPI):
         """Drop the client's TCP connection with no protocol goodbye (its Last Will fires)."""
 
         async def run() -> None:
+            self._journal.note(f"fault: disconnect({client_id!r})")
             for conn in self._connections(client_id):
                 await self._node.runtime.disconnect(conn)
 
         self._call_async(run)
+
+    def wait_for_message(self, timeout: float = 5.0, **criteria: Any) -> LoggedMessage:
+        """Block until a message matching ``criteria`` has been routed, and return its log entry.
+
+        A message already in the log counts. With ``delivered_to=client_id`` it waits until the message was
+        delivered to that client, and returns once the bytes are written to its socket. ``timeout`` is in
+        real seconds (the virtual clock does not move while waiting). On timeout it raises
+        :class:`~fakebroker.observe.MessageTimeout` (an AssertionError and a TimeoutError) listing the
+        messages the broker saw instead, closest first, with how each one differs.
+        """
+        __tracebackhide__ = True
+        return self.wait_for_messages(1, timeout, **criteria)[0]
+
+    def wait_for_messages(self, count: int, timeout: float = 5.0, **criteria: Any) -> MessageLog:
+        """Like :meth:`wait_for_message`, for at least ``count`` matching messages; returns them all."""
+        __tracebackhide__ = True
+        try:
+            log: MessageLog = self._call_async(self._wait, count, timeout, criteria)
+        except MessageTimeout as exc:
+            raise MessageTimeout(str(exc)) from None  # raised here, not in the broker's thread
+        return log
+
+    def restart(self) -> None:
+        """Restart the broker as a RabbitMQ node restart (``rabbitmqctl stop_app; start_app``).
+
+        Every connection drops with no Last Will (RabbitMQ stops its MQTT plugin before anything else); the
+        broker comes back on the same ports with durable exchanges, durable queues and their persistent
+        messages (``delivery_mode`` 2, which MQTT QoS 1 publishes have), bindings between durable things,
+        persistent MQTT sessions and retained messages. Transient queues, exchanges and messages are gone.
+        Inside :meth:`refuse_connections` the listeners stay closed until that block ends.
+        """
+        self._call_async(self._restart)
+
+    @contextmanager
+    def refuse_connections(self) -> Iterator[None]:
+        """Within the ``with`` block new connections are refused (ECONNREFUSED): the listening sockets are
+        closed, as if the broker were down. Open connections stay. On exit the broker listens again on the
+        same ports."""
+        self._call_async(self._refuse, True)
+        try:
+            yield
+        finally:
+            if not self.stopped:
+                self._call_async(self._refuse, False)
 
     def stop(self) -> None:
         if self.stopped:
@@ -471,8 +681,8 @@ class ThreadedBroker(BrokerAPI):
 class AsyncBroker(BrokerAPI):
     """A broker running in the caller's anyio event loop; see :func:`serve`."""
 
-    def __init__(self, node: Node) -> None:
-        self._node = node
+    def __init__(self, node: Node, journal: Journal) -> None:
+        self._setup(node, journal)
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return fn(*args, **kwargs)
@@ -491,21 +701,48 @@ class AsyncBroker(BrokerAPI):
 
     def disconnect(self, client_id: str) -> None:
         """Drop the client's TCP connection with no protocol goodbye (its Last Will fires at once)."""
+        self._journal.note(f"fault: disconnect({client_id!r})")
         for conn in self._connections(client_id):
             conn.abort()
+
+    async def wait_for_message(self, timeout: float = 5.0, **criteria: Any) -> LoggedMessage:
+        """Wait until a message matching ``criteria`` has been routed (see ``ThreadedBroker.wait_for_message``;
+        ``timeout`` is measured by the event loop's clock)."""
+        __tracebackhide__ = True
+        return (await self._wait(1, timeout, criteria))[0]
+
+    async def wait_for_messages(self, count: int, timeout: float = 5.0, **criteria: Any) -> MessageLog:
+        """Wait for at least ``count`` messages matching ``criteria``; returns them all."""
+        __tracebackhide__ = True
+        return await self._wait(count, timeout, criteria)
+
+    async def restart(self) -> None:
+        """Restart the broker as a RabbitMQ node restart; see ``ThreadedBroker.restart``."""
+        await self._restart()
+
+    @asynccontextmanager
+    async def refuse_connections(self) -> AsyncIterator[None]:
+        """``async with broker.refuse_connections():`` new connections are refused until the block ends."""
+        await self._refuse(True)
+        try:
+            yield
+        finally:
+            await self._refuse(False)
 
     def __repr__(self) -> str:
         return f"<fakebroker.AsyncBroker {', '.join(f'{k}={v.host}:{v.port}' for k, v in self.addresses.items())}>"
 
 
 @asynccontextmanager
-async def _run_node(options: Options) -> AsyncIterator[Node]:
+async def _run_node(options: Options) -> AsyncIterator[tuple[Node, Journal]]:
     node = Node(options)
     node.thread_id = threading.get_ident()
+    journal = Journal(node)
+    journal.attach()  # before the listeners open: the journal sees every connection
     async with anyio.create_task_group() as tg:
         await node.start(tg)
         try:
-            yield node
+            yield node, journal
         finally:
             with anyio.CancelScope(shield=True):
                 await node.aclose()
@@ -516,8 +753,8 @@ async def _run_node(options: Options) -> AsyncIterator[Node]:
 async def serve(**options: Any) -> AsyncIterator[AsyncBroker]:
     """Run a broker inside the current anyio event loop (asyncio or trio) for the ``async with`` block."""
     opts = Options.from_kwargs(**options)
-    async with _run_node(opts) as node:
-        yield AsyncBroker(node)
+    async with _run_node(opts) as (node, journal):
+        yield AsyncBroker(node, journal)
 
 
 def start(**options: Any) -> ThreadedBroker:
@@ -530,8 +767,8 @@ def start(**options: Any) -> ThreadedBroker:
     portal = portal_cm.__enter__()
     try:
         serve_cm = portal.wrap_async_context_manager(_run_node(opts))
-        node = serve_cm.__enter__()
+        node, journal = serve_cm.__enter__()
     except BaseException:
         portal_cm.__exit__(*sys.exc_info())
         raise
-    return ThreadedBroker(node, portal, portal_cm, serve_cm)
+    return ThreadedBroker(node, journal, portal, portal_cm, serve_cm)

@@ -40,6 +40,10 @@ class Node:
         self.mqtt_sessions: dict[tuple[str, str], MqttSession] = {}
         self.tg: anyio.abc.TaskGroup | None = None
         self.thread_id = 0  # the event loop's thread, set when the node starts
+        # True while the node goes down (stop, restart): connections are dropped with no Last Will, as when
+        # RabbitMQ stops its MQTT plugin (observed on 3.10 with `rabbitmqctl stop_app`).
+        self.stopping = False
+        self.refusing = False  # listeners closed by refuse_connections()
 
     def api_channel(self, vhost: str) -> Channel:
         channel = self.api_channels.get(vhost)
@@ -69,7 +73,33 @@ class Node:
         await self.runtime.start(tg, self.listeners())
 
     async def aclose(self) -> None:
+        self.stopping = True
         await self.runtime.aclose()
+
+    async def refuse(self, refuse: bool) -> None:
+        """Close (True) or reopen (False) the listening sockets, keeping the ports."""
+        self.refusing = refuse
+        if refuse:
+            await self.runtime.close_listeners()
+        else:
+            await self.runtime.reopen_listeners()
+
+    async def restart(self) -> None:
+        """A node restart: listeners close, every connection drops (no wills), the model keeps what is
+        durable (:meth:`Broker.restart`), and the listeners reopen on the same ports (unless refusing)."""
+        await self.runtime.close_listeners()
+        self.stopping = True
+        try:
+            await self.runtime.drop_all()
+        finally:
+            self.stopping = False
+        for channel in self.api_channels.values():
+            channel.close()  # requeues what basic.get handed out unacknowledged
+        self.api_channels.clear()
+        self.api_owner = ApiOwner()
+        self.model.restart()
+        if not self.refusing:
+            await self.runtime.reopen_listeners()
 
     @property
     def addresses(self) -> dict[str, Address]:

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..clock import Clock, VirtualClock
-from ..errors import NotAllowed
-from .message import Message
+from ..errors import AccessRefused, ChannelError, NotAllowed
+from .message import Message, parse_expiration
+from .queue import Queue
 from .vhost import VHost
 
 EVENTS = ("publish", "route", "deliver", "connect", "disconnect", "queue_deleted", "dropped")
@@ -31,6 +32,11 @@ class LoggedMessage:
     properties: dict[str, Any]
     queues: tuple[str, ...]
     deliveries: list[tuple[str, str | None]] = field(default_factory=list)  # (queue, client id)
+    # Fault injection (see Broker.publish_hooks): "dropped" (never routed) or "delayed" (routed at
+    # ``delayed_until`` on the clock; ``pending`` until then).
+    fault: str | None = None
+    delayed_until: float | None = None
+    pending: bool = False
 
     @property
     def routed(self) -> bool:
@@ -52,6 +58,11 @@ class LoggedMessage:
 
     def describe(self) -> str:
         where = ", ".join(self.queues) if self.queues else "unroutable"
+        if self.fault == "dropped":
+            where = "dropped (fault injection)"
+        elif self.fault == "delayed":
+            due = f"delayed to t={self.delayed_until:.3f}"
+            where = f"{due}, not routed yet" if self.pending else f"{where} ({due})"
         who = f"{self.protocol}:{self.client_id}" if self.client_id else self.protocol
         body = self.body if len(self.body) <= 60 else self.body[:57] + b"..."
         return (f"#{self.seq} t={self.time:.3f} {who} -> exchange={self.exchange!r} "
@@ -80,6 +91,9 @@ class Broker:
         self._seq = 0
         self._listeners: dict[str, list[Callable[..., Any]]] = defaultdict(list)
         self._wall_offset = time.time() - self.clock.now()
+        # Fault injection: each new log entry is shown to these hooks before it is routed. The first one
+        # that answers decides: "drop" (never routed) or a number of seconds to delay routing by.
+        self.publish_hooks: list[Callable[[LoggedMessage], str | float | None]] = []
 
     # -- vhosts and users -----------------------------------------------------------------------
     def add_vhost(self, name: str) -> VHost:
@@ -138,9 +152,15 @@ class Broker:
         protocol: str = "api",
         client_id: str | None = None,
     ) -> LoggedMessage:
-        """Route and enqueue one message; raises NOT_FOUND for a missing exchange."""
-        message = Message(exchange, routing_key, bytes(body), dict(properties or {}))
+        """basic.publish: route and enqueue one message. Refused as RabbitMQ does: NOT_FOUND for a missing
+        exchange, ACCESS_REFUSED for an internal one, PRECONDITION_FAILED for a bad ``expiration``."""
         vh = self.vhost(vhost)
+        if vh.exchange(exchange).internal:
+            raise AccessRefused(f"cannot publish to internal exchange '{exchange}' in vhost '{vh.name}'")
+        props = dict(properties or {})
+        if "expiration" in props:
+            parse_expiration(props["expiration"])
+        message = Message(exchange, routing_key, bytes(body), props)
         return self.publish_message(message, protocol=protocol, client_id=client_id, vhost=vh)
 
     def publish_message(
@@ -163,12 +183,41 @@ class Broker:
         if self.log_limit is not None and len(self.log) > self.log_limit:
             del self.log[: len(self.log) - self.log_limit]
         self.emit("publish", logged)
+        action = self._publish_fault(logged) if self.publish_hooks else None
+        if action is None:
+            self._enqueue(logged, message, vhost, targets)
+        elif action == "drop":
+            logged.fault = "dropped"
+            self.emit("route", logged)
+        else:
+            logged.fault, logged.pending = "delayed", True
+            logged.delayed_until = self.clock.now() + float(action)
+            self.clock.call_at(logged.delayed_until, self._route_delayed, logged, message, vhost, queues)
+        return logged
+
+    def _publish_fault(self, logged: LoggedMessage) -> str | float | None:
+        for hook in list(self.publish_hooks):  # a hook may remove itself
+            action = hook(logged)
+            if action is not None:
+                return action
+        return None
+
+    def _enqueue(self, logged: LoggedMessage, message: Message, vhost: VHost, targets: list[str]) -> None:
         # Record the targets before enqueueing: enqueueing can deliver, and deliveries refer to the entry.
         logged.queues = tuple(targets)
         accepted = vhost.deliver(message, targets)
         logged.queues = tuple(accepted)
+        logged.pending = False
         self.emit("route", logged)
-        return logged
+
+    def _route_delayed(self, logged: LoggedMessage, message: Message, vhost: VHost,
+                       queues: list[str] | None) -> None:
+        # Routed with the bindings of the moment it arrives; an exchange deleted meanwhile makes it unroutable.
+        try:
+            targets = vhost.route(message) if queues is None else queues
+        except ChannelError:
+            targets = []
+        self._enqueue(logged, message, vhost, targets)
 
     def find_logged(self, seq: int) -> LoggedMessage | None:
         if not self.log or seq < self.log[0].seq:
@@ -184,3 +233,37 @@ class Broker:
 
     def queues(self, vhost: str = "/") -> dict[str, Any]:
         return dict(self.vhost(vhost).queues)
+
+    # -- restart --------------------------------------------------------------------------------
+    def restart(self) -> None:
+        """Keep what a RabbitMQ node keeps across a restart; call it once every connection has closed.
+
+        Kept: durable exchanges, durable non-exclusive queues with their persistent messages
+        (``delivery_mode`` 2, in order, TTL deadlines unchanged), bindings from a kept exchange to a kept
+        queue, the MQTT retained store and the message log. Everything else is gone, as after
+        ``rabbitmqctl stop_app; start_app``. Kept queues come back as new queue processes with no consumer: the
+        ``x-expires`` countdown starts again and the message-TTL timer is armed for the new head.
+        """
+        for vh in self.vhosts.values():
+            gone = {name for name, q in vh.queues.items() if not q.durable or q.exclusive}
+            # Transient bindings vanish without triggering auto-delete, as when mnesia's RAM tables are lost.
+            for exchange in vh.exchanges.values():
+                for binding in [b for b in exchange.bindings if b.destination in gone]:
+                    exchange.remove_binding(binding)
+            for name in [n for n, e in vh.exchanges.items() if not e.durable]:
+                del vh.exchanges[name]
+            for name in sorted(gone):
+                vh.queues.pop(name).on_deleted()
+                self.emit("queue_deleted", vh.name, name)
+            for name, old in list(vh.queues.items()):
+                old.on_deleted()  # cancels its timers
+                new = Queue(old.name, vh, durable=True, auto_delete=old.auto_delete, arguments=dict(old.arguments))
+                kept = [qm for qm in old.messages if qm.message.persistent]
+                new.messages.extend(kept)
+                new.ready_bytes = sum(qm.size for qm in kept)
+                new._seq = old._seq
+                vh.queues[name] = new
+        # Only now, with every queue in place: expiring a head may dead-letter into another kept queue.
+        for vh in self.vhosts.values():
+            for queue in list(vh.queues.values()):
+                queue._after_change()

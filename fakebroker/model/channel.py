@@ -66,10 +66,7 @@ class Channel:
             consumer.queue.remove_consumer(consumer)
 
     def queue_deleted(self, consumer: Consumer) -> None:
-        # Unacked messages of a deleted queue are gone with it.
-        for dtag, (_, _, c) in list(self._unacked.items()):
-            if c is consumer:
-                del self._unacked[dtag]
+        # The consumer's unacked deliveries stay on the channel: RabbitMQ accepts (and ignores) their acks.
         if self.consumers.pop(consumer.tag, None) is not None and self.on_cancel is not None:
             self.on_cancel(consumer.tag)
 
@@ -87,13 +84,15 @@ class Channel:
         self._settle(delivery_tag, False, "requeue" if requeue else "reject")
 
     def _settle(self, delivery_tag: int, multiple: bool, outcome: str) -> None:
-        if multiple:
-            tags = [t for t in self._unacked if t <= delivery_tag]
-            if not tags and delivery_tag != 0:
-                raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
+        # rabbit_channel:collect_acks/3: tag 0 with multiple means every outstanding delivery; otherwise the
+        # tag itself must be outstanding, even with multiple.
+        if multiple and delivery_tag == 0:
+            tags = sorted(self._unacked)
+        elif delivery_tag not in self._unacked:
+            raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
+        elif multiple:
+            tags = sorted(t for t in self._unacked if t <= delivery_tag)
         else:
-            if delivery_tag not in self._unacked:
-                raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
             tags = [delivery_tag]
         for t in tags:
             qm, queue, consumer = self._unacked.pop(t)

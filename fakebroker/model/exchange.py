@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .message import Message
+from .queue import amqp_type, format_value
 from .topic import TopicTrie
 
 EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers")
+X_MATCH_MODES = ("all", "any", "all-with-x", "any-with-x")
 
 
 @dataclass(frozen=True)
@@ -102,5 +104,22 @@ def headers_match(binding_args: dict[str, Any], headers: dict[str, Any]) -> bool
 def _header_ok(key: str, expected: Any, headers: dict[str, Any]) -> bool:
     if key not in headers:
         return False
-    # A void binding value matches on presence alone.
-    return expected is None or headers[key] == expected
+    if expected is None:
+        return True  # a void binding value matches on presence alone
+    actual = headers[key]
+    # Erlang's == does not take true for 1 (Python's does).
+    if isinstance(actual, bool) or isinstance(expected, bool):
+        return type(actual) is type(expected) and actual == expected
+    return bool(actual == expected)
+
+
+def check_headers_binding(arguments: dict[str, Any] | None) -> str | None:
+    """``rabbit_exchange_type_headers:validate_binding/2``: the error text for a bad ``x-match``, or None."""
+    if not arguments or "x-match" not in arguments:
+        return None
+    mode = arguments["x-match"]
+    if not isinstance(mode, str):
+        return f"Invalid x-match field type {amqp_type(mode)} (value {format_value(mode)}); expected longstr"
+    if mode not in X_MATCH_MODES:
+        return f'Invalid x-match field value <<"{mode}">>; expected all, any, all-with-x, or any-with-x'
+    return None

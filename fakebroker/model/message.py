@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..errors import PreconditionFailed
 
 #: The AMQP 0-9-1 basic properties, in the order of the spec.
 PROPERTY_NAMES = (
@@ -26,7 +29,8 @@ _INT_PROPERTIES = {"delivery_mode", "priority", "timestamp"}
 
 
 def check_properties(properties: dict[str, Any] | None) -> dict[str, Any]:
-    """Validate basic properties and drop the ones set to None; raise ValueError on anything else."""
+    """Validate basic properties and drop the ones set to None; raise ValueError on anything else
+    (PreconditionFailed, as RabbitMQ does, for an expiration it would refuse)."""
     if not properties:
         return {}
     out: dict[str, Any] = {}
@@ -50,11 +54,23 @@ def check_properties(properties: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+_INTEGER_PREFIX = re.compile(r"[+-]?[0-9]+")
+
+
 def parse_expiration(value: str) -> int:
-    """Per-message TTL in ms; RabbitMQ refuses anything but a non-negative integer string."""
-    if not value.isdigit():
-        raise ValueError(f"invalid expiration {value!r}: must be a non-negative integer (milliseconds)")
-    return int(value)
+    """Per-message TTL in ms, read as ``rabbit_basic:parse_expiration/1`` does (Erlang's
+    ``string:to_integer``: an optional sign, then digits, nothing after). RabbitMQ refuses the publish
+    with PRECONDITION_FAILED otherwise."""
+    match = _INTEGER_PREFIX.match(value)
+    if match is None:
+        raise PreconditionFailed(f"invalid expiration '{value}': no_integer")
+    rest = value[match.end():]
+    if rest:
+        raise PreconditionFailed(f'invalid expiration \'{value}\': {{leftover_string,"{rest}"}}')
+    ttl = int(match.group())
+    if ttl < 0:
+        raise PreconditionFailed(f"invalid expiration '{value}': {{value_negative,{ttl}}}")
+    return ttl
 
 
 @dataclass(eq=False)

@@ -16,41 +16,164 @@ if TYPE_CHECKING:
     from .channel import Channel
     from .vhost import VHost
 
-QUEUE_ARGUMENTS = {
-    "x-max-length": int,
-    "x-max-length-bytes": int,
-    "x-overflow": str,
-    "x-message-ttl": int,
-    "x-expires": int,
-    "x-dead-letter-exchange": str,
-    "x-dead-letter-routing-key": str,
-    "x-max-priority": int,
-    "x-queue-type": str,
-    "x-queue-mode": str,
-    "x-single-active-consumer": bool,
-}
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
+MAX_PRIORITY = 255
+
+#: Arguments RabbitMQ 3.10 refuses on a classic queue ("... of queue type rabbit_classic_queue").
+CLASSIC_INVALID_ARGUMENTS = (
+    "x-delivery-limit", "x-max-in-memory-length", "x-max-in-memory-bytes", "x-max-age",
+    "x-quorum-initial-group-size", "x-stream-max-segment-size-bytes", "x-initial-cluster-size",
+    "x-queue-leader-locator", "x-dead-letter-strategy",
+)
+#: Arguments compared when a classic queue is redeclared, in RabbitMQ's order (any other may differ freely).
+EQUIVALENCE_ARGUMENTS = (
+    "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-max-length",
+    "x-max-length-bytes", "x-max-priority", "x-overflow", "x-queue-mode", "x-single-active-consumer",
+    "x-queue-master-locator",
+)
+
+
+def amqp_type(value: Any) -> str:
+    """The AMQP field type a client would send ``value`` as, by RabbitMQ's name for it (for error texts)."""
+    if value is None:
+        return "void"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "signedint" if -(2**31) <= value < 2**31 else "long"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, (str, bytes)):
+        return "longstr"
+    if isinstance(value, dict):
+        return "table"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return type(value).__name__
+
+
+def _type_class(value: Any) -> str:
+    """``rabbit_misc:type_class/1``: all integer types compare as one class."""
+    kind = amqp_type(value)
+    return "int" if kind in ("signedint", "long") else kind
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def args_inequivalence(current: dict[str, Any], received: dict[str, Any], keys: tuple[str, ...],
+                       resource: str) -> str | None:
+    """``rabbit_misc:assert_args_equivalence/4``: the error text for the first of ``keys`` that differs."""
+    for key in keys:
+        if key not in current and key not in received:
+            continue
+        if key in current and key in received:
+            mine, theirs = current[key], received[key]
+            if _type_class(mine) == _type_class(theirs) and mine == theirs:
+                continue
+            return (f"inequivalent arg '{key}' for {resource}: received '{format_value(theirs)}' "
+                    f"but current is '{format_value(mine)}'")
+        return (f"inequivalent arg '{key}' for {resource}: received {_describe(received, key)} "
+                f"but current is {_describe(current, key)}")
+    return None
+
+
+def _describe(arguments: dict[str, Any], key: str) -> str:
+    if key not in arguments:
+        return "none"
+    value = arguments[key]
+    return f"the value '{format_value(value)}' of type '{amqp_type(value)}'"
+
+
+def _check_int(value: Any) -> str | None:
+    if amqp_type(value) not in ("signedint", "long"):
+        return f'"expected integer, got {amqp_type(value)}"'
+    return None
+
+
+def _check_non_negative(value: Any) -> str | None:
+    problem = _check_int(value)
+    if problem is None and value < 0:
+        problem = f"{{value_negative,{value}}}"
+    return problem
+
+
+def _check_expires(value: Any) -> str | None:
+    problem = _check_non_negative(value)
+    if problem is None and value == 0:
+        problem = "{value_zero,0}"
+    return problem
+
+
+def _check_priority(value: Any) -> str | None:
+    problem = _check_non_negative(value)
+    if problem is None and value > MAX_PRIORITY:
+        problem = f"{{max_value_exceeded,{value}}}"
+    return problem
+
+
+def _check_str(value: Any) -> str | None:
+    return None if isinstance(value, str) else f"{{unacceptable_type,{amqp_type(value)}}}"
+
+
+def _check_bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"{{unacceptable_type,{amqp_type(value)}}}"
+
+
+def _check_overflow(value: Any) -> str | None:
+    return _check_str(value) or (None if value in OVERFLOW_MODES else "invalid_overflow")
+
+
+def _check_queue_mode(value: Any) -> str | None:
+    return _check_str(value) or (None if value in ("default", "lazy") else f"\"unsupported queue mode '{value}'\"")
+
+
+def _check_queue_type(value: Any) -> str | None:
+    problem = _check_str(value)
+    if problem is None and value not in ("classic", "quorum", "stream"):
+        problem = f"\"unsupported queue type '{value}'\""
+    return problem
+
+
+#: ``rabbit_amqqueue:declare_args/0``: the declare-time checks, in RabbitMQ's order.
+_ARGUMENT_CHECKS: tuple[tuple[str, Callable[[Any], str | None]], ...] = (
+    ("x-expires", _check_expires),
+    ("x-message-ttl", _check_non_negative),
+    ("x-dead-letter-exchange", _check_str),
+    ("x-dead-letter-routing-key", _check_str),
+    ("x-max-length", _check_non_negative),
+    ("x-max-length-bytes", _check_non_negative),
+    ("x-max-priority", _check_priority),
+    ("x-overflow", _check_overflow),
+    ("x-queue-mode", _check_queue_mode),
+    ("x-single-active-consumer", _check_bool),
+    ("x-queue-type", _check_queue_type),
+)
 
 
 def check_queue_arguments(arguments: dict[str, Any], name: str, vhost: str) -> None:
-    """RabbitMQ's declare-time validation of the arguments fakebroker gives meaning to."""
-    for key, kind in QUEUE_ARGUMENTS.items():
+    """RabbitMQ's declare-time validation of a new classic queue's arguments, with its error texts."""
+    resource = f"queue '{name}' in vhost '{vhost}'"
+    dlx = arguments.get("x-dead-letter-exchange")
+    if dlx is not None and not isinstance(dlx, str):
+        # rabbit_channel checks the DLX's type before anything else.
+        raise PreconditionFailed(f"invalid type '{amqp_type(dlx)}' for arg 'x-dead-letter-exchange' in {resource}")
+    for key in CLASSIC_INVALID_ARGUMENTS:
+        if key in arguments:
+            raise PreconditionFailed(f"invalid arg '{key}' for {resource} of queue type rabbit_classic_queue")
+    for key, check in _ARGUMENT_CHECKS:
         if key not in arguments:
             continue
-        value = arguments[key]
-        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise PreconditionFailed(f"invalid arg '{key}' for queue '{name}' in vhost '{vhost}': "
-                                     f"{{unacceptable_type,{type(value).__name__}}}")
-        if kind is int and value < 0:
-            raise PreconditionFailed(f"invalid arg '{key}' for queue '{name}' in vhost '{vhost}': "
-                                     f"{{value_negative,{value}}}")
-    if arguments.get("x-expires") == 0:
-        raise PreconditionFailed(f"invalid arg 'x-expires' for queue '{name}' in vhost '{vhost}': "
-                                 "{value_zero,0}")
-    overflow = arguments.get("x-overflow")
-    if overflow is not None and overflow not in OVERFLOW_MODES:
-        raise PreconditionFailed(f"invalid arg 'x-overflow' for queue '{name}' in vhost '{vhost}': "
-                                 f"{{invalid_overflow_type,<<\"{overflow}\">>}}")
+        problem = check(arguments[key])
+        if problem is None and key == "x-dead-letter-routing-key" and "x-dead-letter-exchange" not in arguments:
+            problem = "routing_key_but_no_dlx_defined"
+        if problem is not None:
+            raise PreconditionFailed(f"invalid arg '{key}' for {resource}: {problem}")
     if arguments.get("x-queue-type", "classic") != "classic":
         # Quorum and stream queues have other rules (durable only, no exclusivity, ...); fakebroker models
         # classic queues, so refuse loudly rather than pretend.
@@ -78,6 +201,8 @@ class Consumer:
     unacked: int = 0
     # Who is behind it, for the delivery log (an MQTT client id, a STOMP session, ...).
     client_id: str | None = None
+    # Out of the queue's rotation since it was found with a full prefetch window; back at the end on an ack.
+    blocked: bool = False
 
     def has_capacity(self) -> bool:
         return self.no_ack or not self.prefetch or self.unacked < self.prefetch
@@ -95,10 +220,12 @@ class Queue:
     def __post_init__(self) -> None:
         self.messages: deque[QueuedMessage] = deque()
         self.consumers: list[Consumer] = []
+        # The rotation, as rabbit_queue_consumers keeps it: the next consumer to try first; a consumer goes to
+        # the back after each delivery, and leaves it when found with a full window.
+        self._active: deque[Consumer] = deque()
         self.unacked = 0
         self.ready_bytes = 0
         self.deleted = False
-        self._rr = 0
         self._seq = 0
         self._had_consumer = False
         self._dispatching = False
@@ -177,25 +304,20 @@ class Queue:
             return
         self._dispatching = True
         try:
-            while self.messages and self.consumers and not self.deleted:
-                consumer = self._next_consumer()
-                if consumer is None:
-                    break
+            active = self._active
+            while self.messages and active and not self.deleted:
+                consumer = active[0]
+                if not consumer.has_capacity():
+                    active.popleft()
+                    consumer.blocked = True
+                    continue
                 qm = self._pop_live()
                 if qm is None:
                     break
+                active.rotate(-1)
                 self._deliver(consumer, qm)
         finally:
             self._dispatching = False
-
-    def _next_consumer(self) -> Consumer | None:
-        n = len(self.consumers)
-        for i in range(n):
-            consumer = self.consumers[(self._rr + i) % n]
-            if consumer.has_capacity():
-                self._rr = (self._rr + i + 1) % n
-                return consumer
-        return None
 
     def _pop_live(self) -> QueuedMessage | None:
         now = self._clock.now()
@@ -244,6 +366,9 @@ class Queue:
         self.unacked -= 1
         if consumer is not None:
             consumer.unacked -= 1
+            if consumer.blocked and consumer.has_capacity() and consumer in self.consumers:
+                consumer.blocked = False
+                self._active.append(consumer)
         if self.deleted:
             return
         if outcome == "requeue":
@@ -252,6 +377,12 @@ class Queue:
             seqs = [m.seq for m in self.messages]
             self.messages.insert(bisect.bisect_left(seqs, qm.seq), qm)
             self.ready_bytes += qm.size
+            # As requeue_and_run/2: the length limit applies again (the head goes), then expiry at the head,
+            # before anything is handed to a consumer.
+            if self.arguments.get("x-overflow", "drop-head") == "drop-head":
+                while self.messages and self._full():
+                    self._drop_head("maxlen")
+            self._expire()
         elif outcome == "reject":
             self.vhost.dead_letter(qm.message, self, "rejected")
         self.dispatch()
@@ -260,6 +391,7 @@ class Queue:
     # -- consumers ----------------------------------------------------------------------------
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
+        self._active.append(consumer)
         self._had_consumer = True
         self._cancel_expires()
         self.dispatch()
@@ -272,6 +404,10 @@ class Queue:
     def detach_consumer(self, consumer: Consumer) -> None:
         if consumer in self.consumers:
             self.consumers.remove(consumer)
+            if consumer.blocked:
+                consumer.blocked = False
+            else:
+                self._active.remove(consumer)
 
     def consumers_changed(self) -> None:
         if self.deleted:
@@ -339,6 +475,7 @@ class Queue:
         for consumer in list(self.consumers):
             consumer.channel.queue_deleted(consumer)
         self.consumers.clear()
+        self._active.clear()
 
     def peek(self) -> list[Message]:
         """The ready messages, head first, without consuming them."""
@@ -346,30 +483,11 @@ class Queue:
 
     def equivalent_to(self, durable: bool, exclusive: bool, auto_delete: bool,
                       arguments: dict[str, Any]) -> str | None:
-        """RabbitMQ's redeclare check: the first property that differs, as its error text fragment."""
-        vhost = self.vhost.name
-        for label, mine, theirs in (("durable", self.durable, durable), ("auto_delete", self.auto_delete,
-                                                                           auto_delete)):
+        """RabbitMQ's redeclare check: the first property that differs, as its error text."""
+        resource = f"queue '{self.name}' in vhost '{self.vhost.name}'"
+        for label, mine, theirs in (("durable", self.durable, durable),
+                                    ("auto_delete", self.auto_delete, auto_delete)):
             if mine != theirs:
-                return (f"inequivalent arg '{label}' for queue '{self.name}' in vhost '{vhost}': "
-                        f"received '{str(theirs).lower()}' but current is '{str(mine).lower()}'")
-        for key in sorted(set(self.arguments) | set(arguments)):
-            if key in ("x-queue-type",) or self.arguments.get(key) == arguments.get(key):
-                continue
-            return (f"inequivalent arg '{key}' for queue '{self.name}' in vhost '{vhost}': "
-                    f"received {_describe(arguments.get(key))} but current is {_describe(self.arguments.get(key))}")
-        return None
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        kind = "bool"
-    elif isinstance(value, int):
-        kind = "signedint" if -(2**31) <= value < 2**31 else "long"
-    elif isinstance(value, str):
-        kind = "longstr"
-    else:
-        kind = type(value).__name__
-    return f"the value '{value}' of type '{kind}'"
+                return (f"inequivalent arg '{label}' for {resource}: "
+                        f"received '{format_value(theirs)}' but current is '{format_value(mine)}'")
+        return args_inequivalence(self.arguments, arguments, EQUIVALENCE_ARGUMENTS, resource)

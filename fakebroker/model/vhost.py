@@ -6,10 +6,10 @@ import base64
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
-from .exchange import EXCHANGE_TYPES, Binding, Exchange, freeze_arguments
+from ..errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
+from .exchange import EXCHANGE_TYPES, Binding, Exchange, check_headers_binding, freeze_arguments
 from .message import Message
-from .queue import Queue, check_queue_arguments
+from .queue import Queue, args_inequivalence, check_queue_arguments, format_value
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -20,7 +20,13 @@ PREDECLARED = {
     "amq.topic": "topic",
     "amq.headers": "headers",
     "amq.match": "headers",
+    "amq.rabbitmq.trace": "topic",  # internal: the firehose tracer publishes there, clients cannot
 }
+#: Exchange arguments RabbitMQ compares on redeclare (others may differ freely).
+EXCHANGE_EQUIVALENCE_ARGUMENTS = ("alternate-exchange",)
+DEFAULT_EXCHANGE_REFUSED = "operation not permitted on the default exchange"
+#: Who acts when the broker itself deletes or purges a queue (auto-delete, x-expires, the Python API).
+BROKER = object()
 
 
 def generated_name(prefix: str) -> str:
@@ -34,7 +40,8 @@ class VHost:
         self.name = name
         self.exchanges: dict[str, Exchange] = {"": Exchange("", "direct", durable=True)}
         for ex_name, ex_type in PREDECLARED.items():
-            self.exchanges[ex_name] = Exchange(ex_name, ex_type, durable=True)
+            self.exchanges[ex_name] = Exchange(ex_name, ex_type, durable=True,
+                                               internal=ex_name == "amq.rabbitmq.trace")
         self.queues: dict[str, Queue] = {}
         # MQTT retained messages (RabbitMQ keeps one store per vhost): topic -> (message, qos).
         self.retained: dict[str, tuple[Message, int]] = {}
@@ -75,33 +82,45 @@ class VHost:
         arguments: dict[str, Any] | None = None,
         passive: bool = False,
     ) -> Exchange:
-        existing = self.exchanges.get(name)
+        arguments = dict(arguments or {})
         if passive:
+            if name == "":
+                raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
             return self.exchange(name)
-        if name == "" or (name.startswith("amq.") and existing is None):
-            raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+        # rabbit_channel's order: the type, the default exchange, the reserved prefix (new exchanges only),
+        # then equivalence with an existing one.
         if type not in EXCHANGE_TYPES:
-            raise PreconditionFailed(f"invalid exchange type '{type}'")
+            raise CommandInvalid(f"invalid exchange type '{type}'")
+        if name == "":
+            raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
+        existing = self.exchanges.get(name)
         if existing is not None:
-            if existing.type != type:
-                raise PreconditionFailed(
-                    f"inequivalent arg 'type' for exchange '{name}' in vhost '{self.name}': "
-                    f"received '{type}' but current is '{existing.type}'"
-                )
-            if existing.durable != durable:
-                raise PreconditionFailed(
-                    f"inequivalent arg 'durable' for exchange '{name}' in vhost '{self.name}': "
-                    f"received '{str(durable).lower()}' but current is '{str(existing.durable).lower()}'"
-                )
+            resource = f"exchange '{name}' in vhost '{self.name}'"
+            for label, mine, theirs in (("type", existing.type, type), ("durable", existing.durable, durable),
+                                        ("auto_delete", existing.auto_delete, auto_delete),
+                                        ("internal", existing.internal, internal)):
+                if mine != theirs:
+                    raise PreconditionFailed(f"inequivalent arg '{label}' for {resource}: "
+                                             f"received '{format_value(theirs)}' but current is '{format_value(mine)}'")
+            problem = args_inequivalence(existing.arguments, arguments, EXCHANGE_EQUIVALENCE_ARGUMENTS, resource)
+            if problem:
+                raise PreconditionFailed(problem)
             return existing
-        exchange = Exchange(name, type, durable, auto_delete, internal, dict(arguments or {}))
+        if name.startswith("amq."):
+            raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+        exchange = Exchange(name, type, durable, auto_delete, internal, arguments)
         self.exchanges[name] = exchange
         return exchange
 
     def delete_exchange(self, name: str, if_unused: bool = False) -> None:
-        exchange = self.exchange(name)
-        if name == "" or name.startswith("amq."):
-            raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+        """exchange.delete; deleting a missing exchange is not an error in RabbitMQ 3.x."""
+        if name == "":
+            raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
+        if name.startswith("amq."):
+            raise AccessRefused(f"deletion of system exchange '{name}' in vhost '{self.name}' not allowed")
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            return
         if if_unused and exchange.bindings:
             raise PreconditionFailed(f"exchange '{name}' in vhost '{self.name}' in use")
         del self.exchanges[name]
@@ -119,13 +138,16 @@ class VHost:
         owner: object = None,
     ) -> Queue:
         arguments = dict(arguments or {})
+        if exclusive and owner is None:
+            raise ValueError("an exclusive queue needs an owner (the declaring connection)")
         if passive:
             queue = self.queue_for(name, owner)
             queue.touch()
             return queue
         if not name:
             name = generated_name("amq.gen-")
-        elif name.startswith("amq.") and name not in self.queues:
+        elif name.startswith("amq."):
+            # Even an existing amq.gen-… queue cannot be redeclared by name (only passively).
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         existing = self.queues.get(name)
         if existing is not None:
@@ -147,14 +169,18 @@ class VHost:
         # Every queue is bound to the default exchange under its own name; that binding is implicit.
         return queue
 
-    def delete_queue(self, name: str, if_unused: bool = False, if_empty: bool = False) -> int:
+    def delete_queue(self, name: str, if_unused: bool = False, if_empty: bool = False,
+                     owner: object = BROKER) -> int:
+        """queue.delete; ``owner`` (a connection) may not delete another connection's exclusive queue."""
         queue = self.queues.get(name)
         if queue is None:
             return 0  # queue.delete of a missing queue is not an error in RabbitMQ 3.x
+        if owner is not BROKER:
+            self.queue_for(name, owner)
         if if_unused and queue.consumers:
             raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' in use")
         if if_empty and queue.messages:
-            raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' is not empty")
+            raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' not empty")
         count = queue.message_count
         del self.queues[name]
         for exchange in list(self.exchanges.values()):
@@ -165,6 +191,11 @@ class VHost:
         self.broker.emit("queue_deleted", self.name, name)
         return count
 
+    def purge_queue(self, name: str, owner: object = BROKER) -> int:
+        """queue.purge: drop the ready messages (no dead-lettering); returns how many there were."""
+        queue = self.queue(name) if owner is BROKER else self.queue_for(name, owner)
+        return queue.purge()
+
     def connection_closed(self, owner: object) -> None:
         """Delete the exclusive queues of a connection that went away."""
         for queue in [q for q in self.queues.values() if q.exclusive_owner is owner]:
@@ -174,18 +205,27 @@ class VHost:
     def bind(self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None,
              owner: object = None) -> None:
         if exchange == "":
-            raise AccessRefused("operation not permitted on the default exchange")
+            raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
+        # RabbitMQ looks the exchange up first: with both missing, the error names the exchange.
+        ex = self.exchange(exchange)
         self.queue_for(queue, owner)
-        self.exchange(exchange).add_binding(Binding(exchange, queue, routing_key, freeze_arguments(arguments)))
+        if ex.type == "headers":
+            problem = check_headers_binding(arguments)
+            if problem:
+                raise PreconditionFailed(problem)
+        ex.add_binding(Binding(exchange, queue, routing_key, freeze_arguments(arguments)))
 
     def unbind(self, queue: str, exchange: str, routing_key: str = "",
                arguments: dict[str, Any] | None = None, owner: object = None) -> None:
+        """queue.unbind; like RabbitMQ 3.x, a missing queue, exchange or binding is not an error (nor is
+        another connection's exclusive queue)."""
         if exchange == "":
-            raise AccessRefused("operation not permitted on the default exchange")
-        self.queue_for(queue, owner)
-        ex = self.exchange(exchange)
-        ex.remove_binding(Binding(exchange, queue, routing_key, freeze_arguments(arguments)))
-        self._maybe_auto_delete_exchange(ex)
+            raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
+        ex = self.exchanges.get(exchange)
+        if ex is None:
+            return
+        if ex.remove_binding(Binding(exchange, queue, routing_key, freeze_arguments(arguments))):
+            self._maybe_auto_delete_exchange(ex)
 
     def _maybe_auto_delete_exchange(self, exchange: Exchange) -> None:
         if exchange.auto_delete and not exchange.bindings and exchange.name in self.exchanges:
@@ -223,9 +263,12 @@ class VHost:
             return
         properties = dict(message.properties)
         headers = dict(properties.get("headers") or {})
-        deaths: list[dict[str, Any]] = [dict(d) for d in headers.get("x-death", [])]
+        # A publisher may have set x-death to anything; RabbitMQ then starts a fresh list.
+        prior = headers.get("x-death")
+        deaths: list[Any] = [dict(d) if isinstance(d, dict) else d for d in prior] if isinstance(prior, list) else []
         routing_keys = [message.routing_key]
-        entry = next((d for d in deaths if d.get("queue") == queue.name and d.get("reason") == reason), None)
+        entry = next((d for d in deaths
+                      if isinstance(d, dict) and d.get("queue") == queue.name and d.get("reason") == reason), None)
         if entry is not None:
             deaths.remove(entry)
             entry["count"] = entry.get("count", 1) + 1
@@ -255,10 +298,11 @@ class VHost:
         self.broker.publish_message(dead, protocol="dead-letter", vhost=self, queues=targets)
 
 
-def _is_cycle(queue: str, deaths: list[dict[str, Any]]) -> bool:
+def _is_cycle(queue: str, deaths: list[Any]) -> bool:
     """``rabbit_dead_letter:is_cycle/2``: the queue died this message before, with no reject since."""
     for death in deaths:
-        if death.get("reason") == "rejected":
+        if not isinstance(death, dict) or death.get("reason") == "rejected":
+            # Anything but a death record was put there by a client: not a fully automatic cycle.
             return False
         if death.get("queue") == queue:
             return True

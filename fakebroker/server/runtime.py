@@ -8,7 +8,9 @@ only touched from it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
+import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +21,8 @@ import anyio.abc
 
 from ..clock import Clock, WallClock
 from ..protocols.base import ConnectionInfo, Session
+
+logger = logging.getLogger("fakebroker")
 
 SessionFactory = Callable[[ConnectionInfo], Session]
 
@@ -76,6 +80,7 @@ class Runtime:
         self._ids = itertools.count(1)
         self._tg: anyio.abc.TaskGroup | None = None
         self._listener_scopes: dict[str, anyio.CancelScope] = {}
+        self._listener_closed: dict[str, anyio.Event] = {}
         self._timer_wake = anyio.Event()
         self.on_connect: Callable[[Connection], None] = lambda c: None
         self.on_disconnect: Callable[[Connection], None] = lambda c: None
@@ -99,22 +104,44 @@ class Runtime:
         self._listeners[name] = listener
         scope = anyio.CancelScope()
         self._listener_scopes[name] = scope
-        self._tg.start_soon(self._serve, name, listener, scope)
+        self._listener_closed[name] = closed = anyio.Event()
+        self._tg.start_soon(self._serve, name, listener, scope, closed)
 
-    async def _serve(self, name: str, listener: anyio.abc.Listener[Any], scope: anyio.CancelScope) -> None:
-        with scope:
-            async with listener:
-                await listener.serve(lambda stream: self._handle(name, stream))
+    async def _serve(self, name: str, listener: anyio.abc.Listener[Any], scope: anyio.CancelScope,
+                     closed: anyio.Event) -> None:
+        # Connections run in the node's task group, not the listener's: closing a listener (refused
+        # connections, restart) must not cancel the connections it accepted.
+        try:
+            with scope:
+                async with listener:
+                    await listener.serve(lambda stream: self._handle(name, stream), task_group=self._tg)
+        finally:
+            closed.set()
 
     async def close_listeners(self) -> None:
+        """Close every listening socket; returns once they are closed (a connect() is then refused)."""
         for scope in self._listener_scopes.values():
             scope.cancel()
+        for closed in self._listener_closed.values():
+            await closed.wait()
         self._listener_scopes.clear()
+        self._listener_closed.clear()
         self._listeners.clear()
 
     async def reopen_listeners(self) -> None:
+        """Listen again, on the same ports, wherever :meth:`close_listeners` stopped listening."""
         for name, address in self.addresses.items():
-            await self._open_listener(name, address.port)
+            if name in self._listeners:
+                continue
+            # A client's ephemeral port can briefly hold our port while it was free; try for a moment.
+            for attempt in range(200):
+                try:
+                    await self._open_listener(name, address.port)
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EADDRINUSE or attempt == 199:
+                        raise
+                    await anyio.sleep(0.01)
 
     async def aclose(self) -> None:
         await self.close_listeners()
@@ -168,7 +195,13 @@ class Runtime:
             if conn.stalled:
                 # Bytes that arrive while stalled are held back, as a frozen peer would not read them.
                 await conn._resumed.wait()
-            session.receive_data(data)
+            try:
+                session.receive_data(data)
+            except Exception:
+                # A bug in one session must cost only its own connection, never the listener or the broker.
+                logger.exception("fakebroker: session error on connection %s; closing it", conn.id)
+                conn.abort()
+                return
             conn.wake()
             if not data:
                 return

@@ -23,9 +23,12 @@ class MqttProfile:
     dollar_topics_match_wildcards: bool = True
     #: The old connection's will is published when another takes its client id over.
     will_on_takeover: bool = False
+    #: A client id is unique across the node, not per vhost: RabbitMQ 3.10's client-id tracker is keyed by the
+    #: id alone, so a CONNECT in one vhost closes a connection with the same id in another (3.12+: per vhost).
+    takeover_across_vhosts: bool = True
     #: One subscription queue per QoS level: overlapping filters of two levels deliver twice.
     queue_per_qos: bool = True
-    #: ``+``/``#`` in a PUBLISH topic are accepted and routed as literal words.
+    #: Accept ``+``/``#`` in a PUBLISH topic and route them as literal words (RabbitMQ 3.10); off: the spec closes.
     wildcards_in_publish_topic: bool = False
     #: A CONNECT with an unsupported protocol level gets CONNACK 1 (spec) or is just closed (RabbitMQ 3.10).
     connack_on_bad_protocol_level: bool = False

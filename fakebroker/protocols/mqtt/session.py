@@ -70,6 +70,8 @@ class MqttSession(Session):
         self.vhost: VHost | None = None
         self.channel: Channel | None = None
         self.subscriptions: dict[str, int] = {}
+        # Filter -> QoS levels whose queue this connection bound it to (what UNSUBSCRIBE unbinds in 3.10).
+        self._bound: dict[str, set[int]] = {}
         self.session_present = False
         self._consumer_tags: dict[int, str] = {}
         self._inflight: dict[int, int | None] = {}  # packet id -> delivery tag (None: retained, untracked)
@@ -91,6 +93,11 @@ class MqttSession(Session):
                     return
         except MqttProtocolError as exc:
             self._protocol_error(exc)
+        except ChannelError as exc:
+            # An AMQP error on the plugin's channel (a queue or exchange that cannot be used) closes the MQTT
+            # connection in RabbitMQ; nobody else is affected.
+            self.error = str(exc)
+            self.request_close()
 
     def _protocol_error(self, exc: MqttProtocolError) -> None:
         if (
@@ -197,8 +204,13 @@ class MqttSession(Session):
 
     def _take_over(self, vhost: str, client_id: str) -> None:
         key = (vhost, client_id)
-        old = self.node.mqtt_sessions.get(key)
-        if old is not None and old is not self:
+        if self.profile.takeover_across_vhosts:
+            olds = [s for (_, cid), s in self.node.mqtt_sessions.items() if cid == client_id]
+        else:
+            olds = [s for s in (self.node.mqtt_sessions.get(key),) if s is not None]
+        for old in olds:
+            if old is self:
+                continue
             old.taken_over = True
             old._send_will = self.profile.will_on_takeover
             # Close the old connection first so its unacknowledged messages are requeued for this one.
@@ -264,6 +276,7 @@ class MqttSession(Session):
                 name = self._ensure_queue(qos)
                 self.vhost.bind(name, self.options.exchange, to_amqp(topic_filter), owner=self)
                 self.subscriptions[topic_filter] = qos
+                self._bound.setdefault(topic_filter, set()).add(qos)
                 granted.append(qos)
         except ChannelError as exc:
             self.error = str(exc)
@@ -297,9 +310,15 @@ class MqttSession(Session):
         self._consumer_tags[qos] = tag
 
     def _on_consumer_cancelled(self, tag: str) -> None:
+        # Only a queue deleted under a live consumer cancels it (an admin, or the Python API). RabbitMQ 3.10's
+        # MQTT connection dies of the basic.cancel: the socket closes and the will is not published.
         for qos, t in list(self._consumer_tags.items()):
             if t == tag:
                 del self._consumer_tags[qos]
+        if not self.closed:
+            self.error = "subscription queue deleted"
+            self._send_will = False
+            self.abort_transport()
 
     def _send_retained(self, topic_filter: str, granted: int) -> None:
         assert self.vhost is not None
@@ -315,15 +334,20 @@ class MqttSession(Session):
     def _unsubscribe(self, p: Unsubscribe) -> None:
         assert self.vhost is not None and self.client_id is not None
         for topic_filter in p.topics:
-            for qos in (0, 1):
+            bound = self._bound.pop(topic_filter, set())
+            levels = sorted(bound) if self.profile.unsubscribe_own_bindings_only else [0, 1]
+            for qos in levels:
                 name = queue_name(self.client_id, qos)
                 if name in self.vhost.queues:
                     self.vhost.unbind(name, self.options.exchange, to_amqp(topic_filter), owner=self)
-            self.subscriptions.pop(topic_filter, None)
+            if not self.profile.unsubscribe_own_bindings_only or bound:
+                self.subscriptions.pop(topic_filter, None)
         self._write(Unsuback(p.packet_id))
 
     # -- deliveries -------------------------------------------------------------------------------
     def _deliver0(self, d: Delivery) -> None:
+        if self.profile.drop_duplicates_at_qos0 and d.headers.get(DUP_HEADER) is True:
+            return  # at most once: RabbitMQ 3.10 does not pass a republished duplicate on at QoS 0
         self._write(Publish(to_mqtt(d.routing_key), d.body, 0, False, False, None))
 
     def _deliver1(self, d: Delivery) -> None:
@@ -335,15 +359,17 @@ class MqttSession(Session):
         if qos == 0:
             assert self.channel is not None
             self.channel.ack(d.delivery_tag)
-            self._write(Publish(to_mqtt(d.routing_key), d.body, 0, False, False, None))
+            if not (dup and self.profile.drop_duplicates_at_qos0):
+                self._write(Publish(to_mqtt(d.routing_key), d.body, 0, False, False, None))
             return
         pid = self._allocate_pid(d.delivery_tag)
         self._write(Publish(to_mqtt(d.routing_key), d.body, 1, False, dup, pid))
 
     def _allocate_pid(self, delivery_tag: int | None) -> int:
-        # Packet ids wrap at 0xFFFF back to 1, skipping ids still in flight.
-        for _ in range(0xFFFF):
-            self._next_pid = self._next_pid % 0xFFFF + 1
+        # Packet ids run 1..0xFFFE and wrap back to 1 (``ensure_valid_mqtt_message_id``), skipping ids still
+        # in flight.
+        for _ in range(0xFFFE):
+            self._next_pid = self._next_pid % 0xFFFE + 1
             if self._next_pid not in self._inflight:
                 break
         self._inflight[self._next_pid] = delivery_tag
@@ -362,7 +388,8 @@ class MqttSession(Session):
             self._keepalive_timer.cancel()
         if not self.connected:
             return
-        if self._send_will and self.will is not None:
+        # A node going down (stop, restart) publishes no will: RabbitMQ 3.10 stops its MQTT plugin first.
+        if self._send_will and self.will is not None and not self.node.stopping:
             self._publish_will(self.will)
         assert self.vhost is not None and self.client_id is not None
         if self.channel is not None:
@@ -372,10 +399,11 @@ class MqttSession(Session):
             del self.node.mqtt_sessions[key]
 
     def _publish_will(self, will: Will) -> None:
-        qos = min(will.qos, self.profile.max_qos)
+        # RabbitMQ 3.10 publishes the will with the QoS it was given: a QoS 2 will carries
+        # x-mqtt-publish-qos 2 (subscribers still get it at QoS 1 at most).
         # If the exchange is gone there is nothing to publish to, as in RabbitMQ.
         with contextlib.suppress(ChannelError):
-            self._route(will.topic, will.payload, qos, False, will.retain, protocol="mqtt-will")
+            self._route(will.topic, will.payload, will.qos, False, will.retain, protocol="mqtt-will")
 
     def describe(self) -> dict[str, Any]:
         will = None

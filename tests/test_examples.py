@@ -1,0 +1,119 @@
+"""The examples/ scripts (the "RabbitMQ in Depth" chapter 9 MQTT publisher and subscriber) run unchanged against
+fakebroker, as subprocesses with the real paho-mqtt client."""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import fakebroker
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+TIMEOUT = 20  # a subprocess start is a fraction of a second; this only bounds a failing run
+
+
+def script(name: str, broker: fakebroker.ThreadedBroker, *args: str) -> list[str]:
+    host, port = broker.mqtt
+    return [sys.executable, str(EXAMPLES / name), "--host", host, "--port", str(port), *args]
+
+
+def eventually(predicate: Callable[[], bool]) -> None:
+    """The broker sees a child's socket close a moment after the child exits: poll for the effect."""
+    deadline = time.monotonic() + 5
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+class Lines:
+    """Read a child's stdout line by line in a thread, so waiting for a line can time out."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: queue.Queue[str] = queue.Queue()
+        assert proc.stdout is not None
+        threading.Thread(target=self._read, args=(proc.stdout,), daemon=True).start()
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.lines.put(line.rstrip("\n"))
+
+    def next(self) -> str:
+        try:
+            return self.lines.get(timeout=TIMEOUT)
+        except queue.Empty:
+            self.proc.kill()
+            raise AssertionError(f"no output; stderr: {self.proc.stderr.read() if self.proc.stderr else ''}") from None
+
+
+def test_publisher_message_reaches_a_queue_bound_to_amq_topic():
+    with fakebroker.start() as broker:
+        broker.declare_queue("mqtt-messages")
+        broker.bind("mqtt-messages", "amq.topic", "#")
+        out = subprocess.run(script("mqtt_publisher.py", broker), capture_output=True, text=True, timeout=TIMEOUT)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("published 'mqtt/example' qos=1")
+        msg = broker.get("mqtt-messages")
+        assert msg is not None
+        assert (msg.exchange, msg.routing_key, msg.body) == ("amq.topic", "mqtt.example",
+                                                             b"hello world from MQTT via Python")
+        assert msg.properties == {"delivery_mode": 2, "headers": {"x-mqtt-publish-qos": 1, "x-mqtt-dup": False}}
+        (logged,) = broker.messages
+        assert (logged.protocol, logged.client_id) == ("mqtt", "rmqid-test")
+        eventually(lambda: broker.clients == [])  # it disconnected
+        assert len(broker.messages.filter(protocol="mqtt-will")) == 0
+
+
+def test_subscriber_facebook_gets_image_messages():
+    with fakebroker.start() as broker:
+        proc = subprocess.Popen(script("mqtt_subscriber.py", broker, "--count", "2"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            lines = Lines(proc)
+            assert lines.next() == "subscribed image/# granted=[0]"
+            q = broker.queues["mqtt-subscription-facebookqos0"]
+            assert (q.durable, q.auto_delete, q.consumers) == (False, True, 1)
+            assert [b.routing_key for b in broker.bindings if b.source == "amq.topic"] == ["image.#"]
+            out = subprocess.run(script("mqtt_publisher.py", broker, "--topic", "image/new/profile", "--message",
+                                        "new profile picture"), capture_output=True, text=True, timeout=TIMEOUT)
+            assert out.returncode == 0, out.stderr
+            broker.publish("amq.topic", "video.new", b"not an image")
+            broker.publish("amq.topic", "image.old.cover", b"from AMQP")
+            assert lines.next() == "image/new/profile qos=0 new profile picture"
+            assert lines.next() == "image/old/cover qos=0 from AMQP"
+            assert proc.wait(TIMEOUT) == 0
+        finally:
+            proc.kill()
+            proc.wait()
+        # A clean session: the subscription queue went with the connection.
+        eventually(lambda: "mqtt-subscription-facebookqos0" not in broker.queues)
+
+
+def test_subscriber_with_several_filters_as_in_the_chapter():
+    with fakebroker.start() as broker:
+        procs = {
+            topic: subprocess.Popen(script("mqtt_subscriber.py", broker, "--client-id", f"sub-{i}", "--topic",
+                                           topic, "--count", "1"),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i, topic in enumerate(["image/#", "image/new/+", "image/new/profile"])
+        }
+        try:
+            readers = {topic: Lines(proc) for topic, proc in procs.items()}
+            for topic, reader in readers.items():
+                assert reader.next() == f"subscribed {topic} granted=[0]"
+            out = subprocess.run(script("mqtt_publisher.py", broker, "--topic", "image/new/profile"),
+                                 capture_output=True, text=True, timeout=TIMEOUT)
+            assert out.returncode == 0, out.stderr
+            for reader in readers.values():
+                assert reader.next() == "image/new/profile qos=0 hello world from MQTT via Python"
+            for proc in procs.values():
+                assert proc.wait(TIMEOUT) == 0
+        finally:
+            for proc in procs.values():
+                proc.kill()
+                proc.wait()
