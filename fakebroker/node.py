@@ -59,8 +59,9 @@ class Node:
             return MqttSession(info, self)
 
         def web_mqtt(info: ConnectionInfo) -> Session:
-            return WebSocketSession(info, mqtt, path="/ws", subprotocols=("mqtt",), require_subprotocol=False,
-                                    frame_type="binary")
+            # "mqttv3.1" is what MQTT 3.1 clients (paho, MQTT.js) offer; RabbitMQ 3.10 accepts it as well.
+            return WebSocketSession(info, mqtt, path="/ws", subprotocols=("mqtt", "mqttv3.1"),
+                                    require_subprotocol=False, frame_type="binary")
 
         wanted: dict[str, tuple[int | None, SessionFactory]] = {
             "mqtt": (self.options.mqtt_port, mqtt),

@@ -137,8 +137,10 @@ class Broker:
         return lambda: self._listeners[event].remove(callback) if callback in self._listeners[event] else None
 
     def emit(self, event: str, *args: Any) -> None:
-        for callback in list(self._listeners.get(event, ())):
-            callback(*args)
+        listeners = self._listeners.get(event)
+        if listeners:
+            for callback in list(listeners):  # a callback may remove itself
+                callback(*args)
 
     # -- publishing -----------------------------------------------------------------------------
     def publish(
@@ -157,8 +159,8 @@ class Broker:
         vh = self.vhost(vhost)
         if vh.exchange(exchange).internal:
             raise AccessRefused(f"cannot publish to internal exchange '{exchange}' in vhost '{vh.name}'")
-        props = dict(properties or {})
-        if "expiration" in props:
+        props = dict(properties) if properties else {}
+        if props.get("expiration") is not None:
             parse_expiration(props["expiration"])
         message = Message(exchange, routing_key, bytes(body), props)
         return self.publish_message(message, protocol=protocol, client_id=client_id, vhost=vh)

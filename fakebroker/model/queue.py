@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..clock import TimerHandle
+from ..clock import Clock, TimerHandle
 from ..errors import PreconditionFailed
 from .message import Delivery, Message, parse_expiration
 
@@ -181,7 +181,7 @@ def check_queue_arguments(arguments: dict[str, Any], name: str, vhost: str) -> N
                                  f"'{arguments['x-queue-type']}' for queue '{name}' is not supported")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class QueuedMessage:
     message: Message
     seq: int
@@ -231,6 +231,15 @@ class Queue:
         self._dispatching = False
         self._ttl_timer: TimerHandle | None = None
         self._expires_timer: TimerHandle | None = None
+        self._clock: Clock = self.vhost.broker.clock
+        # The arguments are fixed once declared (a redeclare must be equivalent): read them once.
+        args = self.arguments
+        self._overflow: str = args.get("x-overflow", "drop-head")
+        self._max_length: int | None = args.get("x-max-length")
+        self._max_bytes: int | None = args.get("x-max-length-bytes")
+        self._limited = self._max_length is not None or self._max_bytes is not None
+        self._message_ttl: int | None = args.get("x-message-ttl")
+        self._expires_ms: int | None = args.get("x-expires")
         self.touch()
 
     # -- properties ---------------------------------------------------------------------------
@@ -246,45 +255,40 @@ class Queue:
     def consumer_count(self) -> int:
         return len(self.consumers)
 
-    @property
-    def _clock(self) -> Any:
-        return self.vhost.broker.clock
-
     # -- publishing ---------------------------------------------------------------------------
     def enqueue(self, message: Message) -> bool:
         """Add a routed message; False when ``x-overflow: reject-publish`` refused it."""
         if self.deleted:
             return False
-        overflow = self.arguments.get("x-overflow", "drop-head")
-        if overflow != "drop-head" and self._full(extra=len(message.body)):
-            if overflow == "reject-publish-dlx":
+        size = len(message.body)
+        drop_head = self._overflow == "drop-head"
+        if self._limited and not drop_head and self._full(extra=size):
+            if self._overflow == "reject-publish-dlx":
                 self.vhost.dead_letter(message, self, "maxlen")
             return False
-        now = self._clock.now()
-        ttl = self._ttl_ms(message)
-        expires_at = None if ttl is None else now + ttl / 1000.0
+        ttl = self._message_ttl
+        expiration = message.properties.get("expiration")
+        if expiration is not None:
+            per_message = parse_expiration(expiration)
+            if ttl is None or per_message < ttl:
+                ttl = per_message
+        expires_at = None if ttl is None else self._clock.now() + ttl / 1000.0
         self._seq += 1
-        self.messages.append(QueuedMessage(message, self._seq, expires_at, len(message.body)))
-        self.ready_bytes += len(message.body)
-        self.dispatch()
-        if overflow == "drop-head":
+        self.messages.append(QueuedMessage(message, self._seq, expires_at, size))
+        self.ready_bytes += size
+        if self._active:
+            self.dispatch()
+        if self._limited and drop_head:
             while self.messages and self._full():
                 self._drop_head("maxlen")
-        self._after_change()
+        # Only the head's deadline matters (drop-head may have made an older message the head).
+        if self._ttl_timer is not None or (self.messages and self.messages[0].expires_at is not None):
+            self._after_change()
         return True
-
-    def _ttl_ms(self, message: Message) -> int | None:
-        ttls = []
-        if "x-message-ttl" in self.arguments:
-            ttls.append(int(self.arguments["x-message-ttl"]))
-        if "expiration" in message.properties:
-            ttls.append(parse_expiration(message.properties["expiration"]))
-        return min(ttls) if ttls else None
 
     def _full(self, extra: int | None = None) -> bool:
         """Over the limit now, or (with ``extra``) would be over it after one more message of that size."""
-        max_len = self.arguments.get("x-max-length")
-        max_bytes = self.arguments.get("x-max-length-bytes")
+        max_len, max_bytes = self._max_length, self._max_bytes
         count, size = len(self.messages), self.ready_bytes
         if extra is None:
             return (max_len is not None and count > max_len) or (max_bytes is not None and size > max_bytes)
@@ -320,15 +324,15 @@ class Queue:
             self._dispatching = False
 
     def _pop_live(self) -> QueuedMessage | None:
-        now = self._clock.now()
-        while self.messages:
-            head = self.messages[0]
+        messages = self.messages
+        while messages:
+            head = messages[0]
             # Strictly past: a message whose TTL ends right now (x-message-ttl 0) may still go to a
             # consumer that can take it at once, as in RabbitMQ.
-            if head.expires_at is not None and head.expires_at < now:
+            if head.expires_at is not None and head.expires_at < self._clock.now():
                 self._drop_head("expired")
                 continue
-            self.messages.popleft()
+            messages.popleft()
             self.ready_bytes -= head.size
             return head
         return None
@@ -346,8 +350,11 @@ class Queue:
 
     def get(self, channel: Channel, no_ack: bool) -> Delivery | None:
         """basic.get: the head message, or None."""
-        self.touch()
-        self._expire()
+        if self._expires_ms is not None:
+            self.touch()
+        messages = self.messages
+        if messages and messages[0].expires_at is not None:
+            self._expire()
         qm = self._pop_live()
         if qm is None:
             self._after_change()
@@ -357,8 +364,9 @@ class Queue:
             self.unacked += 1
             channel.track(tag, qm, self, None)
         self.vhost.broker.record_delivery(qm.message, self.name, channel.client_id)
-        self._after_change()
-        return Delivery(qm.message, self.name, tag, qm.redelivered, None, len(self.messages))
+        if self._ttl_timer is not None or (messages and messages[0].expires_at is not None):
+            self._after_change()
+        return Delivery(qm.message, self.name, tag, qm.redelivered, None, len(messages))
 
     # -- acknowledgements (called by the channel) ---------------------------------------------
     def settle(self, qm: QueuedMessage, consumer: Consumer | None, outcome: str) -> None:
@@ -379,7 +387,7 @@ class Queue:
             self.ready_bytes += qm.size
             # As requeue_and_run/2: the length limit applies again (the head goes), then expiry at the head,
             # before anything is handed to a consumer.
-            if self.arguments.get("x-overflow", "drop-head") == "drop-head":
+            if self._limited and self._overflow == "drop-head":
                 while self.messages and self._full():
                     self._drop_head("maxlen")
             self._expire()
@@ -422,7 +430,7 @@ class Queue:
     def touch(self) -> None:
         """The queue was used: restart the ``x-expires`` countdown (only runs while it has no consumer)."""
         self._cancel_expires()
-        expires = self.arguments.get("x-expires")
+        expires = self._expires_ms
         if expires is not None and not self.consumers and not self.deleted:
             self._expires_timer = self._clock.call_later(expires / 1000.0, self._on_expires)
 
@@ -437,21 +445,30 @@ class Queue:
             self.vhost.delete_queue(self.name)
 
     def _expire(self) -> None:
-        now = self._clock.now()
-        while self.messages and self.messages[0].expires_at is not None and self.messages[0].expires_at <= now:
+        """Drop the messages at the head whose deadline has come (only the head: RabbitMQ semantics)."""
+        messages = self.messages
+        while messages:
+            expires_at = messages[0].expires_at
+            if expires_at is None or expires_at > self._clock.now():
+                return
             self._drop_head("expired")
 
     def _after_change(self) -> None:
-        """Expire what is due at the head and keep one timer for the head's expiry."""
+        """Expire what is due at the head and keep a timer no later than the head's deadline."""
         if self.deleted:
             return
         self._expire()
         head_expiry = self.messages[0].expires_at if self.messages else None
         timer = self._ttl_timer
-        if timer is not None and (head_expiry is None or timer.when != head_expiry):
-            timer.cancel()
-            self._ttl_timer = timer = None
-        if head_expiry is not None and timer is None:
+        if head_expiry is None:
+            if timer is not None:
+                timer.cancel()
+                self._ttl_timer = None
+        elif timer is None or timer.when > head_expiry:
+            # An earlier timer is kept: it fires, finds the head not due and re-arms. That spares a new
+            # timer for every message taken from a queue whose deadlines only grow (x-message-ttl).
+            if timer is not None:
+                timer.cancel()
             self._ttl_timer = self._clock.call_at(head_expiry, self._on_ttl)
 
     def _on_ttl(self) -> None:

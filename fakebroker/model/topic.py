@@ -17,11 +17,24 @@ def split_key(key: str) -> list[str]:
 
 
 class _Node(Generic[T]):
-    __slots__ = ("children", "values")
+    __slots__ = ("children", "values", "hash", "star")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node[T]] = {}
         self.values: dict[T, int] = {}  # value -> number of bindings ending here that carry it
+        # The "#" and "*" children again, so the walk does not look them up at every node.
+        self.hash: _Node[T] | None = None
+        self.star: _Node[T] | None = None
+
+    def set_child(self, word: str, child: _Node[T] | None) -> None:
+        if child is None:
+            del self.children[word]
+        else:
+            self.children[word] = child
+        if word == "#":
+            self.hash = child
+        elif word == "*":
+            self.star = child
 
 
 class TopicTrie(Generic[T]):
@@ -33,7 +46,11 @@ class TopicTrie(Generic[T]):
     def add(self, pattern: str, value: T) -> None:
         node = self._root
         for word in split_key(pattern):
-            node = node.children.setdefault(word, _Node())
+            child = node.children.get(word)
+            if child is None:
+                child = _Node()
+                node.set_child(word, child)
+            node = child
         node.values[value] = node.values.get(value, 0) + 1
 
     def remove(self, pattern: str, value: T) -> None:
@@ -55,35 +72,54 @@ class TopicTrie(Generic[T]):
             child = parent.children[word]
             if child.values or child.children:
                 break
-            del parent.children[word]
+            parent.set_child(word, None)
 
     def match(self, routing_key: str) -> set[T]:
-        words = split_key(routing_key)
-        n = len(words)
+        words = routing_key.split(".") if routing_key else []
         found: set[T] = set()
-        seen: set[tuple[int, int]] = set()
-        stack: list[tuple[_Node[T], int]] = [(self._root, 0)]
-        while stack:
-            node, i = stack.pop()
-            marker = (id(node), i)
-            if marker in seen:
-                continue
-            seen.add(marker)
-            children = node.children
-            if i == n:
-                found.update(node.values)
-            else:
-                child = children.get(words[i])
-                if child is not None:
-                    stack.append((child, i + 1))
-                star = children.get("*")
-                if star is not None and words[i] != "*":
-                    stack.append((star, i + 1))
-            hash_node = children.get("#")
-            if hash_node is not None:
-                # '#' swallows zero or more of the remaining words.
-                stack.extend((hash_node, j) for j in range(i, n + 1))
+        self._walk(self._root, words, 0, len(words), found, set())
         return found
+
+    def _walk(self, node: _Node[T], words: list[str], i: int, n: int, found: set[T],
+              seen: set[tuple[int, int]]) -> None:
+        """Collect the values of every binding under ``node`` that matches ``words[i:]``.
+
+        Leaves are handled without a call of their own: most binding keys end in a literal word, ``*`` or
+        ``#``, and this is the routing hot path.
+        """
+        if i == n and node.values:
+            found.update(node.values)
+        hash_node = node.hash
+        if hash_node is not None:
+            if not hash_node.children:
+                # A trailing '#' takes whatever is left.
+                if hash_node.values:
+                    found.update(hash_node.values)
+            else:
+                # '#' swallows zero or more words. Each ('#' node, position) is walked once: only a second
+                # '#' on a path can lead back to one, and without this a key like "#.#.#..." would take
+                # exponential time.
+                key = id(hash_node)
+                for j in range(i, n + 1):
+                    if (key, j) not in seen:
+                        seen.add((key, j))
+                        self._walk(hash_node, words, j, n, found, seen)
+        if i == n:
+            return
+        word = words[i]
+        i += 1
+        child = node.children.get(word)
+        if child is not None:
+            if child.children:
+                self._walk(child, words, i, n, found, seen)
+            elif i == n and child.values:
+                found.update(child.values)
+        star = node.star
+        if star is not None and word != "*":
+            if star.children:
+                self._walk(star, words, i, n, found, seen)
+            elif i == n and star.values:
+                found.update(star.values)
 
 
 def topic_matches(pattern: str, routing_key: str) -> bool:

@@ -159,8 +159,13 @@ class WebSocketSession(Session):
             self.inner.connection_lost()
 
     # -- handshake ---------------------------------------------------------------------------------------
+    def _path_matches(self, target: str) -> bool:
+        # Cowboy's router, in front of RabbitMQ's web plugins, ignores a trailing slash: "/ws/" is "/ws".
+        path = target.partition("?")[0]
+        return path == self._path or path == self._path + "/"
+
     def _on_request(self, request: Request) -> None:
-        if request.target.partition("?")[0] != self._path:
+        if not self._path_matches(request.target):
             self._reject(404)
             return
         offered = set(request.subprotocols)
@@ -191,7 +196,7 @@ class WebSocketSession(Session):
     def _reject_raw(self) -> None:
         """Answer a request wsproto refused (not an upgrade, or not HTTP) with a hand-written response."""
         target, headers = _parse_head(bytes(self._head))
-        if target is not None and target.partition("?")[0] != self._path:
+        if target is not None and not self._path_matches(target):
             status = 404
         elif target is not None and headers.get("upgrade", "").lower() != "websocket":
             status = 426

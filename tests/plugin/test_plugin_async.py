@@ -1,0 +1,145 @@
+"""``async_fakebroker``: the broker in an anyio test's own event loop, on asyncio and on trio."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from fakebroker import AsyncBroker, VirtualClock
+from fakebroker.protocols.mqtt.codec import Will
+
+pytestmark = pytest.mark.anyio
+AsyncClient = Callable[..., Any]  # the async_mqtt fixture (conftest.AsyncMqtt)
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_broker_runs_in_the_test_loop(async_fakebroker: AsyncBroker, async_mqtt: AsyncClient,
+                                            anyio_backend: str) -> None:
+    assert isinstance(async_fakebroker.clock, VirtualClock) and async_fakebroker.queues == {}
+    sub = await async_mqtt(async_fakebroker, "sub")
+    await sub.subscribe("a/#")
+    pub = await async_mqtt(async_fakebroker, "pub")
+    await pub.publish("a/b", b"hello", qos=1)
+    entry = await async_fakebroker.wait_for_message(topic="a/+", delivered_to="sub")
+    assert entry.client_id == "pub"
+    packet = await sub.expect()
+    assert (packet.topic, packet.payload, packet.qos) == ("a/b", b"hello", 1)
+    async_fakebroker.assert_delivered("sub", count=1)
+
+
+async def test_wait_is_woken_by_the_route_event(async_fakebroker: AsyncBroker) -> None:
+    results: list[Any] = []
+
+    async def waiter() -> None:
+        results.append(await async_fakebroker.wait_for_messages(2, routing_key="k"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()  # the waiter has scanned the (empty) log and is parked
+        async_fakebroker.publish("amq.topic", "k", b"1")
+        async_fakebroker.publish("amq.topic", "other", b"x")
+        async_fakebroker.publish("amq.topic", "k", b"2")
+    assert results[0].bodies == [b"1", b"2"]
+
+
+async def test_wait_timeout_is_an_assertion_with_near_misses(async_fakebroker: AsyncBroker) -> None:
+    async_fakebroker.publish("amq.topic", "a.b", b"x")
+    with pytest.raises(AssertionError, match=r"(?s)topic='a/c'.*- topic: 'a/c' does not match 'a/b'"):
+        await async_fakebroker.wait_for_message(topic="a/c", timeout=0.01)
+
+
+async def test_advance_expires_keepalive_and_publishes_the_will(async_fakebroker: AsyncBroker,
+                                                                async_mqtt: AsyncClient) -> None:
+    watcher = await async_mqtt(async_fakebroker, "watcher", keepalive=0)
+    await watcher.subscribe("status/#")
+    await async_mqtt(async_fakebroker, "device", keepalive=10, will=Will("status/device", b"lost", 1))
+    await async_fakebroker.advance(14.9)
+    assert "device" in async_fakebroker.clients.ids()
+    await async_fakebroker.advance(0.1)
+    packet = await watcher.expect()
+    assert (packet.topic, packet.payload) == ("status/device", b"lost")
+
+
+async def test_disconnect_stall_and_resume(async_fakebroker: AsyncBroker, async_mqtt: AsyncClient) -> None:
+    watcher = await async_mqtt(async_fakebroker, "watcher", keepalive=0)
+    await watcher.subscribe("#")
+    await async_mqtt(async_fakebroker, "device", will=Will("status/device", b"gone", 1))
+    async_fakebroker.stall("watcher")
+    async_fakebroker.disconnect("device")
+    await async_fakebroker.wait_for_message(protocol="mqtt-will", delivered_to="watcher")
+    with anyio.move_on_after(0.1) as scope:
+        await watcher.expect()
+    assert scope.cancelled_caught  # held back while stalled
+    async_fakebroker.resume("watcher")
+    assert (await watcher.expect()).payload == b"gone"
+
+
+async def test_refuse_connections_and_restart(async_fakebroker: AsyncBroker, async_mqtt: AsyncClient) -> None:
+    worker = await async_mqtt(async_fakebroker, "worker", clean_session=False)
+    await worker.subscribe("jobs/#")
+    async with async_fakebroker.refuse_connections():
+        with pytest.raises(OSError):
+            await anyio.connect_tcp(*async_fakebroker.mqtt)
+        await async_fakebroker.restart()
+        assert async_fakebroker.clients == []
+        async_fakebroker.publish("amq.topic", "jobs.1", b"kept", {"delivery_mode": 2})
+        async_fakebroker.publish("amq.topic", "jobs.2", b"transient")
+        await async_fakebroker.restart()
+    again = await async_mqtt(async_fakebroker, "worker", clean_session=False)
+    assert (await again.expect()).payload == b"kept"
+
+
+async def test_message_faults(async_fakebroker: AsyncBroker, async_mqtt: AsyncClient) -> None:
+    sub = await async_mqtt(async_fakebroker, "sub")
+    await sub.subscribe("t/#")
+    async_fakebroker.drop_next(1, topic="t/a")
+    async_fakebroker.delay_next(1, 2.0, topic="t/b")
+    for topic in ("t/a", "t/b", "t/c"):
+        async_fakebroker.publish("amq.topic", topic.replace("/", "."), topic.encode())
+    assert (await sub.expect()).topic == "t/c"
+    await async_fakebroker.advance(2.0)
+    assert (await sub.expect()).topic == "t/b"
+    assert async_fakebroker.messages.filter(fault="dropped").bodies == [b"t/a"]
+
+
+@pytest.mark.fakebroker(prefetch=2, subscription_ttl=1000)
+async def test_marker_configures_the_async_broker(async_fakebroker: AsyncBroker) -> None:
+    assert async_fakebroker.options.prefetch == 2 and async_fakebroker.options.subscription_ttl == 1000
+
+
+def test_an_application_suite_on_both_backends(app: pytest.Pytester) -> None:
+    app.makepyfile(test_app="""
+        import pytest
+        from fakebroker.protocols.mqtt.codec import Will
+
+        pytestmark = pytest.mark.anyio
+
+        @pytest.fixture(params=["asyncio", "trio"])
+        def anyio_backend(request):
+            return request.param
+
+        @pytest.mark.fakebroker(exchange="amq.topic", prefetch=1)
+        async def test_telemetry_reaches_the_backend(async_fakebroker, async_mqtt, anyio_backend):
+            backend = await async_mqtt(async_fakebroker, "backend", keepalive=0)
+            await backend.subscribe("telemetry/#")
+            device = await async_mqtt(async_fakebroker, "device", keepalive=5, will=Will("status/device", b"lost"))
+            await device.publish("telemetry/temp", b"21", qos=1)
+            await async_fakebroker.wait_for_message(topic="telemetry/+", delivered_to="backend")
+            assert (await backend.expect()).payload == b"21"
+            await async_fakebroker.advance(7.5)
+            async_fakebroker.assert_published(topic="status/device", protocol="mqtt-will")
+
+        async def test_isolated(async_fakebroker, anyio_backend):
+            assert len(async_fakebroker.messages) == 0 and async_fakebroker.clients == []
+    """)
+    result = app.runpytest("-p", "no:cacheprovider", "-v")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*test_telemetry_reaches_the_backend?asyncio? PASSED*",
+                                 "*test_telemetry_reaches_the_backend?trio? PASSED*"])

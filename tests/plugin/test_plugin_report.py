@@ -1,0 +1,122 @@
+"""The "fakebroker traffic" section a failed test's report gets."""
+
+from __future__ import annotations
+
+import pytest
+
+FAILING_APP = """
+    import pytest
+
+    def test_order_is_forwarded(fakebroker, mqtt_client):
+        backend = mqtt_client(fakebroker, "backend")
+        backend.subscribe("orders/#")
+        shop = mqtt_client(fakebroker, "shop", will=("shops/shop", b"offline", 1, False))
+        shop.publish("orders/42", b'{"id": 42}')
+        assert backend.expect()[1] == b'{"id": 42}'
+        fakebroker.disconnect("shop")
+        fakebroker.wait_for_message(topic="shops/shop")
+        fakebroker.publish("amq.topic", "invoices.42", b"unroutable")
+        assert fakebroker.messages.filter(topic="orders/#").bodies == [b"wrong"]
+
+    def test_passes(fakebroker):
+        fakebroker.publish("amq.topic", "a", b"quiet")
+"""
+
+
+def test_failed_test_report_shows_the_broker_traffic(app: pytest.Pytester) -> None:
+    app.makepyfile(test_app=FAILING_APP)
+    result = app.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*- fakebroker traffic -*",
+        "broker mqtt=127.0.0.1:* web_mqtt=127.0.0.1:*; clock t=0.000 (VirtualClock)",
+        "connections and faults:",
+        "  t=0.000 opened conn#1 mqtt client_id='backend' user='guest' from 127.0.0.1:*",
+        "  t=0.000 opened conn#2 mqtt client_id='shop' user='guest' from 127.0.0.1:*",
+        "  t=0.000 fault: disconnect('shop')",
+        "  t=0.000 closed conn#2 mqtt client_id='shop' *",
+        "connected now:",
+        "  conn#1 mqtt client_id='backend' * subscriptions={'orders/#': 1}",
+        "queues:",
+        "  mqtt-subscription-backendqos1 [durable auto-delete] ready=0 unacked=0 consumers=1 "
+        "bound: amq.topic 'orders.#'",
+        "messages (3):",
+        "  #1 t=0.000 mqtt:shop -> exchange='amq.topic' routing_key='orders.42' body=b'{\"id\": 42}' "
+        "-> mqtt-subscription-backendqos1; delivered to backend (via mqtt-subscription-backendqos1)",
+        "  #2 t=0.000 mqtt-will:shop -> exchange='amq.topic' routing_key='shops.shop' body=b'offline' -> unroutable",
+        "  #3 t=0.000 api -> exchange='amq.topic' routing_key='invoices.42' body=b'unroutable' -> unroutable",
+    ])
+    # Only the failed test gets the section.
+    assert result.stdout.str().count("fakebroker traffic") == 1
+    assert "quiet" not in result.stdout.str()
+
+
+def test_report_lists_the_last_messages_only(app: pytest.Pytester) -> None:
+    app.makeini("""
+        [pytest]
+        fakebroker_report_messages = 5
+    """)
+    app.makepyfile(test_app="""
+        def test_many(fakebroker):
+            for n in range(12):
+                fakebroker.publish("amq.topic", f"n.{n}", b"x")
+            assert False
+    """)
+    result = app.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["messages (last 5 of 12):", "  #8 t=0.000 api *routing_key='n.7'*"])
+    assert "routing_key='n.6'" not in result.stdout.str()
+
+
+def test_report_section_can_be_turned_off(app: pytest.Pytester) -> None:
+    app.makeini("""
+        [pytest]
+        fakebroker_report_messages = 0
+    """)
+    app.makepyfile(test_app="""
+        def test_fails(fakebroker):
+            assert False
+    """)
+    result = app.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    assert "fakebroker traffic" not in result.stdout.str()
+
+
+def test_every_broker_of_a_failed_test_is_reported_even_after_teardown_stopped_it(app: pytest.Pytester) -> None:
+    app.makepyfile(test_app="""
+        import pytest
+
+        @pytest.fixture
+        def fails_at_teardown():
+            yield
+            raise RuntimeError("teardown went wrong")
+
+        def test_two(fails_at_teardown, fakebroker, fakebroker_factory):
+            fakebroker.publish("amq.topic", "first", b"1")
+            fakebroker_factory().publish("amq.topic", "second", b"2")
+    """)
+    result = app.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines([
+        "*RuntimeError: teardown went wrong*",
+        "*- fakebroker traffic (broker 1) -*", "*routing_key='first'*",
+        "*- fakebroker traffic (broker 2) -*", "*routing_key='second'*",
+    ])
+
+
+def test_async_broker_is_reported_too(app: pytest.Pytester) -> None:
+    app.makepyfile(test_app="""
+        import pytest
+
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+
+        @pytest.mark.anyio
+        async def test_async(async_fakebroker):
+            async_fakebroker.publish("amq.topic", "from.async", b"x")
+            assert len(async_fakebroker.messages) == 0
+    """)
+    result = app.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*- fakebroker traffic -*", "*routing_key='from.async'*"])
