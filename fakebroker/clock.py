@@ -23,22 +23,30 @@ _SLACK = 1e-9
 class TimerHandle:
     """A scheduled callback; :meth:`cancel` makes sure it never runs."""
 
-    __slots__ = ("when", "_seq", "_callback", "_args", "cancelled")
+    __slots__ = ("when", "_seq", "_callback", "_args", "cancelled", "_clock")
 
-    def __init__(self, when: float, seq: int, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def __init__(self, when: float, seq: int, callback: Callable[..., Any], args: tuple[Any, ...],
+                 clock: Clock | None = None) -> None:
         self.when = when
         self._seq = seq
         self._callback: Callable[..., Any] | None = callback
         self._args = args
         self.cancelled = False
+        self._clock = clock  # while the handle sits in that clock's heap
 
     def cancel(self) -> None:
+        if self.cancelled:
+            return
         self.cancelled = True
         self._callback = None
         self._args = ()
+        if self._clock is not None:
+            self._clock._cancelled_in_heap()
 
     def _run(self) -> None:
+        # Already out of the heap: mark it done without counting it as a cancelled entry.
         callback, args = self._callback, self._args
+        self._clock = None
         self.cancel()
         if callback is not None:
             callback(*args)
@@ -56,6 +64,7 @@ class Clock:
 
     def __init__(self) -> None:
         self._timers: list[TimerHandle] = []
+        self._cancelled = 0  # cancelled handles still in the heap
         self._seq = itertools.count()
         # Set by the server runtime so that a WallClock can wake its timer task when an earlier timer appears.
         self.on_schedule: Callable[[], None] | None = None
@@ -64,7 +73,7 @@ class Clock:
         raise NotImplementedError
 
     def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
-        handle = TimerHandle(when, next(self._seq), callback, args)
+        handle = TimerHandle(when, next(self._seq), callback, args, self)
         heapq.heappush(self._timers, handle)
         if self.on_schedule is not None:
             self.on_schedule()
@@ -76,17 +85,32 @@ class Clock:
     def next_deadline(self) -> float | None:
         """When the earliest pending timer is due, or None."""
         while self._timers and self._timers[0].cancelled:
-            heapq.heappop(self._timers)
+            heapq.heappop(self._timers)._clock = None
+            self._cancelled -= 1
         return self._timers[0].when if self._timers else None
 
     def pending(self) -> int:
-        return sum(1 for t in self._timers if not t.cancelled)
+        return len(self._timers) - self._cancelled
+
+    def _cancelled_in_heap(self) -> None:
+        # Timers re-armed over and over (queue expiry, keepalives) leave cancelled handles behind until their
+        # time comes; rebuild the heap when they are the majority, so a long run does not pile them up.
+        self._cancelled += 1
+        if self._cancelled > 64 and 2 * self._cancelled > len(self._timers):
+            live = [t for t in self._timers if not t.cancelled]
+            for t in self._timers:
+                if t.cancelled:
+                    t._clock = None
+            heapq.heapify(live)
+            self._timers = live
+            self._cancelled = 0
 
     def _pop_due(self, until: float) -> TimerHandle | None:
         while self._timers:
             top = self._timers[0]
             if top.cancelled:
-                heapq.heappop(self._timers)
+                heapq.heappop(self._timers)._clock = None
+                self._cancelled -= 1
                 continue
             if top.when > until:
                 return None

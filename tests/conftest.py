@@ -5,6 +5,7 @@ subdirectory never reaches the terminal summary of a plain ``pytest -n 2``."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Generator
 
 import pytest
 
@@ -34,11 +35,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             _skipped[name] += 1
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """``contract scenarios: N passed on fake, M passed on rabbitmq``, after pytest's own summary."""
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Generator[None]:
+    """``contract scenarios: N passed on fake, M passed on rabbitmq``, after pytest's short test summary (the
+    outermost wrapper prints last)."""
+    result = yield
     if not (_passed or _skipped):
-        return
+        return result
     parts = []
     for name in CONTRACT_BACKENDS:
         part = f"{_passed[name]} passed on {name}"
@@ -46,3 +49,4 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             part += f" ({_skipped[name]} skipped)"
         parts.append(part)
     terminalreporter.write_line("contract scenarios: " + ", ".join(parts))
+    return result

@@ -184,7 +184,8 @@ class Broker:
         self.log.append(logged)
         if self.log_limit is not None and len(self.log) > self.log_limit:
             del self.log[: len(self.log) - self.log_limit]
-        self.emit("publish", logged)
+        if self._listeners.get("publish"):  # emit() guarded inline: this is the hot path
+            self.emit("publish", logged)
         action = self._publish_fault(logged) if self.publish_hooks else None
         if action is None:
             self._enqueue(logged, message, vhost, targets)
@@ -210,7 +211,8 @@ class Broker:
         accepted = vhost.deliver(message, targets)
         logged.queues = tuple(accepted)
         logged.pending = False
-        self.emit("route", logged)
+        if self._listeners.get("route"):
+            self.emit("route", logged)
 
     def _route_delayed(self, logged: LoggedMessage, message: Message, vhost: VHost,
                        queues: list[str] | None) -> None:
@@ -228,10 +230,15 @@ class Broker:
         return self.log[index] if index < len(self.log) else None
 
     def record_delivery(self, message: Message, queue: str, client_id: str | None) -> None:
-        logged = self.find_logged(message.log_id)
-        if logged is not None:
-            logged.deliveries.append((queue, client_id))
-        self.emit("deliver", logged, queue, client_id)
+        log = self.log
+        logged = None
+        if log:
+            index = message.log_id - log[0].seq  # find_logged(), inlined: once per delivery
+            if 0 <= index < len(log):
+                logged = log[index]
+                logged.deliveries.append((queue, client_id))
+        if self._listeners.get("deliver"):
+            self.emit("deliver", logged, queue, client_id)
 
     def queues(self, vhost: str = "/") -> dict[str, Any]:
         return dict(self.vhost(vhost).queues)

@@ -181,6 +181,10 @@ def check_queue_arguments(arguments: dict[str, Any], name: str, vhost: str) -> N
                                  f"'{arguments['x-queue-type']}' for queue '{name}' is not supported")
 
 
+def _seq_of(qm: QueuedMessage) -> int:
+    return qm.seq
+
+
 @dataclass(eq=False, slots=True)
 class QueuedMessage:
     message: Message
@@ -382,8 +386,13 @@ class Queue:
         if outcome == "requeue":
             qm.redelivered = True
             # Requeued messages go back to their original place in the queue.
-            seqs = [m.seq for m in self.messages]
-            self.messages.insert(bisect.bisect_left(seqs, qm.seq), qm)
+            messages = self.messages
+            if not messages or qm.seq > messages[-1].seq:
+                messages.append(qm)
+            elif qm.seq < messages[0].seq:
+                messages.appendleft(qm)
+            else:
+                messages.insert(bisect.bisect_left(messages, qm.seq, key=_seq_of), qm)
             self.ready_bytes += qm.size
             # As requeue_and_run/2: the length limit applies again (the head goes), then expiry at the head,
             # before anything is handed to a consumer.

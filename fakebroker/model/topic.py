@@ -77,15 +77,15 @@ class TopicTrie(Generic[T]):
     def match(self, routing_key: str) -> set[T]:
         words = routing_key.split(".") if routing_key else []
         found: set[T] = set()
-        self._walk(self._root, words, 0, len(words), found, set())
+        self._walk(self._root, words, 0, len(words), found, None)
         return found
 
     def _walk(self, node: _Node[T], words: list[str], i: int, n: int, found: set[T],
-              seen: set[tuple[int, int]]) -> None:
+              seen: set[tuple[int, int]] | None) -> None:
         """Collect the values of every binding under ``node`` that matches ``words[i:]``.
 
-        Leaves are handled without a call of their own: most binding keys end in a literal word, ``*`` or
-        ``#``, and this is the routing hot path.
+        ``seen`` is None until the walk is below a '#'. Leaves are handled without a call of their own: most
+        binding keys end in a literal word, ``*`` or ``#``, and this is the routing hot path.
         """
         if i == n and node.values:
             found.update(node.values)
@@ -96,14 +96,39 @@ class TopicTrie(Generic[T]):
                 if hash_node.values:
                     found.update(hash_node.values)
             else:
-                # '#' swallows zero or more words. Each ('#' node, position) is walked once: only a second
-                # '#' on a path can lead back to one, and without this a key like "#.#.#..." would take
-                # exponential time.
-                key = id(hash_node)
-                for j in range(i, n + 1):
-                    if (key, j) not in seen:
-                        seen.add((key, j))
-                        self._walk(hash_node, words, j, n, found, seen)
+                # '#' swallows zero or more words. Below a first '#' the walk can reach a node at several
+                # positions, so each (nested '#' node, position) is expanded once: without that a key like
+                # "#.#.#..." would take exponential time. Above it, every node is reached once.
+                if seen is None and hash_node.hash is None:
+                    # The common case ("#.a", "#.*.b"), inlined: the '#' node's children are tried at every
+                    # remaining position (and its own bindings at the end).
+                    below: set[tuple[int, int]] = set()
+                    after_hash, hash_star = hash_node.children, hash_node.star
+                    for j in range(i, n):
+                        word = words[j]
+                        child = after_hash.get(word)
+                        if child is not None:
+                            if child.children:
+                                self._walk(child, words, j + 1, n, found, below)
+                            elif j + 1 == n and child.values:
+                                found.update(child.values)
+                        if hash_star is not None and word != "*":
+                            if hash_star.children:
+                                self._walk(hash_star, words, j + 1, n, found, below)
+                            elif j + 1 == n and hash_star.values:
+                                found.update(hash_star.values)
+                    if hash_node.values:
+                        found.update(hash_node.values)
+                elif seen is None:
+                    below = set()
+                    for j in range(i, n + 1):
+                        self._walk(hash_node, words, j, n, found, below)
+                else:
+                    key = id(hash_node)
+                    for j in range(i, n + 1):
+                        if (key, j) not in seen:
+                            seen.add((key, j))
+                            self._walk(hash_node, words, j, n, found, seen)
         if i == n:
             return
         word = words[i]

@@ -872,3 +872,26 @@ def test_ten_small_steps_expire_a_one_second_ttl(broker: Broker, vh: VHost, cloc
     for _ in range(10):
         clock.advance(0.1)
     assert bodies(vh, "q") == []
+
+
+def test_cancelled_timers_do_not_pile_up(clock: VirtualClock) -> None:
+    fired: list[int] = []
+    keep = [clock.call_later(5, fired.append, i) for i in range(3)]
+    for i in range(10_000):
+        clock.call_later(100 + i, fired.append, i).cancel()
+    assert clock.pending() == 3
+    assert len(clock._timers) < 200  # the heap is rebuilt once the cancelled handles are the majority
+    keep[1].cancel()
+    keep[1].cancel()  # twice is harmless
+    clock.advance(10_000)
+    assert fired == [0, 2] and clock.pending() == 0 and clock.next_deadline() is None
+
+
+def test_a_ttl_queue_under_traffic_keeps_few_timers(broker: Broker, vh: VHost, ch: Channel,
+                                                    clock: VirtualClock) -> None:
+    vh.declare_queue("q", arguments={"x-message-ttl": 60_000})
+    for _ in range(5_000):
+        broker.publish("", "q", b"x")
+        ch.get("q")
+        clock.advance(0.001)
+    assert len(clock._timers) < 200

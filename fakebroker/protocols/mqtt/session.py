@@ -226,7 +226,9 @@ class MqttSession(Session):
         self._keepalive_timer = None
         if self.closed:
             return
-        if self.clock.now() - self._last_activity >= self.keepalive * self.profile.keepalive_factor:
+        # Compare with the deadline computed as _arm_keepalive computes it: (last + k) - last can be a hair
+        # under k in floats, and re-arming at the same instant would spin VirtualClock.advance() forever.
+        if self.clock.now() >= self._last_activity + self.keepalive * self.profile.keepalive_factor:
             self.error = "keepalive timeout"
             self.abort_transport()
         else:
