@@ -57,10 +57,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         anyio.run(_serve, args)
-    except OSError as exc:
-        print(f"fakebroker: {exc}", file=sys.stderr)
+    except Exception as exc:
+        os_error = _find_os_error(exc)
+        if os_error is None:
+            raise
+        # Typically a port already taken (by a real RabbitMQ or mosquitto): say which, without a traceback.
+        print(f"fakebroker: cannot listen: {os_error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _find_os_error(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _find_os_error(inner)
+        if found is not None:
+            return found
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -49,3 +49,17 @@ def test_serve_prints_listeners_serves_mqtt_and_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_reports_a_taken_port_without_a_traceback() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", str(port), "--no-web-mqtt"],
+            capture_output=True, text=True, timeout=30,
+        )
+    assert proc.returncode == 1
+    assert f"mqtt listener on 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -97,7 +97,10 @@ class Runtime:
 
     async def _open_listener(self, name: str, port: int) -> None:
         assert self._tg is not None
-        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=port, reuse_port=False)
+        try:
+            listener = await anyio.create_tcp_listener(local_host=self.host, local_port=port, reuse_port=False)
+        except OSError as exc:
+            raise OSError(exc.errno, f"{name} listener on {self.host}:{port}: {exc.strerror}") from exc
         sock = listener.extra(anyio.abc.SocketAttribute.raw_socket)
         host, bound_port = sock.getsockname()[:2]
         self.addresses[name] = Address(host, bound_port)
