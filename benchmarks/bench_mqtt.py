@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -61,6 +62,24 @@ def mosquitto() -> Iterator[tuple[str, int]]:
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+@contextlib.contextmanager
+def fakebroker_process() -> Iterator[tuple[str, int]]:
+    """``fakebroker serve`` in its own process, as mosquitto runs: no GIL shared with the paho clients."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", str(port), "--no-web-mqtt"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        if not proc.stdout.readline().startswith("fakebroker is serving"):
+            raise RuntimeError("fakebroker serve did not start")
+        yield "127.0.0.1", port
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def run_once(host: str, port: int, qos: int, count: int, payload: bytes) -> float:
@@ -121,6 +140,8 @@ def main() -> None:
     with fakebroker.start(clock="wall") as broker:
         host, port = broker.mqtt
         results["fakebroker"] = [best(host, port, qos, n, payload, args.repeat) for qos, n in runs]
+    with fakebroker_process() as (host, port):
+        results["fakebroker serve"] = [best(host, port, qos, n, payload, args.repeat) for qos, n in runs]
     if shutil.which("mosquitto"):
         with mosquitto() as (host, port):
             results["mosquitto"] = [best(host, port, qos, n, payload, args.repeat) for qos, n in runs]
@@ -128,9 +149,10 @@ def main() -> None:
     names = list(results)
     print(f"paho-mqtt {paho.mqtt.__version__} publisher -> subscriber, "
           f"{args.payload}-byte payloads, best of {args.repeat}")
-    print(f"{'run':<22}" + "".join(f"{name + ' msg/s':>18}" for name in names))
+    print(f"{'run (msg/s)':<22}" + "".join(f"{name:>20}" for name in names))
     for i, (qos, n) in enumerate(runs):
-        print(f"{f'QoS {qos}, {n:,} messages':<22}" + "".join(f"{results[name][i]:>18,.0f}" for name in names))
+        print(f"{f'QoS {qos}, {n:,} messages':<22}" + "".join(f"{results[name][i]:>20,.0f}" for name in names))
+    print("fakebroker: in this process (start()); fakebroker serve: its own process, like mosquitto")
     if "mosquitto" not in results:
         print("(mosquitto is not on PATH: `apt-get install -y mosquitto` to compare)")
 
