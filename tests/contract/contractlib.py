@@ -28,7 +28,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import paho.mqtt.client as mqtt
 import rabbitmq
@@ -248,11 +248,13 @@ class FakeBackend(Backend):
 
     @property
     def mqtt(self) -> tuple[str, int]:
-        return tuple(self.broker.mqtt)  # type: ignore[return-value]
+        host, port = self.broker.mqtt
+        return (host, port)
 
     @property
     def web_mqtt(self) -> tuple[str, int]:
-        return tuple(self.broker.addresses["web_mqtt"])  # type: ignore[return-value]
+        host, port = self.broker.addresses["web_mqtt"]
+        return (host, port)
 
     def declare_queue(self, name: str, *, durable: bool = False, auto_delete: bool = False,
                       arguments: dict[str, Any] | None = None) -> None:
@@ -273,7 +275,7 @@ class FakeBackend(Backend):
 
     def publish(self, exchange: str, routing_key: str, body: bytes,
                 properties: dict[str, Any] | None = None) -> bool:
-        return self.broker.publish(exchange, routing_key, body, properties, vhost=self.vhost).routed
+        return bool(self.broker.publish(exchange, routing_key, body, properties, vhost=self.vhost).routed)
 
     def queues(self) -> dict[str, QueueState]:
         infos = self.broker._call(self.broker._queues, self.vhost)
@@ -372,7 +374,7 @@ class RabbitBackend(Backend):
             conn = rabbitmq.wait_for(lambda: rabbitmq.mqtt_connection(client_id), timeout=3.0)
         except TimeoutError:
             return None
-        return str(conn["vhost"])
+        return None if conn is None else str(conn["vhost"])
 
     def advance(self, seconds: float) -> None:
         time.sleep(seconds)
@@ -495,7 +497,8 @@ class RawClient(Aborter):
         """The first packet of ``kind``; others that come first stay in the inbox."""
         for i, packet in enumerate(self.inbox):
             if isinstance(packet, kind):
-                return self.inbox.pop(i)  # type: ignore[return-value]
+                del self.inbox[i]
+                return packet
         deadline = time.monotonic() + timeout
         while True:
             packet = self._read(deadline)
@@ -587,7 +590,9 @@ class RawClient(Aborter):
                 return packet
             self.inbox.append(packet)
 
-    def puback(self, packet_id: int) -> None:
+    def puback(self, packet_id: int | None) -> None:
+        """PUBACK a delivery (``packet_id`` of a received QoS 1 PUBLISH)."""
+        assert packet_id is not None, "a QoS 0 PUBLISH has no packet id to acknowledge"
         self.send(Puback(packet_id))
 
     def disconnect(self) -> None:
@@ -701,12 +706,12 @@ class PahoClient(Aborter):
 
     def subscribe(self, topic: str, qos: int) -> list[int]:
         result, mid = self.paho.subscribe(topic, qos)
-        assert result == mqtt.MQTT_ERR_SUCCESS
+        assert result == mqtt.MQTT_ERR_SUCCESS and mid is not None
         return self._wait_ack(mid)
 
     def unsubscribe(self, topic: str) -> None:
         result, mid = self.paho.unsubscribe(topic)
-        assert result == mqtt.MQTT_ERR_SUCCESS
+        assert result == mqtt.MQTT_ERR_SUCCESS and mid is not None
         self._wait_ack(mid)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
@@ -742,7 +747,7 @@ class PahoClient(Aborter):
         sock = self.paho.socket()
         if sock is not None:
             # Over WebSocket paho wraps the TCP socket; the RST goes on the socket itself.
-            _rst_close(getattr(sock, "_socket", sock))
+            _rst_close(cast(socket.socket, getattr(sock, "_socket", sock)))
 
     def dropped(self) -> None:
         if not self.closed.wait(TIMEOUT):
@@ -754,7 +759,7 @@ class PahoClient(Aborter):
         sock = self.paho.socket()
         if sock is not None:
             with contextlib.suppress(OSError):
-                sock.close()  # type: ignore[union-attr]
+                sock.close()
 
 
 @contextlib.contextmanager

@@ -117,7 +117,7 @@ def test_packet_ids_of_deliveries_start_at_1_per_connection(backend: Backend) ->
     got = a.publishes(3)
     assert [p.packet_id for p in got] == [1, 2, 3]
     for p in got:
-        a.puback(p.packet_id)  # type: ignore[arg-type]
+        a.puback(p.packet_id)
     b = backend.raw()
     b.connect(backend.cid("b"))
     b.subscribe(("ids", 1))

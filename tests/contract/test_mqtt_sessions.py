@@ -123,8 +123,8 @@ def test_inflight_window_is_10(backend: Backend) -> None:
     got = sub.publishes(10)
     assert [p.payload for p in got] == [b"%d" % i for i in range(10)]
     sub.expect_nothing()
-    sub.puback(got[0].packet_id)  # type: ignore[arg-type]
-    sub.puback(got[1].packet_id)  # type: ignore[arg-type]
+    sub.puback(got[0].packet_id)
+    sub.puback(got[1].packet_id)
     assert [p.payload for p in sub.publishes(2)] == [b"10", b"11"]
     sub.expect_nothing()
 

@@ -130,7 +130,7 @@ def test_wildcard_matching(backend: Backend, topic_filter: str, topic: str, matc
     got = []
     while True:
         p = c.recv_publish()
-        c.puback(p.packet_id)  # type: ignore[arg-type]
+        c.puback(p.packet_id)
         if p.topic == "marker":
             break
         got.append((p.topic, p.payload))
@@ -146,7 +146,7 @@ def test_amqp_publish_reaches_subscribers_by_qos(backend: Backend) -> None:
         backend.publish("amq.topic", "x.one", b"dm%d" % dm, {"delivery_mode": dm})
         p = c.recv_publish()
         assert (p.topic, p.payload, p.qos, p.retain, p.dup) == ("x/one", b"dm%d" % dm, 1, False, False)
-        c.puback(p.packet_id)  # type: ignore[arg-type]
+        c.puback(p.packet_id)
     backend.publish("amq.topic", "x.zero", b"to qos0")
     assert c.recv_publish() == Publish("x/zero", b"to qos0", 0, False, False, None)
 
