@@ -25,6 +25,7 @@ from fakebroker.protocols.mqtt.codec import Connect, Publish, Will, encode
 MALFORMED_SPEC = "mqtt-malformed-input-the-spec-forbids-closes-the-connection"
 MALFORMED_CONNECT = "mqtt-malformed-connect-packets-are-closed-without-connack"
 MALFORMED_OTHER = "mqtt-other-malformed-packets-close-the-connection"
+BAD_LEVEL = "mqtt-an-unsupported-protocol-level-gets-connack-1"
 UNFRAMED = "mqtt-packets-rabbitmq-cannot-frame-wedge-its-connection"
 SECOND_CONNECT = "mqtt-a-second-connect-closes-the-connection"
 WILL_ON_PROTOCOL_ERROR = "mqtt-the-last-will-is-published-after-a-protocol-error"
@@ -34,6 +35,7 @@ WILL_ON_PROTOCOL_ERROR = "mqtt-the-last-will-is-published-after-a-protocol-error
 CID = b"@clientid@"
 
 CONNACK_0 = b"\x20\x02\x00\x00"
+CONNACK_1 = b"\x20\x02\x00\x01"
 CONNACK_4 = b"\x20\x02\x00\x04"
 
 
@@ -97,7 +99,8 @@ BEFORE_CONNECT = {
     "pingreq-first": pytest.param(pkt(0xC0, b""), (b"", "closed"), (b"", "closed")),
     "publish-first": pytest.param(encode(Publish("a/b", b"x")), (b"", "closed"), (b"", "closed")),
     "unknown-protocol-name": pytest.param(connect(name="MQTX", payload=s(CID)), (b"", "closed"), (b"", "closed")),
-    "mqtt-name-with-level-3": pytest.param(connect(level=3, payload=s(CID)), (b"", "closed"), (b"", "closed")),
+    "mqtt-name-with-level-3": diff(BAD_LEVEL, connect(level=3, payload=s(CID)), (b"", "closed"),
+                                   (CONNACK_1, "closed")),
     "connect-trailing-bytes": pytest.param(connect(payload=s(CID) + b"\x00"), (b"", "closed"), (b"", "closed")),
     "connect-fields-truncated": pytest.param(pkt(0x10, s("MQTT") + bytes((4, 0x82, 0, 60)) + s(CID)),
                                              (b"", "closed"), (b"", "closed")),

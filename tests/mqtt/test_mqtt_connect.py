@@ -34,11 +34,11 @@ def test_connack_accepted_for_levels_3_and_4(raw, level):
 
 
 @pytest.mark.parametrize(("name", "level"), [("MQTT", 5), ("MQTT", 6), ("MQTT", 3), ("MQIsdp", 4)])
-def test_unsupported_protocol_level_is_closed_without_connack(raw, broker, name, level):
-    # RabbitMQ 3.10: "MQTT detected a framing error ... protocol_header_corrupt", no CONNACK 1.
+def test_unsupported_protocol_level_gets_connack_1_then_close(raw, broker, name, level):
+    # [MQTT-3.1.2-2]; RabbitMQ 3.10 closes with no CONNACK (docs/differences.md).
     r = raw()
     r.send(Connect(protocol_name=name, protocol_level=level, client_id="v5"))
-    assert r.closed() == []
+    assert r.closed() == [Connack(False, ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION)]
     assert broker.clients.get("v5") is None
 
 

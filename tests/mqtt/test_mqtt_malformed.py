@@ -24,13 +24,15 @@ def connect(flags: int = 0x02, payload: bytes = s("bad"), name: str = "MQTT", le
 
 
 REFUSED = Connack(False, ConnackCode.IDENTIFIER_REJECTED)
+BAD_LEVEL = Connack(False, ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION)
 
 BEFORE_CONNECT = {
     "pingreq-first": (pkt(0xC0, b""), []),
     "publish-first": (encode(Publish("a/b", b"x")), []),
     "unknown-protocol-name": (connect(name="MQTX"), []),
-    "protocol-level-5": (connect(level=5), []),  # RabbitMQ 3.10 closes without CONNACK 1 too
-    "mqtt-name-with-level-3": (connect(level=3), []),
+    # [MQTT-3.1.2-2]: CONNACK 1, then the close (RabbitMQ 3.10 closes without it).
+    "protocol-level-5": (connect(level=5), [BAD_LEVEL]),
+    "mqtt-name-with-level-3": (connect(level=3), [BAD_LEVEL]),
     "reserved-connect-flag": (connect(flags=0x03), []),
     "will-qos-3": (connect(flags=0x02 | 0x04 | 0x18, payload=s("bad") + s("w") + s("x")), []),
     "will-retain-without-will-flag": (connect(flags=0x22), []),

@@ -127,6 +127,7 @@ def test_websocket_close_without_disconnect_publishes_the_will(raw_ws, client):
 def test_websocket_level5_is_refused(raw_ws, broker):
     r = raw_ws(["mqtt"])
     r.send(Connect(client_id="v5", protocol_level=5))
+    assert r.recv() == Connack(False, 1)  # unacceptable protocol version, [MQTT-3.1.2-2]
     assert r.closed() == 1000
     assert broker.clients.get("v5") is None
 

@@ -30,8 +30,9 @@ class MqttProfile:
     queue_per_qos: bool = True
     #: Accept ``+``/``#`` in a PUBLISH topic and route them as literal words (RabbitMQ 3.10); off: the spec closes.
     wildcards_in_publish_topic: bool = False
-    #: A CONNECT with an unsupported protocol level gets CONNACK 1 (spec) or is just closed (RabbitMQ 3.10).
-    connack_on_bad_protocol_level: bool = False
+    #: A CONNECT with an unsupported protocol level gets CONNACK 1 then the close ([MQTT-3.1.2-2]); RabbitMQ 3.10
+    #: closes without a CONNACK (docs/differences.md).
+    connack_on_bad_protocol_level: bool = True
     #: Headers RabbitMQ 3.10 adds to MQTT-originated AMQP messages.
     publish_headers: bool = True
     #: UNSUBSCRIBE removes only the bindings this connection made (RabbitMQ 3.10 keeps the filters in the
