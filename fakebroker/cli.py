@@ -12,6 +12,13 @@ import anyio
 from .facade import serve
 
 
+def _user(value: str) -> tuple[str, str]:
+    name, sep, password = value.partition(":")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME:PASSWORD, got {value!r}")
+    return name, password
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fakebroker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -20,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--mqtt-port", type=int, default=1883, help="MQTT over TCP (default 1883; 0 = free port)")
     s.add_argument("--web-mqtt-port", type=int, default=15675, help="MQTT over WebSocket at /ws (default 15675)")
     s.add_argument("--no-web-mqtt", action="store_true", help="do not open the MQTT-over-WebSocket listener")
-    s.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD",
+    s.add_argument("--user", action="append", default=[], type=_user, metavar="NAME:PASSWORD",
                    help="a user (repeatable); default guest:guest")
     s.add_argument("--vhost", action="append", default=[], help="an extra virtual host (repeatable)")
     s.add_argument("--no-anonymous", action="store_true", help="refuse MQTT clients without credentials")
@@ -31,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    users = dict(u.split(":", 1) for u in args.user) if args.user else {"guest": "guest"}
+    users = dict(args.user) if args.user else {"guest": "guest"}
     async with serve(
         host=args.host,
         mqtt_port=args.mqtt_port,

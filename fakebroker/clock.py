@@ -124,9 +124,6 @@ class VirtualClock(Clock):
     def __init__(self, start: float = 0.0) -> None:
         super().__init__()
         self._now = float(start)
-        # The server runtime installs a hook here so that the effects of timers (bytes for clients,
-        # closed connections) are flushed before advance() returns.
-        self.after_advance: Callable[[], None] | None = None
 
     def now(self) -> float:
         return self._now
@@ -146,8 +143,6 @@ class VirtualClock(Clock):
             self._now = max(self._now, handle.when)
             handle._run()
         self._now = max(self._now, target)
-        if self.after_advance is not None:
-            self.after_advance()
 
     def run_due(self) -> None:
         """Run timers due at the current time (for example ones scheduled with a zero delay)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import Clock
+from .protocols.mqtt.profile import get_profile
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Options:
             raise ValueError("prefetch must be >= 0")
         if self.subscription_ttl is not None and self.subscription_ttl <= 0:
             raise ValueError("subscription_ttl is in milliseconds and must be positive (or None)")
+        get_profile(self.mqtt_profile)  # unknown: fail here, not in the first MQTT connection's session
         if self.vhost not in self.vhosts:
             self.vhosts = (*self.vhosts, self.vhost)
 

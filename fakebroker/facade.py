@@ -248,7 +248,7 @@ class BrokerAPI:
         self._call(lambda: self._node.model.vhost(self._vhost(vhost)).delete_exchange(name, if_unused))
 
     def purge(self, queue: str, *, vhost: str | None = None) -> int:
-        return self._call(lambda: self._node.model.vhost(self._vhost(vhost)).queue(queue).purge())
+        return self._call(lambda: self._node.model.vhost(self._vhost(vhost)).purge_queue(queue))
 
     def publish(
         self,
@@ -362,7 +362,9 @@ class BrokerAPI:
             except Exception as exc:  # a test's callback must not break the broker; it is reported instead
                 self.callback_errors.append(exc)
 
-        return self._call(self._node.model.on, event, guarded)
+        remove = self._call(self._node.model.on, event, guarded)
+        # The remover edits the model's listener lists: on the loop too (directly once the broker stopped).
+        return lambda: self._read(remove)
 
     # inspection
     def _setup(self, node: Node, journal: Journal) -> None:
@@ -434,10 +436,21 @@ class BrokerAPI:
             raise ValueError("count must be at least 1")
         model = self._node.model
         found: dict[int, LoggedMessage] = {}
+        errors: list[Exception] = []
         done = anyio.Event()
 
         def consider(entry: LoggedMessage | None, *_: Any) -> None:
-            if entry is None or entry.pending or entry.seq in found or not matches(entry, criteria):
+            if entry is None or entry.pending or entry.seq in found:
+                return
+            try:
+                matched = matches(entry, criteria)
+            except Exception as exc:
+                # A predicate in the criteria raised. From a hook it would surface in whoever published (an
+                # MQTT client's connection would close for it): end the wait and raise it to the waiter.
+                errors.append(exc)
+                done.set()
+                return
+            if not matched:
                 return
             found[entry.seq] = entry
             if len(found) >= count:
@@ -453,6 +466,8 @@ class BrokerAPI:
             finally:
                 for remove in removers:
                     remove()
+        if errors:
+            raise errors[0]
         matched = sorted(found.values(), key=lambda m: m.seq)
         if len(matched) < count:
             what = "a message" if count == 1 else f"{count} messages"
@@ -523,6 +538,14 @@ class BrokerAPI:
 
         self._call(run)
         return fault
+
+    async def _advance(self, seconds: float) -> None:
+        """On the loop: fire the timers due within ``seconds``, then wait until their bytes are written."""
+        clock = self._node.clock
+        if not isinstance(clock, VirtualClock):
+            raise TypeError("only a virtual clock can be advanced; this broker runs on the wall clock")
+        clock.advance(seconds)
+        await self._node.runtime.flush()
 
     async def _restart(self) -> None:
         self._journal.note("fault: restart")
@@ -595,13 +618,6 @@ class ThreadedBroker(BrokerAPI):
     @property
     def clock(self) -> ClockProxy:
         return ClockProxy(self)
-
-    async def _advance(self, seconds: float) -> None:
-        clock = self._node.clock
-        if not isinstance(clock, VirtualClock):
-            raise TypeError("only a virtual clock can be advanced; this broker runs on the wall clock")
-        clock.advance(seconds)
-        await self._node.runtime.flush()
 
     def disconnect(self, client_id: str) -> None:
         """Drop the client's TCP connection with no protocol goodbye (its Last Will fires)."""
@@ -693,11 +709,7 @@ class AsyncBroker(BrokerAPI):
 
     async def advance(self, seconds: float) -> None:
         """Advance the virtual clock and wait until the effects have been written to the sockets."""
-        clock = self._node.clock
-        if not isinstance(clock, VirtualClock):
-            raise TypeError("only a virtual clock can be advanced; this broker runs on the wall clock")
-        clock.advance(seconds)
-        await self._node.runtime.flush()
+        await self._advance(seconds)
 
     def disconnect(self, client_id: str) -> None:
         """Drop the client's TCP connection with no protocol goodbye (its Last Will fires at once)."""

@@ -38,7 +38,6 @@ class Node:
         self.api_channels: dict[str, Channel] = {}
         # MQTT client id -> live session, for takeover (one connection per client id and vhost).
         self.mqtt_sessions: dict[tuple[str, str], MqttSession] = {}
-        self.tg: anyio.abc.TaskGroup | None = None
         self.thread_id = 0  # the event loop's thread, set when the node starts
         # True while the node goes down (stop, restart): connections are dropped with no Last Will, as when
         # RabbitMQ stops its MQTT plugin (observed on 3.10 with `rabbitmqctl stop_app`).
@@ -70,7 +69,6 @@ class Node:
         return {name: (port, factory) for name, (port, factory) in wanted.items() if port is not None}
 
     async def start(self, tg: anyio.abc.TaskGroup) -> None:
-        self.tg = tg
         await self.runtime.start(tg, self.listeners())
 
     async def aclose(self) -> None:

@@ -23,7 +23,7 @@ class LoggedMessage:
 
     seq: int
     time: float
-    protocol: str  # "mqtt", "stomp", "http", "api", "dead-letter", "will", ...
+    protocol: str  # "mqtt", "mqtt-will", "api" or "dead-letter"
     client_id: str | None
     vhost: str
     exchange: str

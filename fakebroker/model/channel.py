@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..errors import NotAllowed, NotFound, PreconditionFailed
+from ..errors import NotAllowed, PreconditionFailed
 from .message import Delivery
 from .queue import Consumer, Queue, QueuedMessage
 
@@ -27,7 +27,7 @@ class Channel:
         self._unacked: dict[int, tuple[QueuedMessage, Queue, Consumer | None]] = {}
         self._next_tag = 0
         self.closed = False
-        # Told when the broker cancels a consumer because its queue was deleted (STOMP and MQTT react).
+        # Told when the broker cancels a consumer because its queue was deleted (the MQTT session reacts).
         self.on_cancel: Callable[[str], None] | None = None
 
     def next_delivery_tag(self) -> int:
@@ -119,7 +119,3 @@ class Channel:
         self.recover()
         for queue in dict.fromkeys(c.queue for c in consumers):
             queue.consumers_changed()
-
-
-def missing_queue(name: str, vhost: str) -> NotFound:
-    return NotFound(f"no queue '{name}' in vhost '{vhost}'")

@@ -283,8 +283,7 @@ class Queue:
         if self._active:
             self.dispatch()
         if self._limited and drop_head:
-            while self.messages and self._full():
-                self._drop_head("maxlen")
+            self._drop_over_limit()
         # Only the head's deadline matters (drop-head may have made an older message the head).
         if self._ttl_timer is not None or (self.messages and self.messages[0].expires_at is not None):
             self._after_change()
@@ -299,6 +298,10 @@ class Queue:
         return (max_len is not None and count + 1 > max_len) or (
             max_bytes is not None and size + extra > max_bytes
         )
+
+    def _drop_over_limit(self) -> None:
+        while self.messages and self._full():
+            self._drop_head("maxlen")
 
     def _drop_head(self, reason: str) -> None:
         qm = self.messages.popleft()
@@ -397,8 +400,7 @@ class Queue:
             # As requeue_and_run/2: the length limit applies again (the head goes), then expiry at the head,
             # before anything is handed to a consumer.
             if self._limited and self._overflow == "drop-head":
-                while self.messages and self._full():
-                    self._drop_head("maxlen")
+                self._drop_over_limit()
             self._expire()
         elif outcome == "reject":
             self.vhost.dead_letter(qm.message, self, "rejected")

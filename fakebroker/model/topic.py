@@ -6,7 +6,7 @@ An empty routing key has no words at all (``""`` is matched by ``#`` and by ``""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 T = TypeVar("T", bound=Hashable)
@@ -163,7 +163,3 @@ def _match_words(pattern: list[str], words: list[str]) -> bool:
     if head == "*" or head == words[0]:
         return _match_words(rest, words[1:])
     return False
-
-
-def matching(patterns: Iterable[str], routing_key: str) -> list[str]:
-    return [p for p in patterns if topic_matches(p, routing_key)]

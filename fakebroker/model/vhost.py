@@ -63,12 +63,15 @@ class VHost:
         """A queue the connection ``owner`` may use (exclusive queues belong to their connection)."""
         queue = self.queue(name)
         if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
-            raise ResourceLocked(
-                f"cannot obtain exclusive access to locked queue '{name}' in vhost '{self.name}'. It could be "
-                "originally declared on another connection or the exclusive property value does not match "
-                "that of the original declaration."
-            )
+            raise self._locked(name)
         return queue
+
+    def _locked(self, name: str) -> ResourceLocked:
+        return ResourceLocked(
+            f"cannot obtain exclusive access to locked queue '{name}' in vhost '{self.name}'. It could be "
+            "originally declared on another connection or the exclusive property value does not match "
+            "that of the original declaration."
+        )
 
     # -- exchanges ------------------------------------------------------------------------------
     def declare_exchange(
@@ -153,11 +156,7 @@ class VHost:
         if existing is not None:
             self.queue_for(name, owner)
             if existing.exclusive != exclusive:
-                raise ResourceLocked(
-                    f"cannot obtain exclusive access to locked queue '{name}' in vhost '{self.name}'. It could "
-                    "be originally declared on another connection or the exclusive property value does not "
-                    "match that of the original declaration."
-                )
+                raise self._locked(name)
             problem = existing.equivalent_to(durable, exclusive, auto_delete, arguments)
             if problem:
                 raise PreconditionFailed(problem)

@@ -62,9 +62,19 @@ class Connection:
 
     def abort(self) -> None:
         """Drop the socket with no protocol goodbye; the session learns it as a lost connection."""
-        self.session.connection_lost()
+        _lose(self)
         if self._scope is not None:
             self._scope.cancel()
+
+
+def _lose(conn: Connection) -> None:
+    """Tell the session its transport is gone. A bug in its clean-up must cost only this connection: raised
+    in the runtime, it would end the node's task group (every connection and listener), or stop drop_all()
+    from ever seeing this connection finish."""
+    try:
+        conn.session.connection_lost()
+    except Exception:
+        logger.exception("fakebroker: session error on connection %s while closing it", conn.id)
 
 
 class Runtime:
@@ -76,7 +86,6 @@ class Runtime:
         self.connections: dict[int, Connection] = {}
         self.addresses: dict[str, Address] = {}
         self._factories: dict[str, SessionFactory] = {}
-        self._listeners: dict[str, anyio.abc.Listener[Any]] = {}
         self._ids = itertools.count(1)
         self._tg: anyio.abc.TaskGroup | None = None
         self._listener_scopes: dict[str, anyio.CancelScope] = {}
@@ -104,7 +113,6 @@ class Runtime:
         sock = listener.extra(anyio.abc.SocketAttribute.raw_socket)
         host, bound_port = sock.getsockname()[:2]
         self.addresses[name] = Address(host, bound_port)
-        self._listeners[name] = listener
         scope = anyio.CancelScope()
         self._listener_scopes[name] = scope
         self._listener_closed[name] = closed = anyio.Event()
@@ -129,12 +137,11 @@ class Runtime:
             await closed.wait()
         self._listener_scopes.clear()
         self._listener_closed.clear()
-        self._listeners.clear()
 
     async def reopen_listeners(self) -> None:
         """Listen again, on the same ports, wherever :meth:`close_listeners` stopped listening."""
         for name, address in self.addresses.items():
-            if name in self._listeners:
+            if name in self._listener_scopes:
                 continue
             # A client's ephemeral port can briefly hold our port while it was free; try for a moment.
             for attempt in range(200):
@@ -158,10 +165,16 @@ class Runtime:
 
     # -- one connection -----------------------------------------------------------------------------
     async def _handle(self, listener: str, stream: anyio.abc.SocketStream) -> None:
-        raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
-        local = stream.extra(anyio.abc.SocketAttribute.local_address)
+        try:
+            raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
+            local = stream.extra(anyio.abc.SocketAttribute.local_address)
+        except (OSError, anyio.TypedAttributeLookupError):
+            # The peer reset the connection before it was handed over (no peer address any more). Raising here
+            # would end the node's task group, i.e. the whole broker.
+            await _close_quietly(stream)
+            return
         info = ConnectionInfo(peer=tuple(peer[:2]), local=tuple(local[:2]))  # type: ignore[arg-type]
         session = self._factories[listener](info)
         conn = Connection(next(self._ids), listener, session, stream, info.peer, self.clock.now())
@@ -180,7 +193,7 @@ class Runtime:
             conn.finished = True
             with anyio.CancelScope(shield=True):
                 await _close_quietly(stream)
-            session.connection_lost()
+            _lose(conn)
             self.connections.pop(conn.id, None)
             conn._done.set()
             self.on_disconnect(conn)
@@ -223,7 +236,7 @@ class Runtime:
                 try:
                     await conn.stream.send(data)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                    session.connection_lost()
+                    _lose(conn)
                     scope.cancel()
                     return
             if session.close_requested or session.closed:
@@ -255,6 +268,8 @@ class Runtime:
         await conn._done.wait()
 
     def stall(self, conn: Connection) -> None:
+        if conn.stalled:
+            return  # a new event now would leave the reader and writer waiting on one resume() never sets
         conn.stalled = True
         conn._resumed = anyio.Event()
 
@@ -266,7 +281,12 @@ class Runtime:
     # -- wall-clock timers --------------------------------------------------------------------------
     async def _wall_timers(self) -> None:
         while True:
-            self.clock.run_due()  # type: ignore[attr-defined]
+            try:
+                self.clock.run_due()  # type: ignore[attr-defined]
+            except Exception:
+                # The failing timer is already off the heap; the others still run on the next turn. Raised
+                # here, it would end the node's task group, i.e. the whole broker.
+                logger.exception("fakebroker: timer callback failed")
             deadline = self.clock.next_deadline()
             self._timer_wake = anyio.Event()
             self.clock.on_schedule = self._timer_wake.set

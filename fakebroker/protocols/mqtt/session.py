@@ -218,17 +218,19 @@ class MqttSession(Session):
         self.node.mqtt_sessions[key] = self
 
     # -- keepalive --------------------------------------------------------------------------------
+    def _keepalive_deadline(self) -> float:
+        return self._last_activity + self.keepalive * self.profile.keepalive_factor
+
     def _arm_keepalive(self) -> None:
-        deadline = self._last_activity + self.keepalive * self.profile.keepalive_factor
-        self._keepalive_timer = self.clock.call_at(deadline, self._check_keepalive)
+        self._keepalive_timer = self.clock.call_at(self._keepalive_deadline(), self._check_keepalive)
 
     def _check_keepalive(self) -> None:
         self._keepalive_timer = None
         if self.closed:
             return
-        # Compare with the deadline computed as _arm_keepalive computes it: (last + k) - last can be a hair
-        # under k in floats, and re-arming at the same instant would spin VirtualClock.advance() forever.
-        if self.clock.now() >= self._last_activity + self.keepalive * self.profile.keepalive_factor:
+        # Compare with the deadline itself, as _arm_keepalive computes it: (last + k) - last can be a hair under
+        # k in floats, and re-arming at the same instant would spin VirtualClock.advance() forever.
+        if self.clock.now() >= self._keepalive_deadline():
             self.error = "keepalive timeout"
             self.abort_transport()
         else:
