@@ -530,7 +530,7 @@ class BrokerAPI:
         return self._add_fault(float(seconds), n, criteria)
 
     def _add_fault(self, action: str | float, n: int, criteria: dict[str, Any]) -> MessageFault:
-        fault = MessageFault(self._node, action, n, criteria, lambda fn: self._call(fn))
+        fault = MessageFault(self._node, action, n, criteria, lambda fn: self._call(fn), self.callback_errors)
 
         def run() -> None:
             self._node.model.publish_hooks.append(fault)
@@ -676,6 +676,8 @@ class ThreadedBroker(BrokerAPI):
     def stop(self) -> None:
         if self.stopped:
             return
+        if self._on_loop():
+            raise RuntimeError("a broker cannot be stopped from its own callbacks; stop it from the test's thread")
         try:
             self._serve_cm.__exit__(None, None, None)
         finally:

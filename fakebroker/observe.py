@@ -263,7 +263,7 @@ class MessageFault:
     """
 
     def __init__(self, node: Node, action: str | float, count: int, criteria: dict[str, Any],
-                 run: Callable[[Callable[[], None]], None]) -> None:
+                 run: Callable[[Callable[[], None]], None], errors: list[Exception] | None = None) -> None:
         if count < 1:
             raise ValueError("the number of messages must be at least 1")
         check_criteria(criteria, BEFORE_ROUTING)
@@ -273,9 +273,19 @@ class MessageFault:
         self.matched: list[LoggedMessage] = []
         self._node = node
         self._run = run
+        self._errors = errors if errors is not None else []
 
     def __call__(self, logged: LoggedMessage) -> str | float | None:
-        if self.remaining <= 0 or not matches(logged, self.criteria):
+        if self.remaining <= 0:
+            return None
+        try:
+            matched = matches(logged, self.criteria)
+        except Exception as exc:
+            # A failing payload predicate is the test's bug: report it there and leave the publisher alone.
+            self._errors.append(exc)
+            self._remove()
+            return None
+        if not matched:
             return None
         self.remaining -= 1
         self.matched.append(logged)

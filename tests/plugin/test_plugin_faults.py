@@ -9,6 +9,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+import fakebroker as fakebroker_module
 from fakebroker import ThreadedBroker
 
 Client = Callable[..., Any]  # the mqtt_client fixture (conftest.MqttClient)
@@ -241,3 +242,21 @@ def test_paho_sees_the_refused_connection_as_an_error_code(fakebroker: ThreadedB
         client.connect(*fakebroker.mqtt)
     client.connect(*fakebroker.mqtt)
     client.disconnect()
+
+
+def test_a_failing_fault_predicate_is_reported_and_spares_the_publisher(mqtt_client: Client) -> None:
+    # Not the fixture: it would (rightly) fail this test at teardown for the recorded error.
+    with fakebroker_module.start() as broker:
+        sub = mqtt_client(broker, "sub")
+        sub.subscribe("t/#")
+        pub = mqtt_client(broker, "pub")
+
+        def explode(body: bytes) -> bool:
+            raise ZeroDivisionError("bug in the test's predicate")
+
+        broker.drop_next(1, topic="t/a", payload=explode)
+        pub.publish("t/a", b"still delivered")
+
+        assert sub.expect()[1] == b"still delivered"
+        assert [type(e) for e in broker.callback_errors] == [ZeroDivisionError]
+        assert "pub" in broker.clients.ids()
