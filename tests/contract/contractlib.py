@@ -641,7 +641,8 @@ class PahoClient(Aborter):
         self.keepalive = keepalive
         self.websocket = websocket
         self.paho = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
-                                clean_session=clean_session, transport="websockets" if websocket else "tcp")
+                                clean_session=clean_session, transport="websockets" if websocket else "tcp",
+                                reconnect_on_failure=False)
         if websocket:
             self.paho.ws_set_options(path="/ws")
         if will is not None:
@@ -659,9 +660,9 @@ class PahoClient(Aborter):
         self.paho.on_message = self._on_message
         self.paho.on_subscribe = self._on_subscribe
         self.paho.on_unsubscribe = lambda c, u, mid, codes, props: self._ack(mid, [])
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
         self.closed = threading.Event()
+        self.paho.on_disconnect = lambda c, u, flags, rc, props: self.closed.set()
+        self._looping = False
 
     # paho's thread
     def _on_connect(self, c: Any, u: Any, flags: Any, rc: Any, props: Any) -> None:
@@ -685,20 +686,17 @@ class PahoClient(Aborter):
                 raise AssertionError(f"{self.client_id}: no SUBACK/UNSUBACK for mid {mid}")
             return self._acks.pop(mid)
 
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            if self.paho.loop(timeout=0.02) != mqtt.MQTT_ERR_SUCCESS:
-                break
-        self.closed.set()
-
     # test thread
     def connect(self) -> tuple[bool, int]:
         """Connect and wait for the CONNACK: (session_present, return code)."""
         self.backend.register(self.client_id, self)
         address = self.backend.web_mqtt if self.websocket else self.backend.mqtt
         self.paho.connect(*address, keepalive=self.keepalive)
-        self._thread = threading.Thread(target=self._loop, name=f"paho-{self.client_id}", daemon=True)
-        self._thread.start()
+        # paho's own network thread: with it, publish() from this thread only queues, and every socket write
+        # happens there. Driving paho.loop() from a thread of ours let two threads write at once, which tore
+        # WebSocket frames under load.
+        self.paho.loop_start()
+        self._looping = True
         try:
             return self._connack.get(timeout=TIMEOUT)
         except queue.Empty:
@@ -737,10 +735,10 @@ class PahoClient(Aborter):
         self._join()
 
     def _join(self) -> None:
-        self._stopping.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(TIMEOUT)
-        self._thread = None
+        """Stop paho's network thread without a DISCONNECT."""
+        if self._looping:
+            self._looping = False
+            self.paho.loop_stop()
 
     def abort(self) -> None:
         self._join()
