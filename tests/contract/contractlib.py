@@ -738,6 +738,13 @@ class PahoClient(Aborter):
         """Stop paho's network thread without a DISCONNECT."""
         if self._looping:
             self._looping = False
+            self.paho._thread_terminate = True
+            # paho's loop_stop() only joins: its thread would sit out the rest of a 1 s select(). Wake it the
+            # way paho itself does when a packet is queued.
+            wake = getattr(self.paho, "_sockpairW", None)
+            if wake is not None:
+                with contextlib.suppress(OSError):
+                    wake.send(b"\0")
             self.paho.loop_stop()
 
     def abort(self) -> None:
