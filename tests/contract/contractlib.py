@@ -164,6 +164,13 @@ class Backend(ABC):
         self._owned.append(client)
         return client
 
+    def watcher(self, *topics: tuple[str, int], label: str = "watcher", **connect_fields: Any) -> RawClient:
+        """A raw client connected as ``cid(label)`` and subscribed to ``topics``: the scenarios' observer."""
+        client = self.raw()
+        client.connect(self.cid(label), **connect_fields)
+        client.subscribe(*topics)
+        return client
+
     def paho(self, label: str, **options: Any) -> PahoClient:
         """A paho-mqtt 2.x client for ``cid(label)`` logged into this test's vhost (not connected yet)."""
         client = PahoClient(self, self.cid(label), **options)

@@ -169,13 +169,7 @@ def add_vhost(name: str) -> None:
 
 def delete_vhost(name: str) -> bool:
     """Delete a vhost and everything in it; False when it did not exist."""
-    try:
-        request("DELETE", f"/api/vhosts/{_q(name)}")
-    except ManagementError as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
+    return _delete(f"/api/vhosts/{_q(name)}")
 
 
 # --- queues ------------------------------------------------------------------------------------------------
@@ -227,15 +221,20 @@ def declare_queue(
     request("PUT", f"/api/queues/{_q(vhost)}/{_q(name)}", body)
 
 
-def delete_queue(name: str, vhost: str = DEFAULT_VHOST) -> bool:
-    """Delete a queue; False when it did not exist."""
+def _delete(path: str, headers: dict[str, str] | None = None) -> bool:
+    """DELETE a management resource; False when it did not exist."""
     try:
-        request("DELETE", f"/api/queues/{_q(vhost)}/{_q(name)}")
+        request("DELETE", path, headers=headers)
     except ManagementError as exc:
         if exc.status == 404:
             return False
         raise
     return True
+
+
+def delete_queue(name: str, vhost: str = DEFAULT_VHOST) -> bool:
+    """Delete a queue; False when it did not exist."""
+    return _delete(f"/api/queues/{_q(vhost)}/{_q(name)}")
 
 
 def purge_queue(name: str, vhost: str = DEFAULT_VHOST) -> None:
@@ -273,13 +272,8 @@ def declare_exchange(
 
 
 def delete_exchange(name: str, vhost: str = DEFAULT_VHOST) -> bool:
-    try:
-        request("DELETE", f"/api/exchanges/{_q(vhost)}/{_q(name)}")
-    except ManagementError as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
+    """Delete an exchange; False when it did not exist."""
+    return _delete(f"/api/exchanges/{_q(vhost)}/{_q(name)}")
 
 
 def _api_exchange(exchange: str) -> str:
@@ -396,10 +390,4 @@ def mqtt_connection(client_id: str) -> dict[str, Any] | None:
 
 def close_connection(name: str, reason: str = "closed by contract test") -> bool:
     """Force-close a connection by its ``name`` (from ``connections()``); False when it is already gone."""
-    try:
-        request("DELETE", f"/api/connections/{_q(name)}", headers={"X-Reason": reason})
-    except ManagementError as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
+    return _delete(f"/api/connections/{_q(name)}", headers={"X-Reason": reason})

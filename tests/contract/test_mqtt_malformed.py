@@ -246,9 +246,7 @@ def test_packets_before_the_malformed_one_take_effect(backend: Backend) -> None:
 
 @pytest.mark.difference(WILL_ON_PROTOCOL_ERROR)
 def test_will_on_protocol_error(backend: Backend) -> None:
-    watcher = backend.raw()
-    watcher.connect(backend.cid("watcher"))
-    watcher.subscribe(("will/#", 1))
+    watcher = backend.watcher(("will/#", 1))
     bad = backend.raw()
     bad.connect(backend.cid("bad"), will=Will("will/bad", b"protocol error", 1, False))
     bad.send(pkt(0x36, s("a/b") + b"\x00\x01x"))  # PUBLISH QoS 3: both close the connection

@@ -97,9 +97,7 @@ def test_retained_message_for_a_new_subscription_of_a_resumed_session(backend: B
 # -- Last Will ----------------------------------------------------------------------------------------------
 def test_will_on_abrupt_close(backend: Backend) -> None:
     tap = backend.tap("will.#")
-    watcher = backend.raw()
-    watcher.connect(backend.cid("watcher"))
-    watcher.subscribe(("will/#", 1))
+    watcher = backend.watcher(("will/#", 1))
     cid = backend.cid("dies")
     c = backend.raw()
     c.connect(cid, will=Will("will/one", b"gone", 1, False))
@@ -119,9 +117,7 @@ def test_will_qos0(backend: Backend) -> None:
 
 
 def test_no_will_on_disconnect(backend: Backend) -> None:
-    watcher = backend.raw()
-    watcher.connect(backend.cid("watcher"))
-    watcher.subscribe(("will/#", 1))
+    watcher = backend.watcher(("will/#", 1))
     c = backend.raw()
     c.connect(backend.cid("polite"), will=Will("will/polite", b"never", 1, False))
     c.disconnect()
@@ -129,9 +125,7 @@ def test_no_will_on_disconnect(backend: Backend) -> None:
 
 
 def test_retained_will(backend: Backend) -> None:
-    watcher = backend.raw()
-    watcher.connect(backend.cid("watcher"))
-    watcher.subscribe(("rwill/#", 1))
+    watcher = backend.watcher(("rwill/#", 1))
     cid = backend.cid("dies")
     c = backend.raw()
     c.connect(cid, will=Will("rwill/t", b"last words", 1, True))
@@ -144,9 +138,7 @@ def test_retained_will(backend: Backend) -> None:
 
 
 def test_no_will_on_takeover(backend: Backend) -> None:
-    watcher = backend.raw()
-    watcher.connect(backend.cid("watcher"))
-    watcher.subscribe(("will/#", 1))
+    watcher = backend.watcher(("will/#", 1))
     cid = backend.cid("taken")
     old = backend.raw()
     old.connect(cid, will=Will("will/taken", b"old will", 1, False))
@@ -157,9 +149,7 @@ def test_no_will_on_takeover(backend: Backend) -> None:
 
 
 def test_will_after_keepalive_timeout(backend: Backend) -> None:
-    watcher = backend.raw()
-    watcher.connect(backend.cid("watcher"), keepalive=0)
-    watcher.subscribe(("will/#", 1))
+    watcher = backend.watcher(("will/#", 1), keepalive=0)
     c = backend.raw()
     c.connect(backend.cid("silent"), keepalive=1, will=Will("will/silent", b"timed out", 1, False))
     backend.advance(3.5)  # past 1.5 x (fakebroker) and 3 x (RabbitMQ 3.10) the keepalive
@@ -180,9 +170,7 @@ def test_paho_will_on_network_loss(backend: Backend) -> None:
 
 def test_will_with_qos2_keeps_its_qos_header(backend: Backend) -> None:
     tap = backend.tap("will.#")
-    watcher = backend.raw()
-    watcher.connect(backend.cid("watcher"))
-    watcher.subscribe(("will/#", 1))
+    watcher = backend.watcher(("will/#", 1))
     cid = backend.cid("dies2")
     c = backend.raw()
     c.connect(cid, will=Will("will/two", b"qos2 will", 2, False))
@@ -225,9 +213,7 @@ def test_retained_will_with_empty_payload_clears_the_retained_message(backend: B
     pub = backend.raw()
     pub.connect(backend.cid("pub"))
     pub.publish("status/dev", b"online", 1, retain=True)
-    watcher = backend.raw()
-    watcher.connect(backend.cid("watcher"))
-    watcher.subscribe(("status/#", 1))
+    watcher = backend.watcher(("status/#", 1))
     cid = backend.cid("dev")
     dev = backend.raw()
     dev.connect(cid, will=Will("status/dev", b"", 1, True))

@@ -193,9 +193,7 @@ def test_paho_persistent_session_round_trip(backend: Backend) -> None:
 
 
 def test_deleting_a_subscription_queue_closes_the_connection_without_will(backend: Backend) -> None:
-    watcher = backend.raw()
-    watcher.connect(backend.cid("watcher"))
-    watcher.subscribe(("will/#", 1))
+    watcher = backend.watcher(("will/#", 1))
     cid = backend.cid("victim")
     c = backend.raw()
     c.connect(cid, will=Will("will/victim", b"never", 1, False))

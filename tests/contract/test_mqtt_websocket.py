@@ -68,9 +68,7 @@ def test_round_trip_between_websocket_and_tcp(backend: Backend, protocol: int) -
 
 
 def test_websocket_will_on_network_loss(backend: Backend) -> None:
-    watcher = backend.raw()
-    watcher.connect(backend.cid("watcher"))
-    watcher.subscribe(("wsw/#", 1))
+    watcher = backend.watcher(("wsw/#", 1))
     ws = backend.paho("ws", websocket=True, will=("wsw/gone", b"ws will", 1, False))
     assert ws.connect() == (False, 0)
     backend.disconnect(ws.client_id)
