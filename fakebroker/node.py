@@ -52,7 +52,7 @@ class Node:
 
     def listeners(self) -> dict[str, tuple[int, SessionFactory]]:
         from .protocols.mqtt.session import MqttSession
-        from .server.websocket import WebSocketSession
+        from .protocols.websocket import WebSocketSession
 
         def mqtt(info: ConnectionInfo) -> Session:
             return MqttSession(info, self)

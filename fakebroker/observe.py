@@ -182,11 +182,7 @@ def _conn_text(conn: Connection) -> str:
 
 
 def _close_reason(conn: Connection) -> str:
-    session = conn.session
-    if getattr(session, "taken_over", False):
-        return "taken over by a new connection with the same client id"
-    error = getattr(session, "error", None)
-    return str(error) if error else ""
+    return conn.session.close_reason or ""
 
 
 def traffic_report(node: Node, journal: Journal, messages: int = 50) -> str:

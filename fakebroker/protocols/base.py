@@ -1,17 +1,46 @@
-"""The contract between the server runtime and a protocol session (sans-I/O).
+"""The seam between the broker and its protocols: what a session may use, and what it must provide.
 
-A session is one client connection's state machine. The runtime feeds it the bytes it reads
-(:meth:`Session.receive_data`), writes what :meth:`Session.data_to_send` returns, and closes the socket
-once :attr:`Session.close_requested` is set and the output is flushed. Work that starts elsewhere (a
-message routed by another client, a timer on the clock) appends output and calls :attr:`Session.wakeup`,
-which the runtime set to schedule a flush. Nothing in a session does I/O or knows about anyio.
+A protocol is one package under ``fakebroker/protocols/`` that exports a :class:`ProtocolSpec` (its listeners,
+its settings, the message criteria it adds) and is registered once in :mod:`fakebroker.protocols`.
+
+A session is one client connection's sans-I/O state machine. The runtime feeds it the bytes it reads
+(:meth:`Session.receive_data`), writes what :meth:`Session.data_to_send` returns, and closes the socket once
+:attr:`Session.state` is no longer ``"open"`` and the output is flushed. Work that starts elsewhere (a message
+routed by another client, a timer on the clock) queues output with :meth:`Session.send`, which calls
+:attr:`Session.wakeup` so that the runtime flushes it. A session reaches the broker only through its
+:class:`SessionHost`; it does no I/O and knows nothing of anyio.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from ..clock import Clock
+    from ..config import Options
+    from ..model import Broker, LoggedMessage
+
+S = TypeVar("S")
+
+#: ``open``: reading and writing; ``closing``: the session asked to close, its last output is being written;
+#: ``closed``: the transport is gone.
+SessionState = Literal["open", "closing", "closed"]
+Transport = Literal["tcp", "websocket", "http"]
+
+
+class ProtocolError(Exception):
+    """A client broke its protocol. ``reply`` says how the session answers before closing, in the protocol's own
+    terms: a CONNACK return code (MQTT), the ERROR frame's headers (STOMP), an HTTP status, an AMQP close code.
+
+    Not a :class:`~fakebroker.errors.BrokerError`: it never reaches a test, only the wire.
+    """
+
+    def __init__(self, reason: str, reply: Any = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.reply = reply
 
 
 @dataclass
@@ -20,31 +49,78 @@ class ConnectionInfo:
 
     peer: tuple[str, int]
     local: tuple[str, int]
-    transport: str = "tcp"  # "tcp" or "websocket"
-    # Fields the runtime fills for HTTP-upgraded connections.
+    transport: Transport = "tcp"
+    # Filled for HTTP-upgraded connections: the request's headers, lower-cased names.
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class SessionHost(Protocol):
+    """Everything a session may use of the broker it runs in."""
+
+    @property
+    def model(self) -> Broker: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def options(self) -> Options: ...
+
+    @property
+    def stopping(self) -> bool:
+        """True while the node goes down (stop, restart): connections drop without their protocol's goodbye
+        side effects (no MQTT Last Will), as when RabbitMQ stops its plugins."""
+        ...
+
+    def state(self, kind: Callable[[], S]) -> S:
+        """The node's one instance of a protocol's shared state (``kind()`` on first use), e.g. MQTT's
+        client-id registry. It lives as long as the node, restarts included."""
+        ...
+
+    def emit(self, event: str, *args: Any) -> None:
+        """Tell observers (``broker.on``, the journal, ``--verbose``) that something happened."""
+        ...
+
+
 class Session:
-    """Base class for protocol sessions. Subclasses implement ``_on_data`` and ``_on_connection_lost``."""
+    """Base class of protocol sessions. Subclasses implement ``_on_data`` and ``_on_connection_lost``."""
 
     protocol: str = "?"
 
     def __init__(self, info: ConnectionInfo) -> None:
         self.info = info
         self._out = bytearray()
-        self.close_requested = False
-        self.closed = False
+        self._state: SessionState = "open"
         self.wakeup: Callable[[], None] = lambda: None
         # Replaced by the runtime: drop this connection without a protocol goodbye (takeover, faults).
         self.abort_transport: Callable[[], None] = self._abort_without_transport
         self.client_id: str | None = None
         self.user: str | None = None
+        #: Why the broker ended this connection (keepalive timeout, a protocol error, a takeover), for reports.
+        self.close_reason: str | None = None
 
     # -- runtime-facing API ---------------------------------------------------------------------
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
+    def closed(self) -> bool:
+        return self.state == "closed"
+
+    @property
+    def close_requested(self) -> bool:
+        """True once the session wants its connection closed (or it is closed already)."""
+        return self.state != "open"
+
+    @property
+    def has_output(self) -> bool:
+        """Whether :meth:`data_to_send` has bytes waiting."""
+        return bool(self._out)
+
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the socket. ``b""`` means the peer closed its side."""
-        if self.closed or self.close_requested:
+        if self.state != "open":
             return
         if not data:
             self.connection_lost()
@@ -57,30 +133,32 @@ class Session:
         return out
 
     def connection_lost(self) -> None:
-        """The transport is gone (peer closed, reset, dropped by a fault, broker shutdown)."""
-        if self.closed:
+        """The transport is gone (peer closed, reset, dropped by a fault, broker shutdown). Reported once."""
+        if self._state == "closed":
             return
-        self.closed = True
+        self._state = "closed"
         self._on_connection_lost()
 
     def describe(self) -> dict[str, Any]:
-        """Protocol-specific fields for ``broker.clients``."""
+        """Protocol-specific fields for ``broker.clients`` (``vhost`` and ``subscriptions`` are read by name)."""
         return {}
 
     def _abort_without_transport(self) -> None:
         self.connection_lost()
-        self.request_close()
 
     # -- for subclasses --------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
-        if self.closed:
+        if self._state == "closed":
             return
         self._out += data
         self.wakeup()
 
-    def request_close(self) -> None:
+    def request_close(self, reason: str | None = None) -> None:
         """Close the connection after the pending output has been written."""
-        self.close_requested = True
+        if reason is not None and self.close_reason is None:
+            self.close_reason = reason
+        if self._state == "open":
+            self._state = "closing"
         self.wakeup()
 
     def _on_data(self, data: bytes) -> None:
@@ -88,3 +166,55 @@ class Session:
 
     def _on_connection_lost(self) -> None:
         raise NotImplementedError
+
+
+SessionFactory = Callable[[ConnectionInfo], Session]
+
+
+@dataclass(frozen=True)
+class ListenerSpec:
+    """One listener a protocol opens. Its option is ``<name>_port``, its CLI flag ``--<name>-port``."""
+
+    name: str  # "mqtt", "web_mqtt"
+    protocol: str  # the protocol its sessions speak: "mqtt"
+    session: Callable[[ConnectionInfo, SessionHost], Session]
+    default_port: int  # RabbitMQ's port, used by ``fakebroker serve``
+    attribute: str  # the handle's attribute for it: an Address ("mqtt") or a URL ("web_mqtt_url")
+    description: str  # for the CLI's help and banner
+    url: str | None = None  # URL template for ``attribute``, e.g. "ws://{host}:{port}/ws"; None: an Address
+    websocket_path: str | None = None
+    subprotocols: tuple[str, ...] = ()
+
+    @property
+    def option(self) -> str:
+        return f"{self.name}_port"
+
+    @property
+    def cli_flag(self) -> str:
+        return f"--{self.name.replace('_', '-')}-port"
+
+    def address_text(self, host: str, port: int) -> str:
+        return self.url.format(host=host, port=port) if self.url else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A message criterion a protocol adds to ``messages.filter``, the waits and the assertions."""
+
+    doc: str
+    match: Callable[[LoggedMessage, Any], bool]
+    # What the message has, for near-miss reports.
+    actual: Callable[[LoggedMessage], Any]
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    """Everything the broker needs to know about one protocol package."""
+
+    name: str
+    listeners: tuple[ListenerSpec, ...]
+    # A dataclass of the protocol's settings; each field ``f`` is the broker option ``<name>_<f>``.
+    settings: type[Any] | None = None
+    # Older or RabbitMQ-style option names that mean a namespaced one: {"prefetch": "mqtt_prefetch"}.
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    criteria: Mapping[str, Criterion] = field(default_factory=dict)

@@ -253,7 +253,7 @@ class Runtime:
                     await conn._done.wait()
                     continue
                 spins = 0
-                while conn.session._out and not conn.finished:
+                while conn.session.has_output and not conn.finished:
                     spins += 1
                     await anyio.sleep(0 if spins < 50 else 0.001)
                 # One more turn so the writer task's send has reached the kernel.

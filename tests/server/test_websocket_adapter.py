@@ -23,7 +23,7 @@ from wsproto.events import (
 from wsproto.frame_protocol import FrameProtocol
 
 from fakebroker.protocols.base import ConnectionInfo, Session
-from fakebroker.server.websocket import WebSocketSession
+from fakebroker.protocols.websocket import WebSocketSession
 
 INFO = ConnectionInfo(peer=("127.0.0.1", 50000), local=("127.0.0.1", 15674))
 STOMP_PROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")

@@ -80,7 +80,6 @@ class MqttSession(Session):
         self._keepalive_timer: TimerHandle | None = None
         self._send_will = True
         self.taken_over = False
-        self.error: str | None = None  # why the broker closed the connection, for reports
 
     # -- bytes in ---------------------------------------------------------------------------------
     def _on_data(self, data: bytes) -> None:
@@ -96,7 +95,7 @@ class MqttSession(Session):
         except ChannelError as exc:
             # An AMQP error on the plugin's channel (a queue or exchange that cannot be used) closes the MQTT
             # connection in RabbitMQ; nobody else is affected.
-            self.error = str(exc)
+            self.close_reason = str(exc)
             self.request_close()
 
     def _protocol_error(self, exc: MqttProtocolError) -> None:
@@ -106,7 +105,7 @@ class MqttSession(Session):
             and self.profile.connack_on_bad_protocol_level
         ):
             self._write(Connack(False, exc.connack_code))
-        self.error = exc.reason
+        self.close_reason = exc.reason
         self.request_close()
 
     def _write(self, packet: Packet) -> None:
@@ -212,6 +211,7 @@ class MqttSession(Session):
             if old is self:
                 continue
             old.taken_over = True
+            old.close_reason = "taken over by a new connection with the same client id"
             old._send_will = self.profile.will_on_takeover
             # Close the old connection first so its unacknowledged messages are requeued for this one.
             old.abort_transport()
@@ -231,7 +231,7 @@ class MqttSession(Session):
         # Compare with the deadline itself, as _arm_keepalive computes it: (last + k) - last can be a hair under
         # k in floats, and re-arming at the same instant would spin VirtualClock.advance() forever.
         if self.clock.now() >= self._keepalive_deadline():
-            self.error = "keepalive timeout"
+            self.close_reason = "keepalive timeout"
             self.abort_transport()
         else:
             self._arm_keepalive()
@@ -243,7 +243,7 @@ class MqttSession(Session):
         try:
             self._route(p.topic, p.payload, qos, p.dup, p.retain, protocol="mqtt")
         except ChannelError as exc:
-            self.error = str(exc)
+            self.close_reason = str(exc)
             self.request_close()
             return
         if qos >= 1 and p.packet_id is not None:
@@ -283,7 +283,7 @@ class MqttSession(Session):
                 self._bound.setdefault(topic_filter, set()).add(qos)
                 granted.append(qos)
         except ChannelError as exc:
-            self.error = str(exc)
+            self.close_reason = str(exc)
             self.request_close()
             return
         self._write(Suback(p.packet_id, granted))
@@ -320,7 +320,7 @@ class MqttSession(Session):
             if t == tag:
                 del self._consumer_tags[qos]
         if not self.closed:
-            self.error = "subscription queue deleted"
+            self.close_reason = "subscription queue deleted"
             self._send_will = False
             self.abort_transport()
 

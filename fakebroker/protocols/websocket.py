@@ -28,7 +28,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
-from ..protocols.base import ConnectionInfo, Session
+from .base import ConnectionInfo, Session, SessionState
 
 _REASONS = {400: "Bad Request", 404: "Not Found", 426: "Upgrade Required"}
 
@@ -57,14 +57,14 @@ class WebSocketSession(Session):
         self.inner: Session | None = None  # before super().__init__: the property setters below use it
         self._client_id: str | None = None
         self._user: str | None = None
-        self._close_requested = False
+        self._close_reason: str | None = None
         super().__init__(info)
         self._inner_factory = inner_factory
         self._path = path
         self._subprotocols = tuple(subprotocols)
         self._require_subprotocol = require_subprotocol
         self._frame_type = frame_type
-        self._close_reason = close_reason_on_inner_close
+        self._close_frame_reason = close_reason_on_inner_close
         self._ws = WSConnection(ConnectionType.SERVER)
         self._head = bytearray()  # the raw HTTP request, kept until the handshake is over
         self.subprotocol: str | None = None
@@ -93,13 +93,20 @@ class WebSocketSession(Session):
             self._user = value
 
     @property
-    def close_requested(self) -> bool:
-        """True once this adapter or the inner session asked to close the connection."""
-        return self._close_requested or (self.inner is not None and self.inner.close_requested)
+    def close_reason(self) -> str | None:
+        inner = self.inner.close_reason if self.inner is not None else None
+        return inner or self._close_reason
 
-    @close_requested.setter
-    def close_requested(self, value: bool) -> None:
-        self._close_requested = value
+    @close_reason.setter
+    def close_reason(self, value: str | None) -> None:
+        self._close_reason = value
+
+    @property
+    def state(self) -> SessionState:
+        """``closing`` once this adapter or the inner session asked to close the connection."""
+        if self._state == "open" and self.inner is not None and self.inner.close_requested:
+            return "closing"
+        return self._state
 
     def describe(self) -> dict[str, Any]:
         fields = self.inner.describe() if self.inner is not None else {}
@@ -214,20 +221,20 @@ class WebSocketSession(Session):
     # -- output ------------------------------------------------------------------------------------------
     def _inner_wakeup(self) -> None:
         # Pull eagerly: keeps frame order with our own control frames and keeps ``_out`` truthful for
-        # the runtime's flush().
+        # the runtime's flush() (``has_output``).
         self._pump()
         self.wakeup()
 
     def _pump(self) -> None:
         """Wrap whatever the inner session produced into one message; close after its last words."""
         inner = self.inner
-        if inner is None:
-            return
+        if inner is None or self._state == "closed":
+            return  # nothing is written after the close
         payload = inner.data_to_send()
         if payload and self._ws.state is ConnectionState.OPEN:
             self._out += self._ws.send(self._message(payload))
         if inner.close_requested and self._ws.state is ConnectionState.OPEN:
-            self._out += self._ws.send(CloseConnection(code=1000, reason=self._close_reason))
+            self._out += self._ws.send(CloseConnection(code=1000, reason=self._close_frame_reason))
 
     def _message(self, payload: bytes) -> Event:
         if self._frame_type == "text":
