@@ -124,7 +124,9 @@ class WebSocketSession(Session):
             self._head += data
         try:
             self._ws.receive_data(data)
-        except RemoteProtocolError:
+        except (RemoteProtocolError, UnicodeError):
+            # wsproto decodes some header values as ASCII or IDNA (Host, Connection, Sec-WebSocket-Protocol):
+            # a byte above 0x7f there is a bad request like any other, not a crash.
             self._reject_raw()
             return
         self._handle_events()
