@@ -121,7 +121,8 @@ def check_session_contract(factory: SessionMaker, script: Sequence[bytes], *, sp
     data = b"".join(script)
     expected_out, expected_state = _run(factory, list(script), options)
     rng = random.Random(1234)
-    ways: list[tuple[str, list[bytes]]] = [("whole", [data]), ("byte by byte", [data[i:i + 1] for i in range(len(data))])]
+    ways: list[tuple[str, list[bytes]]] = [("whole", [data]),
+                                           ("byte by byte", [data[i:i + 1] for i in range(len(data))])]
     ways += [(f"random split #{n}", _chunks(data, rng)) for n in range(splits)]
     for name, chunks in ways:
         out, state = _run(factory, chunks, options)
