@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..clock import VirtualClock
+from ..model.broker import FaultAction
 from ..observe import MessageFault
 from ..server.runtime import Connection
 from .core import BrokerCore
@@ -74,7 +75,7 @@ class Faults(BrokerCore):
             raise ValueError("the delay cannot be negative")
         return self._add_fault(float(seconds), n, criteria)
 
-    def _add_fault(self, action: str | float, n: int, criteria: dict[str, Any]) -> MessageFault:
+    def _add_fault(self, action: FaultAction, n: int, criteria: dict[str, Any]) -> MessageFault:
         fault = MessageFault(self._node, action, n, criteria, lambda fn: self._call(fn), self.callback_errors)
 
         def run() -> None:

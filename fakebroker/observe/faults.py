@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..model.broker import LoggedMessage
+from ..model.broker import FaultAction, LoggedMessage
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -18,7 +18,7 @@ class MessageFault:
     ``matched`` lists the log entries it affected. :meth:`cancel` (through the broker object) removes it early.
     """
 
-    def __init__(self, node: Node, action: str | float, count: int, criteria: dict[str, Any],
+    def __init__(self, node: Node, action: FaultAction, count: int, criteria: dict[str, Any],
                  run: Callable[[Callable[[], None]], None], errors: list[Exception] | None = None) -> None:
         if count < 1:
             raise ValueError("the number of messages must be at least 1")
@@ -31,7 +31,7 @@ class MessageFault:
         self._run = run
         self._errors = errors if errors is not None else []
 
-    def __call__(self, logged: LoggedMessage) -> str | float | None:
+    def __call__(self, logged: LoggedMessage) -> FaultAction | None:
         if self.remaining <= 0:
             return None
         try:
