@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import anyio
 
+from . import __version__
 from .facade import serve
 
 
@@ -21,6 +22,7 @@ def _user(value: str) -> tuple[str, str]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fakebroker", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the broker until interrupted")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
