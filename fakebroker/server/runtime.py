@@ -282,7 +282,7 @@ class Runtime:
     async def _wall_timers(self) -> None:
         while True:
             try:
-                self.clock.run_due()  # type: ignore[attr-defined]
+                self.clock.run_due()
             except Exception:
                 # The failing timer is already off the heap; the others still run on the next turn. Raised
                 # here, it would end the node's task group, i.e. the whole broker.

@@ -26,12 +26,13 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar, cast
 
 import paho.mqtt.client as mqtt
 import rabbitmq
+from kit.wait import TIMEOUT, wait_until
 
 import fakebroker
 from fakebroker.protocols.mqtt.codec import (
@@ -53,7 +54,6 @@ from fakebroker.protocols.mqtt.codec import (
 )
 
 #: Seconds to wait for something that must happen; reached only when a scenario fails.
-TIMEOUT = 5.0
 #: The real node's ``mqtt.subscription_ttl`` (scripts/rabbitmq.sh); the fake backend is started with it.
 SUBSCRIPTION_TTL_MS = 5000
 #: The real node's web_mqtt listener (scripts/rabbitmq.sh).
@@ -63,18 +63,6 @@ STALE_VHOST_AGE = 600
 
 P = TypeVar("P", bound=Packet)
 _DEFAULT: Any = object()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = TIMEOUT, what: str = "condition") -> Any:
-    """Poll ``predicate`` until truthy and return its value; fail the scenario after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 # -- what an operator sees ------------------------------------------------------------------------------
@@ -285,19 +273,15 @@ class FakeBackend(Backend):
         return bool(self.broker.publish(exchange, routing_key, body, properties, vhost=self.vhost).routed)
 
     def queues(self) -> dict[str, QueueState]:
-        infos = self.broker._call(self.broker._queues, self.vhost)
+        infos = self.broker.queues_in(self.vhost)
         return {n: QueueState(n, q.durable, q.auto_delete, q.exclusive, dict(q.arguments)) for n, q in infos.items()}
 
     def queue(self, name: str) -> QueueState | None:
         return self.queues().get(name)
 
     def bindings(self, queue: str) -> list[tuple[str, str]]:
-        # The facade's ``bindings`` view shows the default vhost only; read this test's vhost on the loop.
-        node = self.broker._node
-        found = self.broker._call(lambda: [(b.source, b.routing_key)
-                                           for b in node.model.vhost(self.vhost).bindings()
-                                           if b.destination == queue and b.source != ""])
-        return sorted(found)
+        return sorted((b.source, b.routing_key) for b in self.broker.bindings_in(self.vhost)
+                      if b.destination == queue and b.source != "")
 
     def mqtt_vhost(self, client_id: str) -> str | None:
         client = self.broker.clients.get(client_id)

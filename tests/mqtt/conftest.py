@@ -17,26 +17,13 @@ from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 import pytest
+from kit.wait import TIMEOUT, wait_until
 
 from fakebroker import ThreadedBroker
 from fakebroker.protocols.mqtt.codec import Connack, Connect, MqttDecoder, Packet, Publish, encode
 
-TIMEOUT = 3.0  # seconds to wait for something that should happen at once; only reached when a test fails
-
 PROTOCOLS = {"v31": mqtt.MQTTv31, "v311": mqtt.MQTTv311}
 LEVELS = {mqtt.MQTTv31: 3, mqtt.MQTTv311: 4}
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = TIMEOUT, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.002)
 
 
 class Received:
