@@ -19,7 +19,7 @@ FaultAction = Literal["drop"] | float
 #: What a message fault did to a logged message.
 FaultOutcome = Literal["dropped", "delayed"]
 
-EVENTS = ("publish", "route", "deliver", "connect", "disconnect", "queue_deleted", "dropped")
+EVENTS = ("publish", "route", "deliver", "connect", "disconnect", "client", "queue_deleted", "dropped")
 
 
 @dataclass(eq=False)
