@@ -58,3 +58,12 @@ def test_the_home_page_example_passes(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     result.assert_outcomes(passed=1)
+
+
+def test_the_pages_stand_alone() -> None:
+    # The site is published: a page may point at the project's own files, never at notes outside the repository.
+    outside = re.compile(r"/work/|\.\./shared|\b(?:DESIGN|RABBITMQ-SEMANTICS|PROTOCOL-NOTES)\.md\b")
+    found = [f"docs/{page.relative_to(DOCS)}:{n}: {line.strip()}"
+             for page in sorted(DOCS.rglob("*.md"))
+             for n, line in enumerate(page.read_text().splitlines(), 1) if outside.search(line)]
+    assert not found, "pages refer to notes outside the repository:\n" + "\n".join(found)
