@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The package as users get it: build the sdist and the wheel (from the sdist), check them, install the wheel into
 # a fresh venv outside the checkout, and run the smoke tests against that install: the pytest plugin through its
-# entry point, `fakebroker serve`, py.typed, the version, and the examples and README example.
+# entry point, `fakebroker serve`, py.typed (mypy reads the annotations), the version, and the examples and
+# README example.
 #
 #   bash scripts/wheel_smoke.sh
 #
@@ -57,9 +58,9 @@ WHEEL=$(echo "$WORK"/dist/*.whl)
 smoke() {
     local python=$1 venv
     venv=$WORK/venv-$(basename "$python")
-    echo "--- fresh venv ($("$python" --version 2>&1)), pip install the wheel with its test extra"
+    echo "--- fresh venv ($("$python" --version 2>&1)), pip install the wheel with its test extra, and mypy"
     "$python" -m venv "$venv"
-    if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check "$WHEEL[test]" >"$venv.pip.log" 2>&1; then
+    if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check "$WHEEL[test]" mypy >"$venv.pip.log" 2>&1; then
         cat "$venv.pip.log"
         exit 1
     fi

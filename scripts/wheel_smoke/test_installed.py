@@ -43,6 +43,24 @@ def test_py_typed_is_installed() -> None:
     assert any(str(f) == "fakebroker/py.typed" for f in importlib.metadata.files("fakebroker") or [])
 
 
+def test_a_type_checker_sees_the_annotations(tmp_path: Path) -> None:
+    # With py.typed, mypy reads the installed package's annotations: a wrong type is an error, not an Any.
+    (tmp_path / "app.py").write_text(
+        "import fakebroker\n"
+        "with fakebroker.start() as broker:\n"
+        "    name: str = broker.declare_queue('q')\n"
+        "    wrong: bytes = broker.declare_queue('r')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / ".mypy_cache"), "app.py"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    errors = [line for line in out.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("app.py:4: error: Incompatible types in assignment"), (
+        out.stdout + out.stderr
+    )
+
+
 def test_one_version_everywhere() -> None:
     version = importlib.metadata.version("fakebroker")
     assert fakebroker.__version__ == version
