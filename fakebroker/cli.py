@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import anyio
 
+from . import __version__
 from .facade import serve
 from .protocols import listener_specs
 
@@ -22,6 +23,7 @@ def _user(value: str) -> tuple[str, str]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fakebroker", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the broker until interrupted",
                        description="Run a broker on the wall clock with RabbitMQ's default ports until Ctrl-C or "
