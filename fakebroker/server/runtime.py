@@ -11,6 +11,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import select
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,11 +21,11 @@ import anyio
 import anyio.abc
 
 from ..clock import Clock, WallClock
-from ..protocols.base import ConnectionInfo, Session
+from ..protocols.base import ConnectionInfo, Session, SessionFactory
 
 logger = logging.getLogger("fakebroker")
 
-SessionFactory = Callable[[ConnectionInfo], Session]
+
 
 
 class Address(NamedTuple):
@@ -43,6 +44,10 @@ class Connection:
     peer: tuple[str, int]
     opened_at: float
     stalled: bool = False
+    raw: Any = None  # the socket (asyncio hands out a TransportSocket wrapper)
+    # For settle(): reads completed, and whether the reader is parked in receive() with nothing buffered.
+    reads: int = 0
+    waiting: bool = False
     finished: bool = False
     _wake: anyio.Event = field(default_factory=anyio.Event)
     _resumed: anyio.Event = field(default_factory=anyio.Event)
@@ -177,7 +182,7 @@ class Runtime:
             return
         info = ConnectionInfo(peer=tuple(peer[:2]), local=tuple(local[:2]))  # type: ignore[arg-type]
         session = self._factories[listener](info)
-        conn = Connection(next(self._ids), listener, session, stream, info.peer, self.clock.now())
+        conn = Connection(next(self._ids), listener, session, stream, info.peer, self.clock.now(), raw=raw)
         session.wakeup = conn.wake
         session.abort_transport = conn.abort
         self.connections[conn.id] = conn
@@ -205,7 +210,12 @@ class Runtime:
                 await conn._resumed.wait()
                 continue
             try:
-                data = await conn.stream.receive(65536)
+                conn.waiting = True
+                try:
+                    data = await conn.stream.receive(65536)
+                finally:
+                    conn.waiting = False
+                conn.reads += 1
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 data = b""
             if conn.stalled:
@@ -242,6 +252,31 @@ class Runtime:
             if session.close_requested or session.closed:
                 scope.cancel()
                 return
+
+    async def settle(self, timeout: float = 0.5) -> None:
+        """Return once every byte that has already reached the broker's sockets has been read and handed to its
+        session, so that what a client sent before the test moved time is applied first.
+
+        A connection is settled when its reader is parked in ``receive()``, its socket holds nothing (no data,
+        no pending EOF), and that held for several loop turns in a row: a read completed by the event loop
+        reaches the reader task only a turn or two later. Stalled connections are skipped (their bytes are held
+        on purpose); bytes a client has not written yet cannot be seen.
+        """
+        quiet, last = 0, None
+        with anyio.move_on_after(timeout):  # a peer that streams without pause must not hang the caller
+            while quiet < 4:
+                state = []
+                busy = False
+                for conn in list(self.connections.values()):
+                    if conn.stalled or conn.finished or conn.session.close_requested:
+                        continue
+                    if not conn.waiting or _readable(conn.raw):
+                        busy = True
+                        break
+                    state.append((conn.id, conn.reads))
+                quiet = 0 if busy or state != last else quiet + 1
+                last = state
+                await anyio.sleep(0)
 
     async def flush(self) -> None:
         """Wait until every connection has written what its session produced so far."""
@@ -282,7 +317,7 @@ class Runtime:
     async def _wall_timers(self) -> None:
         while True:
             try:
-                self.clock.run_due()  # type: ignore[attr-defined]
+                self.clock.run_due()
             except Exception:
                 # The failing timer is already off the heap; the others still run on the next turn. Raised
                 # here, it would end the node's task group, i.e. the whole broker.
@@ -295,10 +330,27 @@ class Runtime:
                 await self._timer_wake.wait()
 
 
+def _readable(sock: Any) -> bool:
+    """Whether the kernel holds bytes or an EOF for ``sock`` that the event loop has not read yet."""
+    if sock is None:
+        return False
+    try:
+        fd = sock.fileno()
+        if fd < 0:
+            return False
+        if hasattr(select, "poll"):  # no FD_SETSIZE limit, unlike select()
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False  # closed meanwhile: the reader learns it from its own receive()
+
+
 async def _close_quietly(stream: anyio.abc.SocketStream) -> None:
     # The peer may already be gone; there is nothing to report then.
     with contextlib.suppress(Exception):
         await stream.aclose()
 
 
-__all__ = ["Address", "Connection", "Runtime", "SessionFactory"]
+__all__ = ["Address", "Connection", "Runtime"]

@@ -8,11 +8,11 @@ FAILING_APP = """
     import pytest
 
     def test_order_is_forwarded(fakebroker, mqtt_client):
-        backend = mqtt_client(fakebroker, "backend")
-        backend.subscribe("orders/#")
-        shop = mqtt_client(fakebroker, "shop", will=("shops/shop", b"offline", 1, False))
-        shop.publish("orders/42", b'{"id": 42}')
-        assert backend.expect()[1] == b'{"id": 42}'
+        backend = mqtt_client("backend", broker=fakebroker, reconnect=True)
+        backend.subscribe("orders/#", qos=1)
+        shop = mqtt_client("shop", broker=fakebroker, reconnect=True, will=("shops/shop", b"offline", 1, False))
+        shop.publish("orders/42", b'{"id": 42}', qos=1)
+        assert backend.get().astuple()[1] == b'{"id": 42}'
         fakebroker.disconnect("shop")
         fakebroker.wait_for_message(topic="shops/shop")
         fakebroker.publish("amq.topic", "invoices.42", b"unroutable")
