@@ -19,11 +19,21 @@ from typing import Any, NamedTuple
 
 import anyio
 import anyio.abc
+from anyio.streams.stapled import MultiListener
 
 from ..clock import Clock, WallClock
 from ..protocols.base import ConnectionInfo, Session, SessionFactory
 
 logger = logging.getLogger("fakebroker")
+
+#: Back-off between failed accepts (EMFILE, ENFILE, ENOBUFS, ENOMEM): doubles from the first to the second.
+ACCEPT_BACKOFF_MIN = 0.01
+ACCEPT_BACKOFF_MAX = 0.5
+#: accept() errors about the one connection being accepted (it was reset meanwhile), not about the broker.
+_TRANSIENT_ACCEPT_ERRORS = frozenset(
+    code for code in (getattr(errno, n, None) for n in ("ECONNABORTED", "EPROTO", "ECONNRESET", "EINTR", "EAGAIN"))
+    if code is not None
+)
 
 
 
@@ -97,6 +107,7 @@ class Runtime:
         self._listener_closed: dict[str, anyio.Event] = {}
         self._timer_wake = anyio.Event()
         self.on_connect: Callable[[Connection], None] = lambda c: None
+        self.accept_failures = 0  # failed accept() calls (e.g. out of file descriptors) since the start
         self.on_disconnect: Callable[[Connection], None] = lambda c: None
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -129,10 +140,40 @@ class Runtime:
         # connections, restart) must not cancel the connections it accepted.
         try:
             with scope:
-                async with listener:
-                    await listener.serve(lambda stream: self._handle(name, stream), task_group=self._tg)
+                async with listener, anyio.create_task_group() as tg:
+                    subs = listener.listeners if isinstance(listener, MultiListener) else [listener]
+                    for sub in subs:
+                        tg.start_soon(self._accept_loop, name, sub)
         finally:
             closed.set()
+
+    async def _accept_loop(self, name: str, listener: Any) -> None:
+        """Accept connections until cancelled. anyio's ``serve()`` ends (and takes the node's task group with
+        it) on the first failed accept; here a failure such as running out of file descriptors (EMFILE) is
+        logged once, retried after a back-off that grows to :data:`ACCEPT_BACKOFF_MAX`, and every existing
+        connection keeps working meanwhile."""
+        assert self._tg is not None
+        failures = 0
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno in _TRANSIENT_ACCEPT_ERRORS:
+                    continue  # that one connection is gone already; nothing is short
+                failures += 1
+                delay = min(ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN * 2 ** min(failures - 1, 16))
+                if failures == 1:
+                    logger.warning("fakebroker: %s listener cannot accept a connection (%s); retrying every "
+                                   "%.2g s or less until it can; existing connections are not affected",
+                                   name, exc, ACCEPT_BACKOFF_MAX)
+                self.accept_failures += 1
+                await anyio.sleep(delay)
+                continue
+            if failures:
+                logger.warning("fakebroker: %s listener accepts connections again after %d failed attempts",
+                               name, failures)
+                failures = 0
+            self._tg.start_soon(self._handle, name, stream)
 
     async def close_listeners(self) -> None:
         """Close every listening socket; returns once they are closed (a connect() is then refused)."""
