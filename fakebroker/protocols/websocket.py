@@ -108,6 +108,11 @@ class WebSocketSession(Session):
             return "closing"
         return self._state
 
+    @property
+    def established(self) -> bool:
+        """Established when the protocol inside is: an upgrade alone does not count."""
+        return self.inner is not None and self.inner.established
+
     def describe(self) -> dict[str, Any]:
         fields = self.inner.describe() if self.inner is not None else {}
         return {**fields, "transport": "websocket", "subprotocol": self.subprotocol}

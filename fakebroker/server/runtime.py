@@ -21,7 +21,7 @@ import anyio
 import anyio.abc
 from anyio.streams.stapled import MultiListener
 
-from ..clock import Clock, WallClock
+from ..clock import Clock, TimerHandle, WallClock
 from ..protocols.base import ConnectionInfo, Session, SessionFactory
 
 logger = logging.getLogger("fakebroker")
@@ -63,6 +63,7 @@ class Connection:
     _resumed: anyio.Event = field(default_factory=anyio.Event)
     _done: anyio.Event = field(default_factory=anyio.Event)
     _scope: anyio.CancelScope | None = None
+    _handshake: TimerHandle | None = None
 
     @property
     def protocol(self) -> str:
@@ -95,9 +96,13 @@ def _lose(conn: Connection) -> None:
 class Runtime:
     """Owns the listeners and connections of one broker."""
 
-    def __init__(self, clock: Clock, host: str = "127.0.0.1") -> None:
+    def __init__(self, clock: Clock, host: str = "127.0.0.1", *, handshake_timeout: float | None = None,
+                 max_connections: int | None = None) -> None:
         self.clock = clock
         self.host = host
+        self.handshake_timeout = handshake_timeout
+        self.max_connections = max_connections
+        self._slots: dict[str, anyio.Semaphore] = {}  # per listener, when max_connections is set
         self.connections: dict[int, Connection] = {}
         self.addresses: dict[str, Address] = {}
         self._factories: dict[str, SessionFactory] = {}
@@ -115,6 +120,8 @@ class Runtime:
         self._tg = tg
         for name, (port, factory) in listeners.items():
             self._factories[name] = factory
+            if self.max_connections is not None:
+                self._slots[name] = anyio.Semaphore(self.max_connections)
             await self._open_listener(name, port)
         if isinstance(self.clock, WallClock):
             self.clock.on_schedule = self._timer_wake.set
@@ -154,10 +161,18 @@ class Runtime:
         connection keeps working meanwhile."""
         assert self._tg is not None
         failures = 0
+        slots = self._slots.get(name)
         while True:
+            if slots is not None:
+                # At max_connections the listener stops accepting; new clients wait in the TCP backlog.
+                await slots.acquire()
             try:
                 stream = await listener.accept()
-            except OSError as exc:
+            except BaseException as exc:
+                if slots is not None:
+                    slots.release()
+                if not isinstance(exc, OSError):
+                    raise
                 if exc.errno in _TRANSIENT_ACCEPT_ERRORS:
                     continue  # that one connection is gone already; nothing is short
                 failures += 1
@@ -173,7 +188,7 @@ class Runtime:
                 logger.warning("fakebroker: %s listener accepts connections again after %d failed attempts",
                                name, failures)
                 failures = 0
-            self._tg.start_soon(self._handle, name, stream)
+            self._tg.start_soon(self._handle, name, stream, slots)
 
     async def close_listeners(self) -> None:
         """Close every listening socket; returns once they are closed (a connect() is then refused)."""
@@ -210,7 +225,15 @@ class Runtime:
             await conn._done.wait()
 
     # -- one connection -----------------------------------------------------------------------------
-    async def _handle(self, listener: str, stream: anyio.abc.SocketStream) -> None:
+    async def _handle(self, listener: str, stream: anyio.abc.SocketStream,
+                      slots: anyio.Semaphore | None = None) -> None:
+        try:
+            await self._run_connection(listener, stream)
+        finally:
+            if slots is not None:
+                slots.release()
+
+    async def _run_connection(self, listener: str, stream: anyio.abc.SocketStream) -> None:
         try:
             raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -228,6 +251,8 @@ class Runtime:
         session.abort_transport = conn.abort
         self.connections[conn.id] = conn
         self.on_connect(conn)
+        if self.handshake_timeout is not None:
+            conn._handshake = self.clock.call_later(self.handshake_timeout, self._handshake_expired, conn)
         try:
             with anyio.CancelScope() as scope:
                 conn._scope = scope
@@ -237,6 +262,8 @@ class Runtime:
                     scope.cancel()
         finally:
             conn.finished = True
+            if conn._handshake is not None:
+                conn._handshake.cancel()
             with anyio.CancelScope(shield=True):
                 await _close_quietly(stream)
             _lose(conn)
@@ -270,6 +297,9 @@ class Runtime:
                 conn.abort()
                 return
             conn.wake()
+            if conn._handshake is not None and session.established:
+                conn._handshake.cancel()
+                conn._handshake = None
             if not data:
                 return
         # The writer flushes the session's last words, then cancels this task.
@@ -318,6 +348,16 @@ class Runtime:
                 quiet = 0 if busy or state != last else quiet + 1
                 last = state
                 await anyio.sleep(0)
+
+    def _handshake_expired(self, conn: Connection) -> None:
+        conn._handshake = None
+        if conn.finished or conn.session.established:
+            return
+        if conn.session.close_reason is None:
+            conn.session.close_reason = f"handshake not completed within {self.handshake_timeout:g} s"
+        logger.info("fakebroker: closing connection %s from %s:%s: %s", conn.id, *conn.peer[:2],
+                    conn.session.close_reason)
+        conn.abort()
 
     async def flush(self) -> None:
         """Wait until every connection has written what its session produced so far."""

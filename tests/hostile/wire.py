@@ -93,10 +93,10 @@ class Bystander:
         tag = uuid.uuid4().hex[:8]
         self.topic = f"bystander/{tag}"
         self.sub = RawMqtt(address)
-        self.sub.connect(f"bystander-sub-{tag}")
+        self.sub.connect(f"bystander-sub-{tag}", keepalive=0)  # clock advances must not expire it
         self.sub.subscribe(self.topic, 1)
         self.pub = RawMqtt(address)
-        self.pub.connect(f"bystander-pub-{tag}")
+        self.pub.connect(f"bystander-pub-{tag}", keepalive=0)
         self._next = 0
 
     def check(self, timeout: float = TIMEOUT) -> float:
