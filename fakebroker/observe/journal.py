@@ -64,6 +64,8 @@ def traffic_report(node: Node, journal: Journal, messages: int = 50) -> str:
         elif what == "closed":
             conn, subscriptions, reason = item
             extra = f" subscriptions={subscriptions}" if subscriptions else ""
+            dropped = conn.session.describe().get("dropped")
+            extra += f" dropped={dropped} (not reading)" if dropped else ""
             lines.append(f"  t={when:.3f} closed {_conn_text(conn)}{extra}{f' ({reason})' if reason else ''}")
         else:
             lines.append(f"  t={when:.3f} {item}")
@@ -81,6 +83,8 @@ def traffic_report(node: Node, journal: Journal, messages: int = 50) -> str:
         if will:
             parts.append(f"will=({will['topic']!r}, {_short(will['payload'])}, qos {will['qos']}"
                          f"{', retain' if will['retain'] else ''})")
+        if d.get("dropped"):
+            parts.append(f"dropped={d['dropped']} (QoS 0 messages it was too far behind in reading to get)")
         if conn.stalled:
             parts.append("STALLED")
         lines.append("  " + " ".join(parts))

@@ -26,6 +26,8 @@ from ..protocols.base import ConnectionInfo, Session, SessionFactory
 
 logger = logging.getLogger("fakebroker")
 
+#: The most the writer takes from a session per send.
+WRITE_SLICE = 256 * 1024
 #: Back-off between failed accepts (EMFILE, ENFILE, ENOBUFS, ENOMEM): doubles from the first to the second.
 ACCEPT_BACKOFF_MIN = 0.01
 ACCEPT_BACKOFF_MAX = 0.5
@@ -97,9 +99,10 @@ class Runtime:
     """Owns the listeners and connections of one broker."""
 
     def __init__(self, clock: Clock, host: str = "127.0.0.1", *, handshake_timeout: float | None = None,
-                 max_connections: int | None = None) -> None:
+                 max_connections: int | None = None, output_limit: int | None = None) -> None:
         self.clock = clock
         self.host = host
+        self.output_limit = output_limit
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
         self._slots: dict[str, anyio.Semaphore] = {}  # per listener, when max_connections is set
@@ -249,6 +252,7 @@ class Runtime:
         conn = Connection(next(self._ids), listener, session, stream, info.peer, self.clock.now(), raw=raw)
         session.wakeup = conn.wake
         session.abort_transport = conn.abort
+        session.output_limit = self.output_limit
         self.connections[conn.id] = conn
         self.on_connect(conn)
         if self.handshake_timeout is not None:
@@ -310,10 +314,13 @@ class Runtime:
         while True:
             await conn._wake.wait()
             conn._wake = anyio.Event()
-            if conn.stalled:
-                await conn._resumed.wait()
-            data = session.data_to_send()
-            if data:
+            # In slices: a client that reads slowly must not make each send copy everything queued for it.
+            while True:
+                if conn.stalled:
+                    await conn._resumed.wait()
+                data = session.data_to_send(WRITE_SLICE)
+                if not data:
+                    break
                 try:
                     await conn.stream.send(data)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
