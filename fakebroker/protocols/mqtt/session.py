@@ -167,7 +167,7 @@ class MqttSession(Session):
                 vhost.delete_queue(queue_name(client_id, qos))
         else:
             self.session_present = q1 in vhost.queues
-        self.connected = True
+        self.connected = self._established = True
         self._write(Connack(self.session_present, ConnackCode.ACCEPTED))
         self.host.emit("client", self)
         if self.keepalive:
