@@ -98,10 +98,10 @@ def test_wait_timeout_lists_near_misses(traffic: ThreadedBroker) -> None:
         "timed out after 0.05 s waiting for a message matching topic='sensors/+/temp', payload=b'99'; 0 matched",
         "Near misses (4 of 4 non-matching messages, closest first):",
         "  #3 t=0.000 api -> exchange='amq.topic' routing_key='sensors.cellar.temp' body=b'12.0' -> audit, "
-        "mqtt-subscription-appqos1; delivered to app (via mqtt-subscription-appqos1)",
+        "mqtt-subscription-appqos1; delivered to app (via mqtt-subscription-appqos1, acked)",
         "      - payload: expected b'99', got b'12.0'",
         "  #1 t=0.000 mqtt:sensor -> exchange='amq.topic' routing_key='sensors.kitchen.temp' body=b'21.5' -> "
-        "mqtt-subscription-appqos1; delivered to app (via mqtt-subscription-appqos1)",
+        "mqtt-subscription-appqos1; delivered to app (via mqtt-subscription-appqos1, acked)",
         "      - payload: expected b'99', got b'21.5'",
     ]
     assert "      - topic: 'sensors/+/temp' does not match 'sensors/kitchen/humidity'" in str(info.value)
@@ -122,7 +122,7 @@ def test_assert_published(traffic: ThreadedBroker) -> None:
         "expected a message published matching topic='sensors/cellar/temp', payload='13.0', found 0",
         "Near misses (4 of 4 non-matching messages, closest first):",
         "  #3 t=0.000 api -> exchange='amq.topic' routing_key='sensors.cellar.temp' body=b'12.0' -> audit, "
-        "mqtt-subscription-appqos1; delivered to app (via mqtt-subscription-appqos1)",
+        "mqtt-subscription-appqos1; delivered to app (via mqtt-subscription-appqos1, acked)",
         "      - payload: expected '13.0', got b'12.0'",
     ]
     with pytest.raises(AssertionError, match=r"expected 1 message\(s\) published matching topic='sensors/#', found 3:"
