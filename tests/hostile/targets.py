@@ -1,0 +1,203 @@
+"""What the hostile harness knows about each listener: how a well-behaved client opens a session, what a
+plausible session looks like (the seeds that fuzzing mutates), and what is too big.
+
+A protocol's listener is covered once it has a :class:`Target` in :data:`TARGETS` under the listener's name;
+the harness fails for a listener without one, so that every protocol that lands gets the same treatment.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+from collections.abc import Callable
+from urllib.parse import urlparse
+
+from fakebroker import ThreadedBroker
+from fakebroker.protocols.mqtt.codec import (
+    Connect,
+    Disconnect,
+    Pingreq,
+    Puback,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    Will,
+    encode,
+)
+
+
+class Target:
+    """One listener, as a hostile client sees it. Subclasses fill in the protocol."""
+
+    listener = "?"
+
+    def address(self, broker: ThreadedBroker) -> tuple[str, int]:
+        a = broker.addresses[self.listener]
+        return a.host, a.port
+
+    def opening(self, client_id: str) -> bytes:
+        """The bytes that complete the protocol's opening (the handshake timeout stops once they are in)."""
+        raise NotImplementedError
+
+    def subscriber(self, client_id: str, binding_key: str) -> bytes:
+        """Open a session and subscribe, at most once (no acknowledgements), to ``amq.topic`` with
+        ``binding_key`` (an AMQP binding key: ``.`` separated, ``*`` and ``#``)."""
+        raise NotImplementedError
+
+    def seeds(self, rng: random.Random) -> list[bytes]:
+        """Plausible whole sessions, as one byte stream each, for mutation."""
+        raise NotImplementedError
+
+    def oversized(self) -> list[bytes]:
+        """Inputs announcing more than the broker accepts: each must close the connection promptly."""
+        raise NotImplementedError
+
+    def wrap(self, stream: bytes) -> bytes:
+        """The protocol's bytes as this listener carries them (WebSocket frames them)."""
+        return stream
+
+
+# -- MQTT over TCP -----------------------------------------------------------------------------------------
+WORDS = ["a", "b", "dev", "", "+", "#", "sensor", "x" * 40, "é", "$SYS"]
+
+
+def _topic(rng: random.Random, wildcards: bool) -> str:
+    words = [rng.choice(WORDS) for _ in range(rng.randint(1, 6))]
+    if not wildcards:
+        words = [w for w in words if w not in ("+", "#")] or ["t"]
+    return "/".join(words)
+
+
+class MqttTarget(Target):
+    listener = "mqtt"
+
+    def opening(self, client_id: str) -> bytes:
+        return encode(Connect(client_id=client_id, keepalive=0))
+
+    def subscriber(self, client_id: str, binding_key: str) -> bytes:
+        topic_filter = binding_key.replace("*", "+").replace(".", "/")
+        return self.wrap(self.opening(client_id) + encode(Subscribe(1, [(topic_filter, 0)])))
+
+    def seeds(self, rng: random.Random) -> list[bytes]:
+        out = []
+        for n in range(8):
+            will = Will(_topic(rng, False), rng.randbytes(rng.randint(0, 20)), rng.randint(0, 1), rng.random() < .3)
+            packets: list[bytes] = [encode(Connect(
+                client_id=f"fuzz-{n}-{rng.randrange(10**6)}", keepalive=rng.choice([0, 1, 60]),
+                clean_session=rng.random() < 0.8, will=will if rng.random() < 0.3 else None,
+                username="guest" if rng.random() < 0.3 else None, password=b"guest" if rng.random() < 0.3 else None,
+                protocol_level=rng.choice([3, 4, 4, 4]), protocol_name="MQTT"))]
+            for pid in range(1, rng.randint(2, 8)):
+                kind = rng.random()
+                if kind < 0.3:
+                    packets.append(encode(Subscribe(pid, [(_topic(rng, True), rng.randint(0, 2))])))
+                elif kind < 0.7:
+                    qos = rng.randint(0, 1)
+                    packets.append(encode(Publish(_topic(rng, False), rng.randbytes(rng.randint(0, 64)), qos,
+                                                  rng.random() < 0.2, False, pid if qos else None)))
+                elif kind < 0.8:
+                    packets.append(encode(Unsubscribe(pid, [_topic(rng, True)])))
+                elif kind < 0.9:
+                    packets.append(encode(Puback(pid)))
+                else:
+                    packets.append(encode(Pingreq()))
+            if rng.random() < 0.5:
+                packets.append(encode(Disconnect()))
+            out.append(self.wrap(b"".join(packets)))
+        return out
+
+    def oversized(self) -> list[bytes]:
+        huge = b"\xff\xff\xff\x7f"  # Remaining Length 268,435,455
+        return [
+            b"\x10" + huge,  # a CONNECT of 256 MiB
+            b"\x10" + b"\x81\x80\x04",  # a CONNECT just over 64 KiB
+            self.opening("big") + b"\x30" + huge,  # a PUBLISH of 256 MiB after CONNECT
+            self.opening("big2") + b"\x30\x81\x80\x80\x08",  # 16 MiB + 1
+            b"\x10\xff\xff\xff\xff\x7f",  # a five-byte Remaining Length
+        ]
+
+
+# -- MQTT over WebSocket ------------------------------------------------------------------------------------
+def ws_frame(payload: bytes, opcode: int = 2, fin: bool = True, mask: bytes | None = None,
+             length: int | None = None) -> bytes:
+    """A client frame (masked, as RFC 6455 requires of clients). ``length`` overrides the announced length."""
+    mask = os.urandom(4) if mask is None else mask
+    n = len(payload) if length is None else length
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 1 << 16:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+def upgrade_request(path: str = "/ws", protocol: str = "mqtt", extra: bytes = b"") -> bytes:
+    return (f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: {protocol}\r\n").encode() + extra + b"\r\n"
+
+
+class WebSocketTarget(Target):
+    """A protocol carried over a WebSocket listener: the inner target's bytes in masked binary frames."""
+
+    def __init__(self, listener: str, inner: Target, path: str = "/ws", subprotocol: str = "mqtt") -> None:
+        self.listener = listener
+        self.inner = inner
+        self.path = path
+        self.subprotocol = subprotocol
+
+    def address(self, broker: ThreadedBroker) -> tuple[str, int]:
+        url = urlparse(getattr(broker, f"{self.listener}_url"))
+        assert url.hostname is not None and url.port is not None
+        return url.hostname, url.port
+
+    def wrap(self, stream: bytes) -> bytes:
+        return upgrade_request(self.path, self.subprotocol) + ws_frame(stream) if stream else b""
+
+    def opening(self, client_id: str) -> bytes:
+        return self.wrap(self.inner.opening(client_id))
+
+    def subscriber(self, client_id: str, binding_key: str) -> bytes:
+        inner = self.inner.subscriber(client_id, binding_key)
+        return self.wrap(inner)
+
+    def seeds(self, rng: random.Random) -> list[bytes]:
+        out = []
+        for seed in self.inner.seeds(rng):
+            # The inner session split over several frames, some fragmented, with pings and a close.
+            frames, rest = [], seed
+            while rest:
+                cut = rng.randint(1, max(1, len(rest)))
+                chunk, rest = rest[:cut], rest[cut:]
+                if rng.random() < 0.2 and len(chunk) > 1:
+                    frames.append(ws_frame(chunk[:1], opcode=2, fin=False) + ws_frame(chunk[1:], opcode=0))
+                else:
+                    frames.append(ws_frame(chunk, opcode=rng.choice([1, 2, 2])))
+                if rng.random() < 0.1:
+                    frames.append(ws_frame(b"hi", opcode=9))
+            if rng.random() < 0.3:
+                frames.append(ws_frame(struct.pack("!H", 1000), opcode=8))
+            extra = rng.choice([b"", b"Origin: http://x\r\n", b"X-A: " + rng.randbytes(8).hex().encode() + b"\r\n"])
+            out.append(upgrade_request(self.path, rng.choice([self.subprotocol, "mqttv3.1", "other"]), extra)
+                       + b"".join(frames))
+        return out
+
+    def oversized(self) -> list[bytes]:
+        upgrade = upgrade_request(self.path, self.subprotocol)
+        return [
+            # A frame announcing 8 EiB: its data streams to the protocol inside, whose own limit closes.
+            upgrade + ws_frame(b"\x10\xff\xff\xff\x7f", length=(1 << 63) - 1),
+            upgrade + ws_frame(self.inner.opening("big")) + ws_frame(b"\x30\xff\xff\xff\x7f"),  # 256 MiB inside
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 200_000 + b"\r\n\r\n",  # a 200 KB header
+        ] + [upgrade + ws_frame(bad) for bad in self.inner.oversized()]
+
+
+#: Listener name -> the target that covers it.
+TARGETS: dict[str, Callable[[], Target]] = {
+    "mqtt": MqttTarget,
+    "web_mqtt": lambda: WebSocketTarget("web_mqtt", MqttTarget()),
+}
