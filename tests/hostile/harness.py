@@ -53,6 +53,8 @@ class Result:
     failures: list[str] = field(default_factory=list)  # invariants broken, one line each
     worst_bystander: float = 0.0  # seconds
     seconds: float = 0.0
+    rss_before: float = 0.0  # MB, this process (broker and harness clients)
+    rss_after: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -62,7 +64,7 @@ class Result:
         status = "ok" if self.ok else "FAILED"
         text = (f"{self.scenario:<12} {self.listener:<10} inputs={self.inputs:<7} crashes={self.crashes} "
                 f"hangs={self.hangs} bystander_max={self.worst_bystander * 1000:.0f}ms "
-                f"time={self.seconds:.1f}s {status}")
+                f"rss={self.rss_before:.0f}->{self.rss_after:.0f}MB time={self.seconds:.1f}s {status}")
         return text + "".join(f"\n    {f}" for f in self.failures[:10])
 
 
@@ -190,6 +192,8 @@ class Harness:
 
     def _run(self, scenario: str, target: Target, body: Callable[[Result], None]) -> Result:
         result = Result(scenario, target.listener)
+        gc.collect()
+        result.rss_before = rss_mb()
         start = time.monotonic()
         try:
             body(result)
@@ -197,6 +201,8 @@ class Harness:
             result.failures.append(f"{type(exc).__name__}: {exc}")
         self._check(result)
         result.seconds = time.monotonic() - start
+        gc.collect()
+        result.rss_after = rss_mb()
         return result
 
     # -- scenarios ---------------------------------------------------------------------------------------------
