@@ -166,6 +166,9 @@ class Session:
             return
         self._state = "closed"
         self._on_connection_lost()
+        # Nothing is written after the close. The connection may be kept for reports a while (the journal):
+        # what was queued for a client that stopped reading must not be kept with it.
+        self._out = bytearray()
 
     def describe(self) -> dict[str, Any]:
         """Protocol-specific fields for ``broker.clients`` (``vhost`` and ``subscriptions`` are read by name)."""

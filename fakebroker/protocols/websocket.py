@@ -166,6 +166,7 @@ class WebSocketSession(Session):
             self.inner.receive_data(data)
 
     def _on_connection_lost(self) -> None:
+        self._head = bytearray()
         self._close_inner()
 
     def _close_inner(self) -> None:

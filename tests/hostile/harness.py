@@ -24,6 +24,7 @@ import socket
 import struct
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from wire import Bystander, RawMqtt  # noqa: E402
 import fakebroker  # noqa: E402
 from fakebroker import ThreadedBroker  # noqa: E402
 from fakebroker.protocols.mqtt.codec import Puback, Publish, Subscribe, encode  # noqa: E402
+from fakebroker.protocols.mqtt.state import MqttState  # noqa: E402
 
 OUTPUT_LIMIT = 1024 * 1024  # the broker's output_buffer_limit in harness runs: small, so floods reach it fast
 BYSTANDER_TIMEOUT = 5.0  # seconds without an answer that count as a hang
@@ -55,6 +57,7 @@ class Result:
     seconds: float = 0.0
     rss_before: float = 0.0  # MB, this process (broker and harness clients)
     rss_after: float = 0.0
+    notes: list[str] = field(default_factory=list)  # figures worth printing
 
     @property
     def ok(self) -> bool:
@@ -65,7 +68,7 @@ class Result:
         text = (f"{self.scenario:<12} {self.listener:<10} inputs={self.inputs:<7} crashes={self.crashes} "
                 f"hangs={self.hangs} bystander_max={self.worst_bystander * 1000:.0f}ms "
                 f"rss={self.rss_before:.0f}->{self.rss_after:.0f}MB time={self.seconds:.1f}s {status}")
-        return text + "".join(f"\n    {f}" for f in self.failures[:10])
+        return text + "".join(f"\n    {f}" for f in self.notes + self.failures[:10])
 
 
 class ErrorCounter(logging.Handler):
@@ -134,7 +137,7 @@ class Harness:
         self.errors = ErrorCounter()
         logging.getLogger("fakebroker").addHandler(self.errors)
         # The message log capped, so that what the fuzzing publishes does not read as growth.
-        self.broker: ThreadedBroker = fakebroker.start(output_buffer_limit=OUTPUT_LIMIT, retain_log=1000, **options)
+        self.broker: ThreadedBroker = fakebroker.start(output_buffer_limit=OUTPUT_LIMIT, retain_log=200, **options)
         self.bystander = Bystander(tuple(self.broker.mqtt))  # type: ignore[arg-type]
         self.baseline = len(self.broker.clients)
         self.handshake_timeout = float(self.broker.options.handshake_timeout or 10.0)
@@ -331,6 +334,7 @@ class Harness:
             sub.connect("deep-sub", keepalive=0)
             pub = RawMqtt(tuple(self.broker.mqtt), timeout=10)  # type: ignore[arg-type]
             pub.connect("deep-pub", keepalive=0)
+            worst = 0.0
             for n in range(count):
                 depth = rng.choice([10, 500, 2_000, 30_000])
                 words = rng.choices(["#", "+", "a"], weights=[2, 3, 5], k=depth)
@@ -341,15 +345,53 @@ class Harness:
                 while not isinstance(pub.recv(), Puback):
                     pass
                 took = time.monotonic() - start
-                if took > 2:
+                worst = max(worst, took)
+                if took > BYSTANDER_TIMEOUT:
                     result.failures.append(f"PUBACK after {took:.1f} s for a {depth}-level filter")
                 result.inputs += 1
                 if n % 20 == 0:
                     self._check(result)
+            result.notes.append(f"slowest PUBACK {worst:.2f} s")
             sub.close()
             pub.close()
 
         return self._run("deep-topics", target, body)
+
+    def leak(self, target: Target, inputs: int) -> Result:
+        """Whether fuzzing leaves anything behind: the Python heap (tracemalloc) after a warm-up round and after
+        ``inputs`` more, each time once the state clients may legitimately leave has gone (persistent sessions
+        expired on the clock, retained messages cleared). Growth past 2 MB fails."""
+
+        def cleaned_heap() -> float:
+            self.broker.clock.advance(2 * 86_400)  # past mqtt_subscription_ttl: persistent sessions expire
+            node = self.broker._node  # the harness may look inside: retained messages never expire
+
+            def clear() -> None:
+                node.state(MqttState).retained.clear()
+
+            self.broker._call(clear)
+            gc.collect()
+            return tracemalloc.get_traced_memory()[0] / 1e6
+
+        def body(result: Result) -> None:
+            tracemalloc.start()
+            try:
+                # Long enough to fill what is bounded on purpose: the message log (retain_log) and the journal
+                # of connection events behind the failure report.
+                self.fuzz(target, max(4000, inputs // 5))
+                before = cleaned_heap()
+                inner = self.fuzz(target, inputs)
+                after = cleaned_heap()
+            finally:
+                tracemalloc.stop()
+            result.inputs = inner.inputs
+            result.crashes, result.hangs = inner.crashes, inner.hangs
+            result.failures += inner.failures
+            result.notes.append(f"Python heap after clean-up: {before:.2f} MB before, {after:.2f} MB after")
+            if after - before > 2:
+                result.failures.append(f"heap grew {after - before:.2f} MB over {inputs} inputs")
+
+        return self._run("leak", target, body)
 
 
 def _drain(sock: socket.socket) -> None:
@@ -396,10 +438,11 @@ class Plan:
     slow_loris: int
     flood_mb: int
     deep: int
+    leak: int
 
 
-SHORT = Plan(fuzz=300, slow_loris=40, flood_mb=20, deep=8)
-LONG = Plan(fuzz=100_000, slow_loris=1_000, flood_mb=300, deep=200)
+SHORT = Plan(fuzz=300, slow_loris=40, flood_mb=20, deep=8, leak=0)
+LONG = Plan(fuzz=100_000, slow_loris=1_000, flood_mb=300, deep=200, leak=20_000)
 
 
 def run(plan: Plan, seed: int = 1, listeners: list[str] | None = None,
@@ -415,6 +458,9 @@ def run(plan: Plan, seed: int = 1, listeners: list[str] | None = None,
                            h.non_reader(target, plan.flood_mb), h.fuzz(target, plan.fuzz)):
                 results.append(result)
                 report(result.line())
+            if plan.leak:
+                results.append(h.leak(target, plan.leak))
+                report(results[-1].line())
         if not listeners or "mqtt" in listeners:
             results.append(h.deep_topics(plan.deep))
             report(results[-1].line())
@@ -440,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow-loris", type=int, help="slow connections per listener")
     parser.add_argument("--flood-mb", type=int, help="MB published to a subscriber that never reads")
     parser.add_argument("--deep", type=int, help="pathological filter/topic pairs")
+    parser.add_argument("--leak", type=int, help="fuzzed connections per listener under tracemalloc (0: skip)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--listener", action="append", help="only this listener (repeatable)")
     args = parser.parse_args(argv)
@@ -447,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(fuzz=args.fuzz if args.fuzz is not None else base.fuzz,
                 slow_loris=args.slow_loris if args.slow_loris is not None else base.slow_loris,
                 flood_mb=args.flood_mb if args.flood_mb is not None else base.flood_mb,
-                deep=args.deep if args.deep is not None else base.deep)
+                deep=args.deep if args.deep is not None else base.deep,
+                leak=args.leak if args.leak is not None else base.leak)
     start = time.monotonic()
     results = run(plan, args.seed, args.listener)
     print(f"{time.monotonic() - start:.0f} s; python {sys.version.split()[0]}; {os.cpu_count()} CPUs")

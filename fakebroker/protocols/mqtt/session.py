@@ -410,6 +410,7 @@ class MqttSession(Session):
 
     # -- end of the connection --------------------------------------------------------------------
     def _on_connection_lost(self) -> None:
+        self.decoder.discard()
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
         if not self.connected:
