@@ -27,6 +27,18 @@ def _default_settings() -> dict[str, Any]:
 
 @dataclass
 class Options:
+    """A broker's options, as :func:`~fakebroker.start`, :func:`~fakebroker.serve`, the ``fakebroker`` marker
+    and ``fakebroker serve`` take them: the fields below, ``<listener>_port`` for each listener (``mqtt_port``,
+    ``web_mqtt_port``; 0 for a free port, None to leave it closed) and ``<protocol>_<setting>`` for each
+    protocol setting (``mqtt_prefetch``, ``mqtt_subscription_ttl``, ...), some also by a shorter alias
+    (``prefetch``). :meth:`names` lists them all; an unknown name is a TypeError that lists them too.
+
+    Examples:
+        >>> options = fakebroker.Options.from_kwargs(web_mqtt_port=None, prefetch=5)
+        >>> options.mqtt_prefetch, options.web_mqtt_port
+        (5, None)
+    """
+
     host: str = "127.0.0.1"
     clock: str | Clock = "virtual"
 
@@ -64,6 +76,8 @@ class Options:
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Options:
+        """Options from keyword arguments as :func:`~fakebroker.start` takes them, checked (TypeError for an
+        unknown name, ValueError for a bad value)."""
         core = {f.name for f in dataclasses.fields(cls)} - {"ports", "settings"}
         ports = _default_ports()
         by_option = {spec.option: spec.name for spec in listener_specs()}
@@ -90,6 +104,7 @@ class Options:
         return options
 
     def validate(self) -> None:
+        """Check the values (ValueError), and add the vhosts that options name to ``vhosts``."""
         if self.handshake_timeout is not None and not self.handshake_timeout > 0:
             raise ValueError("handshake_timeout is in seconds and must be positive (or None)")
         if self.max_connections is not None and self.max_connections < 1:
@@ -121,6 +136,7 @@ class Options:
         return out
 
     def replace(self, **kwargs: Any) -> Options:
+        """A copy with ``kwargs`` changed, checked as :meth:`from_kwargs` checks them."""
         return Options.from_kwargs(**{**self.as_kwargs(), **_resolve_aliases(kwargs)})
 
     def __getattr__(self, name: str) -> Any:

@@ -36,7 +36,7 @@ class AsyncBroker(BrokerAPI):
         """The broker's clock itself (:class:`~fakebroker.VirtualClock` by default): read ``now()``; move it with
         :meth:`advance`, which also waits for the bytes the timers produce.
 
-        Example:
+        Examples:
             >>> import anyio
             >>> async def main():
             ...     async with fakebroker.serve() as broker:
@@ -51,7 +51,7 @@ class AsyncBroker(BrokerAPI):
         """Advance the virtual clock and wait until the effects have been written to the sockets (see
         ``ThreadedBroker.clock.advance``).
 
-        Example:
+        Examples:
             >>> import anyio
             >>> async def main():
             ...     async with fakebroker.serve() as broker:
@@ -68,7 +68,7 @@ class AsyncBroker(BrokerAPI):
         """Drop the client's TCP connection with no protocol goodbye (its Last Will fires at once); see
         ``ThreadedBroker.disconnect``. A blocking client is driven from a worker thread, off the broker's loop.
 
-        Example:
+        Examples:
             >>> import anyio
             >>> async def main():
             ...     async with fakebroker.serve() as broker:
@@ -88,7 +88,7 @@ class AsyncBroker(BrokerAPI):
         """Wait until a message matching ``criteria`` has been routed (see ``ThreadedBroker.wait_for_message``;
         ``timeout`` is measured by the event loop's clock).
 
-        Example:
+        Examples:
             >>> import anyio
             >>> async def main():
             ...     async with fakebroker.serve() as broker:
@@ -107,7 +107,7 @@ class AsyncBroker(BrokerAPI):
     async def wait_for_messages(self, count: int, timeout: float = 5.0, **criteria: Any) -> MessageLog:
         """Wait for at least ``count`` messages matching ``criteria``; returns them all.
 
-        Example:
+        Examples:
             >>> import anyio
             >>> async def main():
             ...     async with fakebroker.serve() as broker:
@@ -128,7 +128,7 @@ class AsyncBroker(BrokerAPI):
                               timeout: float = 5.0) -> ClientInfo:
         """Wait until ``client_id`` is connected (and subscribed to ``subscribed``); see the threaded face.
 
-        Example:
+        Examples:
             >>> import anyio
             >>> async def main():
             ...     async with fakebroker.serve() as broker:
@@ -149,7 +149,7 @@ class AsyncBroker(BrokerAPI):
     async def wait_for_disconnect(self, client_id: str, *, timeout: float = 5.0) -> None:
         """Wait until no connection with ``client_id`` is left.
 
-        Example:
+        Examples:
             >>> import anyio
             >>> async def main():
             ...     async with fakebroker.serve() as broker:
@@ -167,7 +167,7 @@ class AsyncBroker(BrokerAPI):
     async def restart(self) -> None:
         """Restart the broker as a RabbitMQ node restart; see ``ThreadedBroker.restart``.
 
-        Example:
+        Examples:
             >>> import anyio
             >>> async def main():
             ...     async with fakebroker.serve() as broker:
@@ -184,7 +184,7 @@ class AsyncBroker(BrokerAPI):
     async def refuse_connections(self) -> AsyncIterator[None]:
         """``async with broker.refuse_connections():`` new connections are refused until the block ends.
 
-        Example:
+        Examples:
             >>> import anyio
             >>> async def main():
             ...     async with fakebroker.serve() as broker:
@@ -216,7 +216,7 @@ async def serve(**options: Any) -> AsyncIterator[AsyncBroker]:
     the others are the threaded broker's, called directly. A blocking client (paho-mqtt) must run in a worker
     thread (``anyio.to_thread.run_sync``), or it stops the loop the broker runs on.
 
-    Example:
+    Examples:
         >>> import anyio
         >>> async def main():
         ...     async with fakebroker.serve() as broker:

@@ -35,7 +35,7 @@ class BrokerCore:
     def options(self) -> Options:
         """The :class:`~fakebroker.Options` this broker runs with.
 
-        Example:
+        Examples:
             >>> broker.options.vhost
             '/'
         """
@@ -45,7 +45,7 @@ class BrokerCore:
     def addresses(self) -> dict[str, Address]:
         """Every open listener's :class:`~fakebroker.Address`, by listener name (``mqtt``, ``web_mqtt``, ...).
 
-        Example:
+        Examples:
             >>> broker.addresses["mqtt"] == broker.mqtt
             True
         """
@@ -77,7 +77,7 @@ class BrokerCore:
     def mqtt(self) -> Address:
         """The MQTT listener's ``(host, port)``; AttributeError when it is off (``mqtt_port=None``).
 
-        Example:
+        Examples:
             >>> host, port = broker.mqtt
             >>> host
             '127.0.0.1'
@@ -88,7 +88,7 @@ class BrokerCore:
     def web_mqtt_url(self) -> str:
         """The MQTT-over-WebSocket listener's URL, ``ws://host:port/ws`` (WebSocket subprotocol ``mqtt``).
 
-        Example:
+        Examples:
             >>> broker.web_mqtt_url
             'ws://127.0.0.1:.../ws'
         """
@@ -97,7 +97,7 @@ class BrokerCore:
     def listener_urls(self) -> dict[str, str]:
         """Every open listener, by name, as the text a client is given: ``host:port`` or a URL.
 
-        Example:
+        Examples:
             >>> broker.listener_urls()["web_mqtt"] == broker.web_mqtt_url
             True
         """
@@ -128,7 +128,7 @@ class BrokerCore:
         - ``queue_deleted(vhost, queue)``; ``dropped(vhost, queue, message, reason)``: a queue discarded a
           message (``expired``, ``maxlen``, ``rejected``; dead-lettered when the queue has a DLX)
 
-        Example:
+        Examples:
             >>> keys = []
             >>> remove = broker.on("route", lambda entry: keys.append(entry.routing_key))
             >>> _ = broker.publish("amq.topic", "sensors.temp", b"21.5")

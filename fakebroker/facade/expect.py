@@ -29,7 +29,7 @@ class Expectations(BrokerCore):
         faults, connected clients (subscriptions, wills), queues and bindings, and the last ``messages``
         messages with where they were routed and who received them. Also works after the broker stopped.
 
-        Example:
+        Examples:
             >>> _ = broker.publish("amq.topic", "sensors.temp", b"21.5")
             >>> print(broker.traffic_report(messages=1))
             broker ...; clock t=0.000 (VirtualClock)
@@ -72,7 +72,7 @@ class Expectations(BrokerCore):
         The criteria are those of :func:`~fakebroker.facade.message_matches` (``topic``, ``routing_key``,
         ``payload``, ``client_id``, ``headers``, ...).
 
-        Example:
+        Examples:
             >>> _ = broker.publish("amq.topic", "sensors.temp", b"21.5")
             >>> broker.assert_published(1, topic="sensors/+", payload=b"21.5").bodies
             [b'21.5']
@@ -83,7 +83,7 @@ class Expectations(BrokerCore):
     def assert_not_published(self, **criteria: Any) -> None:
         """Assert that no message matching ``criteria`` was published; the error lists the ones that were.
 
-        Example:
+        Examples:
             >>> _ = broker.publish("amq.topic", "alerts.fire", b"!")
             >>> broker.assert_not_published(topic="alerts/#")
             Traceback (most recent call last):
@@ -98,7 +98,7 @@ class Expectations(BrokerCore):
         """Assert that a message matching ``criteria`` was delivered to ``client_id`` (``count`` of them if
         given): handed to one of its subscriptions or consumers, not necessarily acknowledged yet.
 
-        Example:
+        Examples:
             >>> device = MqttClient(broker.mqtt, "device-1")
             >>> device.connect()
             (False, 0)

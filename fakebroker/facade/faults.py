@@ -40,7 +40,7 @@ class Faults(BrokerCore):
         Its bytes wait in the socket buffers, PINGREQs included, so its keepalive runs out once the clock
         passes 1.5 x keepalive after its last packet read; :meth:`resume` lets the held bytes through.
 
-        Example:
+        Examples:
             >>> device = MqttClient(broker.mqtt, "device-1", keepalive=60)
             >>> device.connect()
             (False, 0)
@@ -59,7 +59,7 @@ class Faults(BrokerCore):
     def resume(self, client_id: Target) -> None:
         """Undo :meth:`stall`: held bytes are read and written again.
 
-        Example:
+        Examples:
             >>> device = MqttClient(broker.mqtt, "device-1")
             >>> device.connect()
             (False, 0)
@@ -86,7 +86,7 @@ class Faults(BrokerCore):
         acknowledgement and a retained message is still stored, as for a message lost inside the broker.
         The returned :class:`~fakebroker.MessageFault` has ``remaining``, ``matched`` and ``cancel()``.
 
-        Example:
+        Examples:
             >>> fault = broker.drop_next(topic="sensors/#")
             >>> broker.publish("amq.topic", "sensors.temp", b"21.5").fault
             'dropped'
@@ -100,7 +100,7 @@ class Faults(BrokerCore):
         the bindings of that moment (``fault="delayed"``; ``pending`` until then). With the virtual clock they
         are routed by ``clock.advance``.
 
-        Example:
+        Examples:
             >>> broker.declare_queue("jobs")
             'jobs'
             >>> _ = broker.delay_next(1, 5.0, routing_key="jobs")

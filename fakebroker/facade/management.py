@@ -29,7 +29,7 @@ class Management(BrokerCore):
         ...); ``passive`` only checks that the queue exists (NotFound otherwise). Redeclaring with other
         properties raises PreconditionFailed, as RabbitMQ does. ``vhost`` defaults to the broker's.
 
-        Example:
+        Examples:
             >>> broker.declare_queue("orders", durable=True, arguments={"x-max-length": 100})
             'orders'
         """
@@ -56,7 +56,7 @@ class Management(BrokerCore):
         """exchange.declare: ``type`` is ``direct``, ``fanout``, ``topic`` or ``headers``; the flags and
         errors are as for :meth:`declare_queue`.
 
-        Example:
+        Examples:
             >>> broker.declare_exchange("events", "fanout", durable=True)
             >>> broker.exchanges["events"].type
             'fanout'
@@ -75,7 +75,7 @@ class Management(BrokerCore):
         exchange; ``arguments`` for a headers exchange) to ``queue``. MQTT topics arrive on ``amq.topic`` with
         ``/`` turned into ``.``.
 
-        Example:
+        Examples:
             >>> broker.declare_queue("audit")
             'audit'
             >>> broker.bind("audit", "amq.topic", "sensors.#")
@@ -89,7 +89,7 @@ class Management(BrokerCore):
                *, vhost: str | None = None) -> None:
         """queue.unbind: remove the binding :meth:`bind` made with the same arguments.
 
-        Example:
+        Examples:
             >>> broker.declare_queue("audit")
             'audit'
             >>> broker.bind("audit", "amq.topic", "sensors.#")
@@ -105,7 +105,7 @@ class Management(BrokerCore):
         """queue.delete; returns how many messages were in it. With ``if_unused`` / ``if_empty`` a queue that has
         consumers / messages is kept and PreconditionFailed raised.
 
-        Example:
+        Examples:
             >>> broker.declare_queue("jobs")
             'jobs'
             >>> _ = broker.publish("", "jobs", b"job 1")
@@ -119,7 +119,7 @@ class Management(BrokerCore):
         """exchange.delete, with its bindings; with ``if_unused`` an exchange that still has bindings is kept and
         PreconditionFailed raised.
 
-        Example:
+        Examples:
             >>> broker.declare_exchange("events", "fanout")
             >>> broker.delete_exchange("events")
             >>> "events" in broker.exchanges
@@ -130,7 +130,7 @@ class Management(BrokerCore):
     def purge(self, queue: str, *, vhost: str | None = None) -> int:
         """queue.purge: drop the queue's ready messages (unacknowledged ones stay); returns how many.
 
-        Example:
+        Examples:
             >>> broker.declare_queue("jobs")
             'jobs'
             >>> _ = broker.publish("", "jobs", b"job 1")
@@ -154,7 +154,7 @@ class Management(BrokerCore):
         ``delivery_mode``, ``expiration``, ``content_type``, ...). An MQTT subscriber of topic ``a/b`` receives
         a message published to ``amq.topic`` with routing key ``a.b``.
 
-        Example:
+        Examples:
             >>> broker.declare_queue("jobs")
             'jobs'
             >>> entry = broker.publish("", "jobs", b"job 1", {"delivery_mode": 2})
@@ -171,7 +171,7 @@ class Management(BrokerCore):
 
         With ``auto_ack=False`` the message stays unacknowledged until :meth:`ack` or :meth:`nack`.
 
-        Example:
+        Examples:
             >>> broker.declare_queue("jobs")
             'jobs'
             >>> _ = broker.publish("", "jobs", b"job 1")
@@ -185,7 +185,7 @@ class Management(BrokerCore):
     def ack(self, delivery: Delivery, *, vhost: str | None = None) -> None:
         """basic.ack of a delivery :meth:`get` returned with ``auto_ack=False``: the message leaves the queue.
 
-        Example:
+        Examples:
             >>> broker.declare_queue("jobs")
             'jobs'
             >>> _ = broker.publish("", "jobs", b"job 1")
@@ -200,7 +200,7 @@ class Management(BrokerCore):
         """basic.nack of a delivery :meth:`get` returned with ``auto_ack=False``: back to the head of its queue
         (marked redelivered), or with ``requeue=False`` dropped (dead-lettered when the queue has a DLX).
 
-        Example:
+        Examples:
             >>> broker.declare_queue("jobs")
             'jobs'
             >>> _ = broker.publish("", "jobs", b"job 1")

@@ -37,7 +37,7 @@ class ClockProxy:
     def now(self) -> float:
         """The broker's time in seconds: 0 at start on the virtual clock, moved only by :meth:`advance`.
 
-        Example:
+        Examples:
             >>> broker.clock.advance(1.5)
             >>> broker.clock.now()
             1.5
@@ -51,7 +51,7 @@ class ClockProxy:
         all run on this clock. What clients had already sent reaches the broker first; bytes a client has not
         written yet are not waited for. Only for a broker on the virtual clock (TypeError otherwise).
 
-        Example:
+        Examples:
             >>> broker.declare_queue("jobs", arguments={"x-message-ttl": 60_000})
             'jobs'
             >>> _ = broker.publish("", "jobs", b"job 1")
@@ -64,7 +64,7 @@ class ClockProxy:
     def pending(self) -> int:
         """How many timers are scheduled (useful to check that nothing is left waiting).
 
-        Example:
+        Examples:
             >>> before = broker.clock.pending()
             >>> broker.declare_queue("jobs", arguments={"x-expires": 30_000})
             'jobs'
@@ -117,7 +117,7 @@ class ThreadedBroker(BrokerAPI):
     def clock(self) -> ClockProxy:
         """The broker's clock, callable from the test's thread: ``now()``, ``advance(seconds)``, ``pending()``.
 
-        Example:
+        Examples:
             >>> broker.clock.now()
             0.0
         """
@@ -129,7 +129,7 @@ class ThreadedBroker(BrokerAPI):
         ``client_id`` names the connection by client id (every connection of it), by connection id, or by a
         :class:`~fakebroker.ClientInfo` of :attr:`clients`; LookupError when none is connected.
 
-        Example:
+        Examples:
             >>> device = MqttClient(broker.mqtt, "device-1", will=("status/device-1", b"offline", 1, True))
             >>> device.connect()
             (False, 0)
@@ -155,7 +155,7 @@ class ThreadedBroker(BrokerAPI):
         :class:`~fakebroker.observe.MessageTimeout` (an AssertionError and a TimeoutError) listing the
         messages the broker saw instead, closest first, with how each one differs.
 
-        Example:
+        Examples:
             >>> device = MqttClient(broker.mqtt, "device-1")
             >>> device.connect()
             (False, 0)
@@ -169,7 +169,7 @@ class ThreadedBroker(BrokerAPI):
     def wait_for_messages(self, count: int, timeout: float = 5.0, **criteria: Any) -> MessageLog:
         """Like :meth:`wait_for_message`, for at least ``count`` matching messages; returns them all.
 
-        Example:
+        Examples:
             >>> device = MqttClient(broker.mqtt, "device-1")
             >>> device.connect()
             (False, 0)
@@ -189,7 +189,7 @@ class ThreadedBroker(BrokerAPI):
         """Block until a client with ``client_id`` is connected (and, with ``subscribed``, has that filter or
         destination among its subscriptions); returns it. On timeout, the error lists the connected clients.
 
-        Example:
+        Examples:
             >>> device = MqttClient(broker.mqtt, "device-1")
             >>> device.connect()
             (False, 0)
@@ -208,7 +208,7 @@ class ThreadedBroker(BrokerAPI):
     def wait_for_disconnect(self, client_id: str, *, timeout: float = 5.0) -> None:
         """Block until no connection with ``client_id`` is left (at once when none is).
 
-        Example:
+        Examples:
             >>> device = MqttClient(broker.mqtt, "device-1")
             >>> device.connect()
             (False, 0)
@@ -230,7 +230,7 @@ class ThreadedBroker(BrokerAPI):
         persistent MQTT sessions and retained messages. Transient queues, exchanges and messages are gone.
         Inside :meth:`refuse_connections` the listeners stay closed until that block ends.
 
-        Example:
+        Examples:
             >>> broker.declare_queue("orders", durable=True)
             'orders'
             >>> broker.declare_queue("scratch")
@@ -247,7 +247,7 @@ class ThreadedBroker(BrokerAPI):
         closed, as if the broker were down. Open connections stay. On exit the broker listens again on the
         same ports.
 
-        Example:
+        Examples:
             >>> with broker.refuse_connections():
             ...     MqttClient(broker.mqtt, "device-1").connect()
             Traceback (most recent call last):
@@ -263,9 +263,9 @@ class ThreadedBroker(BrokerAPI):
 
     def stop(self) -> None:
         """Close every connection and stop the broker's thread (the ``with`` block of :func:`start` does it).
-        Calling it again does nothing; the message log and :meth:`traffic_report` stay readable.
+        Calling it again does nothing; the message log and ``traffic_report()`` stay readable.
 
-        Example:
+        Examples:
             >>> _ = broker.publish("amq.topic", "sensors.temp", b"21.5")
             >>> broker.stop()
             >>> len(broker.messages)
@@ -301,7 +301,7 @@ def start(**options: Any) -> ThreadedBroker:
     listener takes a free port unless its ``<listener>_port`` says otherwise. Use it as a context manager, or
     call ``.stop()``.
 
-    Example:
+    Examples:
         >>> with fakebroker.start(vhosts=("/", "tenant-a"), mqtt_subscription_ttl=60_000) as other:
         ...     other.declare_queue("jobs", vhost="tenant-a")
         'jobs'

@@ -161,7 +161,7 @@ class Views(BrokerCore):
     def peek(self, queue: str, *, vhost: str | None = None) -> list[Message]:
         """The ready messages of a queue, head first, without consuming them.
 
-        Example:
+        Examples:
             >>> broker.declare_queue("jobs")
             'jobs'
             >>> _ = broker.publish("", "jobs", b"job 1")
@@ -173,7 +173,7 @@ class Views(BrokerCore):
     def retained(self, *, vhost: str | None = None) -> dict[str, bytes]:
         """MQTT retained messages of the vhost: topic -> payload.
 
-        Example:
+        Examples:
             >>> device = MqttClient(broker.mqtt, "device-1")
             >>> device.connect()
             (False, 0)
@@ -192,7 +192,7 @@ class Views(BrokerCore):
     def queues(self) -> dict[str, QueueInfo]:
         """Queues of the broker's vhost, by name, as :class:`QueueInfo` (a fresh snapshot on each access).
 
-        Example:
+        Examples:
             >>> broker.declare_queue("jobs")
             'jobs'
             >>> _ = broker.publish("", "jobs", b"job 1")
@@ -204,7 +204,7 @@ class Views(BrokerCore):
     def queues_in(self, vhost: str | None) -> dict[str, QueueInfo]:
         """Queues of ``vhost`` (None: the broker's), by name.
 
-        Example:
+        Examples:
             >>> with fakebroker.start(vhosts=("/", "tenant-a")) as tenants:
             ...     _ = tenants.declare_queue("jobs", vhost="tenant-a")
             ...     print(list(tenants.queues_in("tenant-a")), list(tenants.queues))
@@ -226,7 +226,7 @@ class Views(BrokerCore):
         """Exchanges of the broker's vhost, by name, as :class:`ExchangeInfo` (``amq.*`` and the default
         exchange ``""`` included).
 
-        Example:
+        Examples:
             >>> broker.exchanges["amq.topic"].type
             'topic'
         """
@@ -235,7 +235,7 @@ class Views(BrokerCore):
     def exchanges_in(self, vhost: str | None) -> dict[str, ExchangeInfo]:
         """Exchanges of ``vhost`` (None: the broker's), by name.
 
-        Example:
+        Examples:
             >>> with fakebroker.start(vhosts=("/", "tenant-a")) as tenants:
             ...     tenants.declare_exchange("events", "fanout", vhost="tenant-a")
             ...     print("events" in tenants.exchanges_in("tenant-a"), "events" in tenants.exchanges)
@@ -252,7 +252,7 @@ class Views(BrokerCore):
     def bindings(self) -> list[BindingInfo]:
         """Bindings of the broker's vhost as :class:`BindingInfo`, the default exchange's implicit ones included.
 
-        Example:
+        Examples:
             >>> broker.declare_queue("audit")
             'audit'
             >>> broker.bind("audit", "amq.topic", "sensors.#")
@@ -264,7 +264,7 @@ class Views(BrokerCore):
     def bindings_in(self, vhost: str | None) -> list[BindingInfo]:
         """Bindings of ``vhost`` (None: the broker's).
 
-        Example:
+        Examples:
             >>> with fakebroker.start(vhosts=("/", "tenant-a")) as tenants:
             ...     _ = tenants.declare_queue("audit", vhost="tenant-a")
             ...     tenants.bind("audit", "amq.topic", "#", vhost="tenant-a")
@@ -282,7 +282,7 @@ class Views(BrokerCore):
         """Live connections of every protocol as :class:`ClientInfo`, oldest first (a fresh snapshot on each
         access); ``.get(client_id)`` finds one, ``.ids()`` lists the client ids.
 
-        Example:
+        Examples:
             >>> device = MqttClient(broker.mqtt, "device-1", keepalive=30)
             >>> device.connect()
             (False, 0)
@@ -300,7 +300,7 @@ class Views(BrokerCore):
         Also readable after the broker stopped. Filter it with ``.filter(**criteria)`` (the criteria of
         :meth:`assert_published`).
 
-        Example:
+        Examples:
             >>> _ = broker.publish("amq.topic", "sensors.temp", b"21.5")
             >>> broker.messages.filter(topic="sensors/#").bodies
             [b'21.5']

@@ -59,10 +59,8 @@ def classify(source: str, line: int, lang: str, body: str, excerpt: bool) -> Blo
     return Block(source, line, lang, body, "script")
 
 
-def markdown_blocks(path: Path, root: Path) -> list[Block]:
-    """Every fenced block of a Markdown page, classified."""
-    text = path.read_text()
-    source = str(path.relative_to(root))
+def fenced_blocks(text: str, source: str) -> list[Block]:
+    """Every fenced block of ``text`` (a Markdown page or a docstring), classified."""
     blocks = []
     for m in FENCE.finditer(text):
         line = text.count("\n", 0, m.start()) + 1
@@ -75,6 +73,11 @@ def markdown_blocks(path: Path, root: Path) -> list[Block]:
         f"{source}: {len(python_fences)} Python fences open but {len(found)} blocks close as expected "
         "(an opening fence without its closing one at the same indent?)")
     return blocks
+
+
+def markdown_blocks(path: Path, root: Path) -> list[Block]:
+    """Every fenced block of a Markdown page, classified."""
+    return fenced_blocks(path.read_text(), str(path.relative_to(root)))
 
 
 @contextmanager
