@@ -222,33 +222,23 @@ class StompDecoder:
         return bool(buf) and buf[0] != CR
 
     def _line(self, cr_error: str) -> bytes | None:
-        """The next complete line without its EOL, or None (after checking the partial one) if there is none."""
+        """The next complete line without its EOL, or None if there is none yet. The line, complete or not, is
+        checked first: RabbitMQ's parser fails on the first bad byte, before the line ends."""
         buf, pos = self._buf, self._pos
         nl = buf.find(b"\n", pos)
-        if nl < 0:
-            partial = bytes(buf[pos:])
-            cr = partial.find(b"\r")
-            if cr >= 0 and cr + 1 < len(partial):
-                raise StompFrameError(cr_error)
-            if self._command is not None:
-                self._check_header_text(partial, complete=False)
-            return None
-        end = nl - 1 if nl > pos and buf[nl - 1] == CR else nl
-        line = bytes(buf[pos:end])
-        if b"\r" in line:
-            raise StompFrameError(cr_error)
-        self._pos = nl + 1
-        return line
-
-    def _check_header_text(self, raw: bytes, complete: bool) -> None:
-        limit = self.max_header_length
-        if limit is not None and len(raw) > limit:
+        complete = nl >= 0
+        raw = bytes(buf[pos:nl] if complete else buf[pos:])
+        header = self._command is not None
+        if header and self.max_header_length is not None and len(raw.rstrip(b"\r")) > self.max_header_length:
             raise StompFrameError("max_header_length")
-        if b"\\" in raw:
-            _unescape_line(raw, complete)
+        if b"\r" in raw or (header and b"\\" in raw):
+            _scan(raw, complete, header, cr_error)
+        if not complete:
+            return None
+        self._pos = nl + 1
+        return raw[:-1] if raw.endswith(b"\r") else raw
 
     def _header(self, line: bytes) -> None:
-        self._check_header_text(line, complete=True)
         self._header_count += 1
         if self.max_headers is not None and self._header_count > self.max_headers:
             raise StompFrameError("max_headers")
@@ -318,9 +308,30 @@ class StompDecoder:
             raise StompFrameError("max_frame_size")
 
 
+def _scan(raw: bytes, complete: bool, header: bool, cr_error: str) -> None:
+    """Raise the error RabbitMQ's parser meets first in a line (``raw`` ends before the LF, if any): a CR not
+    followed by LF, or in a header a backslash not followed by n, r, c or another backslash."""
+    i, n = 0, len(raw)
+    while i < n:
+        byte = raw[i]
+        if byte == CR:
+            if i + 1 < n:
+                raise StompFrameError(cr_error)
+            i += 1
+        elif byte == BACKSLASH and header:
+            if i + 1 >= n:
+                if complete:
+                    raise StompFrameError("bad_escape")  # the escaped character would be the LF
+                return
+            if raw[i + 1] not in _UNESCAPE:
+                raise StompFrameError("bad_escape")
+            i += 2
+        else:
+            i += 1
+
+
 def _unescape_line(raw: bytes, complete: bool) -> tuple[str, str]:
-    """Split a header line at its first unescaped colon and decode the escapes; raise on a bad escape
-    (in a partial line, only the escapes seen so far are checked)."""
+    """Split a checked header line (see :func:`_scan`) at its first unescaped colon and decode the escapes."""
     parts: list[list[str]] = [[]]
     seen_colon = False
     text = _text(raw)
