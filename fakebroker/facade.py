@@ -34,6 +34,8 @@ from .observe import (
     matches,
     traffic_report,
 )
+from .protocols import listener_specs
+from .protocols.mqtt.state import MqttState
 from .server.runtime import Address, Connection
 
 T = TypeVar("T")
@@ -176,14 +178,36 @@ class BrokerAPI:
         except KeyError:
             raise AttributeError(f"the {name} listener is not enabled on this broker") from None
 
+    def _listener_attribute(self, name: str) -> Any:
+        """A listener's handle attribute (``mqtt``, ``web_mqtt_url``, ...) as its protocol's spec names it."""
+        for spec in listener_specs():
+            if spec.attribute == name:
+                address = self._address(spec.name)
+                return address if spec.url is None else spec.url.format(host=address.host, port=address.port)
+            if name in spec.more_urls:
+                address = self._address(spec.name)
+                return spec.more_urls[name].format(host=address.host, port=address.port)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._listener_attribute(name)
+
     @property
     def mqtt(self) -> Address:
-        return self._address("mqtt")
+        """The MQTT listener's ``(host, port)``."""
+        return self._listener_attribute("mqtt")  # type: ignore[no-any-return]
 
     @property
     def web_mqtt_url(self) -> str:
-        host, port = self._address("web_mqtt")
-        return f"ws://{host}:{port}/ws"
+        """MQTT over WebSocket: ``ws://host:port/ws``."""
+        return self._listener_attribute("web_mqtt_url")  # type: ignore[no-any-return]
+
+    def listener_urls(self) -> dict[str, str]:
+        """Every open listener, by name, as its address or URL text."""
+        specs = {spec.name: spec for spec in listener_specs()}
+        return {name: specs[name].address_text(a.host, a.port) for name, a in self.addresses.items()}
 
     # model operations
     def _vhost(self, vhost: str | None) -> str:
@@ -282,8 +306,11 @@ class BrokerAPI:
 
     def retained(self, *, vhost: str | None = None) -> dict[str, bytes]:
         """MQTT retained messages: topic -> payload."""
-        return self._call(lambda: {t: m.body for t, (m, _) in self._node.model.vhost(
-            self._vhost(vhost)).retained.items()})
+        def run() -> dict[str, bytes]:
+            name = self._node.model.vhost(self._vhost(vhost)).name  # NOT_FOUND for an unknown vhost
+            return {t: m.body for t, (m, _) in self._node.state(MqttState).retained_in(name).items()}
+
+        return self._call(run)
 
     # views
     @property

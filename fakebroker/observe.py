@@ -11,16 +11,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .model.broker import LoggedMessage
-from .model.topic import topic_matches
-from .protocols.mqtt.profile import to_amqp
+from .protocols import criteria as protocol_criteria
 
 if TYPE_CHECKING:
     from .node import Node
     from .server.runtime import Connection
 
-#: The criteria every message filter, wait, assertion and fault accepts.
+#: The criteria every message filter, wait, assertion and fault accepts (protocols add theirs: ``topic``, ...).
 CRITERIA: dict[str, str] = {
-    "topic": "an MQTT topic filter (+ and # wildcards) matched against the routing key as RabbitMQ maps it",
     "routing_key": "the AMQP routing key, exactly",
     "exchange": "the exchange it was published to",
     "queue": "a queue it was routed to",
@@ -33,9 +31,11 @@ CRITERIA: dict[str, str] = {
     "delivered_to": "a client id it was delivered to",
     "routed": "True when it reached at least one queue",
     "fault": 'what a message fault did to it: "dropped", "delayed" or None',
+    **{name: c.doc for name, c in protocol_criteria().items()},
 }
 #: The criteria that can be decided when a message is published, before routing (for message faults).
-BEFORE_ROUTING = ("topic", "routing_key", "exchange", "protocol", "client_id", "vhost", "payload", "body", "headers")
+BEFORE_ROUTING = (*protocol_criteria(), "routing_key", "exchange", "protocol", "client_id", "vhost", "payload", "body",
+                  "headers")
 
 
 class MessageTimeout(AssertionError, TimeoutError):
@@ -56,8 +56,9 @@ def _body_ok(body: bytes, wanted: Any) -> bool:
 
 
 def _ok(m: LoggedMessage, name: str, wanted: Any) -> bool:
-    if name == "topic":
-        return topic_matches(to_amqp(wanted), m.routing_key)
+    extra = protocol_criteria().get(name)
+    if extra is not None:
+        return extra.match(m, wanted)
     if name in ("payload", "body"):
         return _body_ok(m.body, wanted)
     if name == "queue":
@@ -86,6 +87,9 @@ def _short(value: Any) -> str:
 
 
 def _actual(m: LoggedMessage, name: str) -> Any:
+    extra = protocol_criteria().get(name)
+    if extra is not None:
+        return extra.actual(m)
     if name in ("payload", "body"):
         return m.body
     if name == "queue":
@@ -103,8 +107,8 @@ def mismatches(m: LoggedMessage, criteria: Mapping[str, Any]) -> list[str]:
             continue
         if callable(wanted):
             out.append(f"{name}: {_short(wanted)}({_short(m.body)}) is false")
-        elif name == "topic":
-            out.append(f"topic: {wanted!r} does not match {m.topic!r}")
+        elif name in protocol_criteria():
+            out.append(f"{name}: {wanted!r} does not match {_actual(m, name)!r}")
         else:
             out.append(f"{name}: expected {_short(wanted)}, got {_short(_actual(m, name))}")
     return out

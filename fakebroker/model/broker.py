@@ -249,7 +249,8 @@ class Broker:
 
         Kept: durable exchanges, durable non-exclusive queues with their persistent messages
         (``delivery_mode`` 2, in order, TTL deadlines unchanged), bindings from a kept exchange to a kept
-        queue, the MQTT retained store and the message log. Everything else is gone, as after
+        queue and the message log (protocols keep their own node-wide state, such as MQTT's retained
+        store). Everything else is gone, as after
         ``rabbitmqctl stop_app; start_app``. Kept queues come back as new queue processes with no consumer: the
         ``x-expires`` countdown starts again and the message-TTL timer is armed for the new head.
         """

@@ -43,8 +43,6 @@ class VHost:
             self.exchanges[ex_name] = Exchange(ex_name, ex_type, durable=True,
                                                internal=ex_name == "amq.rabbitmq.trace")
         self.queues: dict[str, Queue] = {}
-        # MQTT retained messages (RabbitMQ keeps one store per vhost): topic -> (message, qos).
-        self.retained: dict[str, tuple[Message, int]] = {}
 
     # -- lookups --------------------------------------------------------------------------------
     def exchange(self, name: str) -> Exchange:

@@ -20,11 +20,11 @@ import anyio
 import anyio.abc
 
 from ..clock import Clock, WallClock
-from ..protocols.base import ConnectionInfo, Session
+from ..protocols.base import ConnectionInfo, Session, SessionFactory
 
 logger = logging.getLogger("fakebroker")
 
-SessionFactory = Callable[[ConnectionInfo], Session]
+
 
 
 class Address(NamedTuple):
@@ -301,4 +301,4 @@ async def _close_quietly(stream: anyio.abc.SocketStream) -> None:
         await stream.aclose()
 
 
-__all__ = ["Address", "Connection", "Runtime", "SessionFactory"]
+__all__ = ["Address", "Connection", "Runtime"]
