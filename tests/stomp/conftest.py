@@ -8,32 +8,10 @@ from typing import Any
 
 import pytest
 
-from fakebroker.clock import VirtualClock
-from fakebroker.config import Options
-from fakebroker.model import Broker
 from fakebroker.protocols.base import ConnectionInfo
 from fakebroker.protocols.stomp.codec import Frame, StompDecoder, encode
 from fakebroker.protocols.stomp.session import StompSession
-
-
-class FakeHost:
-    """What a session may use of a broker, without the runtime: the model, the clock and the options."""
-
-    def __init__(self, options: Any = None) -> None:
-        self.options = options if options is not None else Options()
-        self.clock = VirtualClock()
-        self.model = Broker(self.clock, users=self.options.users, vhosts=self.options.vhosts)
-        self.stopping = False
-        self._states: dict[Any, Any] = {}
-        self.events: list[tuple[str, tuple[Any, ...]]] = []
-
-    def state(self, kind: Callable[[], Any]) -> Any:
-        if kind not in self._states:
-            self._states[kind] = kind()
-        return self._states[kind]
-
-    def emit(self, event: str, *args: Any) -> None:
-        self.events.append((event, args))
+from fakebroker.testing import FakeHost
 
 
 class Client:
@@ -118,12 +96,12 @@ def client(new_client: Callable[..., Client]) -> Client:
 
 
 @pytest.fixture
-def client_of() -> Iterator[Callable[[Any], Client]]:
+def client_of() -> Iterator[Callable[..., Client]]:
     """A client of a host of its own, made with the given broker options."""
     clients: list[Client] = []
 
-    def make(options: Any) -> Client:
-        client = Client(FakeHost(options))
+    def make(**options: Any) -> Client:
+        client = Client(FakeHost(**options))
         clients.append(client)
         return client
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from fakebroker.config import Options
 from fakebroker.protocols.stomp.destinations import subscription_queue_name
 
 SESSION = r"session-[A-Za-z0-9_-]{22}"
@@ -88,7 +87,7 @@ def test_no_login_uses_the_default_user(client: Any) -> None:
 
 
 def test_anonymous_refused_when_not_allowed(client_of: Any) -> None:
-    c = client_of(Options(allow_anonymous=False))
+    c = client_of(allow_anonymous=False)
     c.send("CONNECT", {"accept-version": "1.2"})
     assert c.read_bytes() == error_bytes("Bad CONNECT", "Missing login or passcode header(s)")
 

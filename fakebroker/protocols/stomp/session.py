@@ -119,7 +119,7 @@ class StompSession(Session):
         self.host = host
         self.clock = host.clock
         self.options = host.options
-        self.settings = StompSettings.from_options(host.options)
+        self.settings = host.options.protocol_settings("stomp", StompSettings)
         s = self.settings
         self.decoder = StompDecoder(max_frame_size=s.max_frame_size, max_headers=s.max_headers,
                                     max_header_length=s.max_header_length, max_body_size=s.max_body_size)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2")
 
@@ -28,18 +26,6 @@ class StompSettings:
     max_body_size: int | None = None
     #: Web STOMP: the WebSocket frame type the server sends (``web_stomp.ws_frame``: "text" or "binary").
     ws_frame: str = "text"
-
-    @classmethod
-    def from_options(cls, options: Any) -> StompSettings:
-        """Read ``stomp_<field>`` from the broker options; a field the options lack keeps its default."""
-        values = {}
-        for f in dataclasses.fields(cls):
-            name = f"stomp_{f.name}"
-            if hasattr(options, name):
-                values[f.name] = getattr(options, name)
-        settings = cls(**values)
-        settings.validate()
-        return settings
 
     def validate(self) -> None:
         if self.ws_frame not in ("text", "binary"):
