@@ -14,17 +14,24 @@ import paho.mqtt.client as mqtt
 
 def test_serve_prints_listeners_serves_mqtt_and_stops_on_sigterm() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", "--web-mqtt-port", "0"],
+        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", "--web-mqtt-port", "0", "--stomp-port", "0",
+         "--web-stomp-port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         assert proc.stdout is not None
-        banner = [proc.stdout.readline() for _ in range(3)]
+        banner = [proc.stdout.readline() for _ in range(5)]
         assert banner[0].startswith("fakebroker is serving")
         mqtt_port = int(re.search(r"mqtt://127\.0\.0\.1:(\d+)", banner[1]).group(1))  # type: ignore[union-attr]
-        assert re.search(r"ws://127\.0\.0\.1:\d+/ws", banner[2])
+        assert re.search(r"web-mqtt +ws://127\.0\.0\.1:\d+/ws", banner[2])
+        stomp_port = int(re.search(r"stomp +stomp://127\.0\.0\.1:(\d+)", banner[3]).group(1))  # type: ignore[union-attr]
+        assert re.search(r"web-stomp +ws://127\.0\.0\.1:\d+/ws", banner[4])
+
+        with socket.create_connection(("127.0.0.1", stomp_port), timeout=5) as s:
+            s.sendall(b"CONNECT\naccept-version:1.2\nhost:/\n\n\x00")
+            assert s.recv(4096).startswith(b"CONNECTED\nserver:RabbitMQ/3.10.8\nsession:session-")
 
         received: queue.Queue[bytes] = queue.Queue()
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cli-test")
@@ -57,7 +64,8 @@ def test_serve_reports_a_taken_port_without_a_traceback() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", str(port), "--no-web-mqtt"],
+            [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", str(port), "--no-web-mqtt", "--no-stomp",
+             "--no-web-stomp"],
             capture_output=True, text=True, timeout=30,
         )
     assert proc.returncode == 1
