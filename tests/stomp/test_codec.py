@@ -248,3 +248,30 @@ def test_grammar_soup_split_does_not_matter(tokens: list[bytes], data: st.DataOb
     cut = feed_split(soup, data.draw(split_points(soup)))
     assert summary(cut[0]) == summary(whole[0])
     assert cut[1] == whole[1]
+
+
+@pytest.mark.parametrize(("data", "term"), [
+    # As RabbitMQ 3.10's Web STOMP prints them in its close frame (observed).
+    (b"SEND\ndestination /queue/x\n\nbody\x00", '{header_no_value,"destination /queue/x"}'),
+    (b"SEND\nfoo:a\\tb\n\nbody\x00", '{bad_escape,"\\\\t"}'),
+    (b"SEND\rdestination:/topic/x\n\nabc\x00", '{unexpected_chars_in_command,"\\rd"}'),
+    (b"SEND\nh:\x80\x81\n\nx\x00", None),
+    (b"SEND\n\x80\x81\n\n\x00", "{header_no_value,[128,129]}"),
+])
+def test_error_terms(data: bytes, term: str | None) -> None:
+    decoder = StompDecoder()
+    decoder.feed(data)
+    if term is None:
+        assert list(decoder)
+        return
+    with pytest.raises(StompFrameError) as info:
+        list(decoder)
+    assert info.value.erlang() == term and not info.value.crash
+
+
+def test_content_length_problems_are_crashes() -> None:
+    decoder = StompDecoder()
+    decoder.feed(b"SEND\ncontent-length:3\n\nabcdef\x00")
+    with pytest.raises(StompFrameError) as info:
+        list(decoder)
+    assert info.value.crash

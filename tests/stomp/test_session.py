@@ -642,9 +642,9 @@ def test_silent_client_is_dropped_after_three_intervals(new_client: Any, host: A
     c = new_client()
     c.connect(heart_beat="1000,0")
     host.clock.advance(2.9)
-    assert not c.aborted
+    assert not c.closed
     host.clock.advance(0.1)
-    assert c.aborted
+    assert c.closed and c.read_bytes() == b""
     assert c.session.close_reason == "missed heart-beats from the client"
 
 
@@ -654,7 +654,7 @@ def test_client_heart_beats_keep_the_connection(new_client: Any, host: Any) -> N
     for _ in range(10):
         host.clock.advance(0.9)
         c.send_raw(b"\n")
-    assert not c.aborted
+    assert not c.closed
 
 
 def test_heart_beat_timers_stop_with_the_connection(new_client: Any, host: Any) -> None:

@@ -33,12 +33,41 @@ _UNESCAPE = {ord("n"): "\n", ord("r"): "\r", ord("c"): ":", BACKSLASH: "\\"}
 _ESCAPE_TABLE = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", ":": "\\c"})
 
 
-class StompFrameError(Exception):
-    """Bytes that are not a STOMP frame. ``reason`` names the problem (RabbitMQ's parser terms where it has one)."""
+#: Errors RabbitMQ's parser does not report but crashes on (a ``content-length`` it cannot use).
+CRASHES = frozenset(["bad_content_length", "negative_content_length", "content_length_mismatch"])
 
-    def __init__(self, reason: str) -> None:
+
+class StompFrameError(Exception):
+    """Bytes that are not a STOMP frame. ``reason`` names the problem (RabbitMQ's parser terms where it has one);
+    ``detail`` is what RabbitMQ's error term carries with it (the offending bytes), if anything."""
+
+    def __init__(self, reason: str, detail: bytes | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.detail = detail
+
+    @property
+    def crash(self) -> bool:
+        """True where RabbitMQ's parser crashes instead of returning an error."""
+        return self.reason in CRASHES
+
+    def erlang(self) -> str:
+        """The error term as RabbitMQ prints it (``~p``), e.g. ``{header_no_value,"destination /queue/x"}``."""
+        if self.detail is None:
+            return self.reason
+        return "{" + self.reason + "," + erlang_string(self.detail) + "}"
+
+
+_ERLANG_ESCAPES = {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x0B: "\\v", 0x08: "\\b", 0x0C: "\\f", 0x1B: "\\e",
+                   0x22: '\\"', 0x5C: "\\\\"}
+
+
+def erlang_string(raw: bytes) -> str:
+    """A list of bytes as Erlang's ``~p`` prints it: a quoted string when every byte is printable Latin-1,
+    otherwise a list of integers."""
+    if not all(32 <= b <= 126 or 160 <= b <= 255 or b in _ERLANG_ESCAPES for b in raw):
+        return "[" + ",".join(str(b) for b in raw) + "]"
+    return '"' + "".join(_ERLANG_ESCAPES.get(b, chr(b)) for b in raw) + '"'
 
 
 def _text(raw: bytes) -> str:
@@ -211,7 +240,7 @@ class StompDecoder:
                 if pos + 1 == end:
                     break
                 if buf[pos + 1] != LF:
-                    raise StompFrameError("unexpected_chars_between_frames")
+                    raise StompFrameError("unexpected_chars_between_frames", bytes(buf[pos:pos + 2]))
                 pos += 2
             else:
                 break
@@ -247,7 +276,7 @@ class StompDecoder:
         else:
             colon = line.find(b":")
             if colon < 0:
-                raise StompFrameError("header_no_value")
+                raise StompFrameError("header_no_value", line)
             name, value = _text(line[:colon]), _text(line[colon + 1:])
         if name not in self._names:
             self._names.add(name)
@@ -316,15 +345,15 @@ def _scan(raw: bytes, complete: bool, header: bool, cr_error: str) -> None:
         byte = raw[i]
         if byte == CR:
             if i + 1 < n:
-                raise StompFrameError(cr_error)
+                raise StompFrameError(cr_error, raw[i:i + 2])
             i += 1
         elif byte == BACKSLASH and header:
             if i + 1 >= n:
                 if complete:
-                    raise StompFrameError("bad_escape")  # the escaped character would be the LF
+                    raise StompFrameError("bad_escape", b"\\\n")  # the escaped character would be the LF
                 return
             if raw[i + 1] not in _UNESCAPE:
-                raise StompFrameError("bad_escape")
+                raise StompFrameError("bad_escape", raw[i:i + 2])
             i += 2
         else:
             i += 1
@@ -363,7 +392,7 @@ def _unescape_line(raw: bytes, complete: bool) -> tuple[str, str]:
     parts[-1].append(text[chunk_start:i])
     if not seen_colon:
         if complete:
-            raise StompFrameError("header_no_value")
+            raise StompFrameError("header_no_value", _raw("".join(parts[0])))
         return "".join(parts[0]), ""
     return "".join(parts[0]), "".join(parts[1])
 

@@ -144,6 +144,9 @@ class StompSession(Session):
         self._recv_state = (0, 0)  # (bytes received at the last check, checks without a change)
         self.frames_in = 0
         self.frames_out = 0
+        #: The WebSocket close (code, reason) when this session ends a Web STOMP connection other than with
+        #: RabbitMQ's usual 1000 "STOMP died"; read by the WebSocket adapter.
+        self.websocket_close: tuple[int, str] | None = None
 
     @property
     def connected(self) -> bool:
@@ -163,8 +166,10 @@ class StompSession(Session):
                 if self.close_requested:
                     break
         except StompFrameError as exc:
-            # RabbitMQ 3.10 logs the parse error and closes the socket without an ERROR frame.
+            # RabbitMQ 3.10 logs the parse error and closes the socket without an ERROR frame; Web STOMP closes
+            # with 1007 and the error term (1011 where the parser crashes, on a content-length it cannot use).
             self.close_reason = f"malformed frame: {exc.reason}"
+            self.websocket_close = (1011, "") if exc.crash else (1007, exc.erlang())
             self.request_close()
         finally:
             batch, self._batch = self._batch, None
@@ -350,7 +355,7 @@ class StompSession(Session):
             self._recv_timer = None
             self.close_reason = "missed heart-beats from the client"
             self._close_connection()
-            self.abort_transport()
+            self.request_close()
             return
         self._recv_timer = self.clock.call_later(interval, self._recv_tick, interval)
 
