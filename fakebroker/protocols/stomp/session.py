@@ -760,6 +760,10 @@ class StompSession(Session):
     def _on_connection_lost(self) -> None:
         self._close_connection()
 
+    @staticmethod
+    def _sub_key(s: Subscription) -> str:
+        return s.tag[2:] if s.tag.startswith("T_") else s.tag
+
     def describe(self) -> dict[str, Any]:
         return {
             "vhost": self.vhost.name if self.vhost else None,
@@ -767,11 +771,12 @@ class StompSession(Session):
             "protocol_version": f"STOMP {self.version}" if self.version else None,
             "session": self.session_id,
             "heart_beat": self.heart_beat,
-            "subscriptions": {
-                (s.tag[2:] if s.tag.startswith("T_") else s.tag): {
-                    "destination": s.destination, "ack": s.ack_mode if not s.multiple else "client",
-                    "queue": s.queue,
-                }
+            # id (or destination, for a STOMP 1.0 SUBSCRIBE without id) -> destination
+            "subscriptions": {self._sub_key(s): s.destination for s in self.subscriptions.values()},
+            "subscription_details": {
+                self._sub_key(s): {"destination": s.destination, "queue": s.queue,
+                                   "ack": s.ack_mode if s.ack_mode == "auto" else
+                                   "client" if s.multiple else "client-individual"}
                 for s in self.subscriptions.values()
             },
             "transactions": sorted(self._transactions),
