@@ -663,3 +663,26 @@ def test_heart_beat_timers_stop_with_the_connection(new_client: Any, host: Any) 
     c.send("DISCONNECT")
     c.close()
     assert host.clock.pending() == 0
+
+
+# -- limits (off by default, as in RabbitMQ 3.10) -------------------------------------------------------
+@pytest.mark.parametrize(("options", "data"), [
+    ({"stomp_max_frame_size": 64}, b"SEND\ndestination:/topic/x\n\n" + b"x" * 100 + b"\x00"),
+    ({"stomp_max_headers": 2}, b"SEND\ndestination:/topic/x\na:1\nb:2\n\n\x00"),
+    ({"stomp_max_header_length": 25}, b"SEND\ndestination:/topic/xxxxxxxx\n\n\x00"),
+    ({"stomp_max_body_size": 10}, b"SEND\ndestination:/topic/x\ncontent-length:11\n\n"),
+])
+def test_frame_limits_close_the_connection(client_of: Any, options: dict[str, int], data: bytes) -> None:
+    c = client_of(**options)
+    c.connect()
+    c.send_raw(data)
+    assert c.read_bytes() == b""
+    assert c.closed and (c.session.close_reason or "").startswith("malformed frame: max_")
+
+
+def test_no_limits_by_default(client: Any, host: Any) -> None:
+    client.send("SUBSCRIBE", {"destination": "/topic/big", "id": "b"})
+    body = b"x" * (5 * 1024 * 1024)
+    client.send("SEND", [("destination", "/topic/big")] + [(f"h{i}", "v" * 200) for i in range(150)], body)
+    frame = client.frame()
+    assert len(frame.body) == len(body) and frame.get("h149") == "v" * 200
