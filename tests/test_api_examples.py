@@ -20,7 +20,7 @@ import pytest
 from kit.docs import count_tests, fenced_blocks, run_doctest
 
 from fakebroker.clients.mqtt import MqttClient
-from fakebroker.facade import AsyncBroker, ClockProxy, ThreadedBroker
+from fakebroker.facade import AsyncBroker, ClientList, ClockProxy, MessageLog, ThreadedBroker
 from fakebroker.testing import SessionDriver
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ REFERENCE = ROOT / "docs" / "api.md"
 
 #: Classes every public method and property of which has an example (the broker handle and what it hands out,
 #: the shipped client). For AsyncBroker, the members it defines itself: the others are ThreadedBroker's.
-EVERY_MEMBER = [ThreadedBroker, AsyncBroker, ClockProxy, MqttClient, SessionDriver]
+EVERY_MEMBER = [ThreadedBroker, AsyncBroker, ClockProxy, ClientList, MessageLog, MqttClient, SessionDriver]
 #: Functions and classes that have an example themselves.
 THEMSELVES = ["fakebroker.start", "fakebroker.serve", "fakebroker.Options", "fakebroker.testing.FakeHost",
               "fakebroker.testing.SessionDriver", "fakebroker.testing.check_session_contract",

@@ -89,6 +89,7 @@ class ThreadedBroker(BrokerAPI):
         self._loop_thread = node.thread_id
         #: The thread running the broker's event loop (gone once :meth:`stop` returns).
         self.thread = next((t for t in threading.enumerate() if t.ident == node.thread_id), None)
+        #: True once :meth:`stop` has run.
         self.stopped = False
         self._setup(node, journal)
 

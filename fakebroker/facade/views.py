@@ -93,11 +93,27 @@ class ClientList(list[ClientInfo]):
     """The live connections, a list of :class:`ClientInfo` that can be searched by client id."""
 
     def get(self, client_id: str) -> ClientInfo | None:
-        """The first connection of ``client_id``, or None."""
+        """The first connection of ``client_id``, or None.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> broker.clients.get("device-1").protocol, broker.clients.get("device-2")
+            ('mqtt', None)
+        """
         return next((c for c in self if c.client_id == client_id), None)
 
     def ids(self) -> list[str | None]:
-        """The client ids, in connection order (None for a connection that has not identified itself)."""
+        """The client ids, in connection order (None for a connection that has not identified itself).
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> broker.clients.ids()
+            ['device-1']
+        """
         return [c.client_id for c in self]
 
 
@@ -123,13 +139,27 @@ class MessageLog(Sequence[LoggedMessage]):
         return "MessageLog([\n" + "".join(f"  {m.describe()}\n" for m in self._entries) + "])"
 
     def filter(self, **criteria: Any) -> MessageLog:
-        """Entries matching every criterion; see :func:`message_matches` for the names."""
+        """Entries matching every criterion; see :func:`message_matches` for the names.
+
+        Examples:
+            >>> for key in ("sensors.temp", "sensors.humidity", "alerts.fire"):
+            ...     _ = broker.publish("amq.topic", key, key.encode())
+            >>> len(broker.messages.filter(topic="sensors/#"))
+            2
+        """
         check_criteria(criteria)
         return MessageLog([m for m in self._entries if matches(m, criteria)])
 
     @property
     def bodies(self) -> list[bytes]:
-        """The entries' bodies, oldest first."""
+        """The entries' bodies, oldest first.
+
+        Examples:
+            >>> for key in ("sensors.temp", "sensors.humidity"):
+            ...     _ = broker.publish("amq.topic", key, key.encode())
+            >>> broker.messages.bodies
+            [b'sensors.temp', b'sensors.humidity']
+        """
         return [m.body for m in self._entries]
 
 
