@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from .amqp import PROTOCOL as AMQP
 from .base import Criterion, ListenerSpec, ProtocolSpec
 from .mqtt import PROTOCOL as MQTT
 
-PROTOCOLS: tuple[ProtocolSpec, ...] = (MQTT,)
+PROTOCOLS: tuple[ProtocolSpec, ...] = (MQTT, AMQP)
 
 
 def listener_specs() -> tuple[ListenerSpec, ...]:
