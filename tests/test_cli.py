@@ -14,17 +14,18 @@ import paho.mqtt.client as mqtt
 
 def test_serve_prints_listeners_serves_mqtt_and_stops_on_sigterm() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", "--web-mqtt-port", "0"],
+        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", "--web-mqtt-port", "0", "--amqp-port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         assert proc.stdout is not None
-        banner = [proc.stdout.readline() for _ in range(3)]
+        banner = [proc.stdout.readline() for _ in range(4)]
         assert banner[0].startswith("fakebroker is serving")
         mqtt_port = int(re.search(r"mqtt://127\.0\.0\.1:(\d+)", banner[1]).group(1))  # type: ignore[union-attr]
         assert re.search(r"ws://127\.0\.0\.1:\d+/ws", banner[2])
+        assert re.search(r"amqp://127\.0\.0\.1:\d+", banner[3])
 
         received: queue.Queue[bytes] = queue.Queue()
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cli-test")
@@ -57,7 +58,7 @@ def test_serve_reports_a_taken_port_without_a_traceback() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", str(port), "--no-web-mqtt"],
+            [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", str(port), "--no-web-mqtt", "--no-amqp"],
             capture_output=True, text=True, timeout=30,
         )
     assert proc.returncode == 1
