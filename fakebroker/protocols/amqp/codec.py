@@ -228,7 +228,7 @@ def from_pamqp_properties(props: commands.Basic.Properties) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in _PROPERTY_NAMES:
         value = getattr(props, "message_type" if name == "type" else name, None)
-        if value is None:
+        if value is None or (name == "cluster_id" and value == ""):  # pamqp's default for an absent cluster_id
             continue
         if name == "timestamp" and isinstance(value, datetime.datetime):
             if value.tzinfo is None:
