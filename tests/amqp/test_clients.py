@@ -276,3 +276,26 @@ def test_rabbitpy_declare_bind_publish_get(broker: Any) -> None:
         assert (message.body, message.routing_key, message.properties["content_type"]) == (
             b"from rabbitpy", "a.b", "text/plain")
         message.ack()
+
+
+# -- Celery (kombu's py-amqp transport) --------------------------------------------------------------------
+
+
+def test_a_celery_worker_runs_a_task_through_fakebroker(broker: Any) -> None:
+    from celery import Celery
+    from celery.contrib.testing.worker import start_worker
+
+    app = Celery("demo", broker=broker.amqp_url.replace("amqp://", "pyamqp://"), backend="rpc://")
+    # No AMQP heartbeats: the broker's clock is virtual, and the worker's event loop should notice its stop
+    # within its one-second poll rather than at the next heartbeat check.
+    app.conf.broker_heartbeat = 0
+    app.conf.broker_connection_retry_on_startup = False
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+        assert add.delay(2, 3).get(timeout=TIMEOUT) == 5
+    (task,) = broker.messages.filter(routing_key="celery")
+    assert task.protocol == "amqp" and task.properties["headers"]["task"].endswith("add")
