@@ -20,17 +20,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     got = 0
-    with rabbitpy.Connection(args.url) as connection:
-        with connection.channel() as channel:
-            queue = rabbitpy.Queue(channel, args.queue)
-            while True:
-                message = queue.get()
-                if message is None:
-                    break
-                headers = dict(sorted((message.properties.get("headers") or {}).items()))
-                print(message.routing_key, headers, message.body.decode("utf-8", "replace"))
-                message.ack()
-                got += 1
+    with rabbitpy.Connection(args.url) as connection, connection.channel() as channel:
+        queue = rabbitpy.Queue(channel, args.queue)
+        while True:
+            message = queue.get()
+            if message is None:
+                break
+            headers = dict(sorted((message.properties.get("headers") or {}).items()))
+            print(message.routing_key, headers, message.body.decode("utf-8", "replace"))
+            message.ack()
+            got += 1
     if not got:
         print("empty")
     return 0

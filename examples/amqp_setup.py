@@ -19,11 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="amqp://guest:guest@localhost:5672/%2f")
     args = parser.parse_args(argv)
 
-    with rabbitpy.Connection(args.url) as connection:
-        with connection.channel() as channel:
-            queue = rabbitpy.Queue(channel, "mqtt-messages")
-            queue.declare()
-            queue.bind("amq.topic", "#")
+    with rabbitpy.Connection(args.url) as connection, connection.channel() as channel:
+        queue = rabbitpy.Queue(channel, "mqtt-messages")
+        queue.declare()
+        queue.bind("amq.topic", "#")
     print("declared mqtt-messages, bound to amq.topic with #")
     return 0
 
