@@ -92,7 +92,9 @@ class VHost:
         # rabbit_channel's order: the type, the default exchange, the reserved prefix (new exchanges only),
         # then equivalence with an existing one.
         if type not in EXCHANGE_TYPES:
-            raise CommandInvalid(f"invalid exchange type '{type}'")
+            # rabbit_exchange:check_type/1: a name that is no registered type ("invalid" is only for an Erlang atom
+            # that exists but is not an exchange type, which no client can tell apart).
+            raise CommandInvalid(f"unknown exchange type '{type}'")
         if name == "":
             raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
         existing = self.exchanges.get(name)

@@ -86,7 +86,7 @@ def test_pika_connection_error(broker: Any) -> None:
     ch = conn.channel()
     with pytest.raises(ConnectionClosedByBroker) as err:
         ch.exchange_declare("e", "no-such-type")
-    assert (err.value.reply_code, err.value.reply_text) == (503, "COMMAND_INVALID - invalid exchange type "
+    assert (err.value.reply_code, err.value.reply_text) == (503, "COMMAND_INVALID - unknown exchange type "
                                                                  "'no-such-type'")
 
 

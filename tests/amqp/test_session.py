@@ -286,7 +286,7 @@ def test_a_publish_to_a_missing_exchange_closes_the_channel_with_404() -> None:
 def test_an_unknown_exchange_type_closes_the_connection_with_503() -> None:
     client = Client().open()
     frames = client.send(method(1, c.Exchange.Declare(exchange="e", exchange_type="nope")))
-    closed_with(frames, 503, "COMMAND_INVALID - invalid exchange type 'nope'", (40, 10), level="connection")
+    closed_with(frames, 503, "COMMAND_INVALID - unknown exchange type 'nope'", (40, 10), level="connection")
 
 
 def test_exchange_to_exchange_binding_and_unbinding() -> None:

@@ -46,7 +46,7 @@ def test_passive_declare_of_a_missing_exchange(backend: Backend) -> None:
 def test_an_unknown_exchange_type_closes_the_connection(backend: Backend) -> None:
     ch = channel(backend)
     assert connection_error(lambda: ch.exchange_declare("ex", "no-such-type")) == (
-        503, "COMMAND_INVALID - invalid exchange type 'no-such-type'")
+        503, "COMMAND_INVALID - unknown exchange type 'no-such-type'")
 
 
 def test_system_exchanges_cannot_be_deleted(backend: Backend) -> None:
