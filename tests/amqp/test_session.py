@@ -200,6 +200,23 @@ def test_a_method_where_the_content_header_belongs_is_505() -> None:
                 "frame instead", (60, 40), level="connection")
 
 
+def test_a_method_where_the_body_belongs_is_505() -> None:
+    client = Client().open()
+    frames = client.send(method(1, c.Basic.Publish(exchange="", routing_key="q")),
+                         b"\x02\x00\x01\x00\x00\x00\x0e\x00\x3c\x00\x00" + (3).to_bytes(8, "big")
+                         + b"\x00\x00\xce", method(1, c.Basic.Qos(0, 1)))
+    closed_with(frames, 505, "UNEXPECTED_FRAME - expected content body, got non content body frame instead",
+                (60, 40), level="connection")
+
+
+def test_a_content_header_of_another_class_is_505() -> None:
+    client = Client().open()
+    frames = client.send(method(1, c.Basic.Publish(exchange="", routing_key="q")),
+                         b"\x02\x00\x01\x00\x00\x00\x0e\x00\x32\x00\x00" + (3).to_bytes(8, "big") + b"\x00\x00\xce")
+    closed_with(frames, 505, "UNEXPECTED_FRAME - expected content header for class 60, got one for class 50 "
+                "instead", (60, 40), level="connection")
+
+
 def test_a_heartbeat_on_a_channel_is_505() -> None:
     client = Client().open()
     frames = client.send(b"\x08\x00\x01\x00\x00\x00\x00\xce")

@@ -416,7 +416,8 @@ class AmqpSession(Session):
             # RabbitMQ waits for exactly the announced size; more than that and it never completes.
             pending.remaining -= len(frame.data)
         else:
-            raise UnexpectedFrame("expected content body, got non content body frame instead")
+            raise _HardError(UnexpectedFrame("expected content body, got non content body frame instead"),
+                             pending.method)
         if pending.remaining == 0:
             ch.content = None
             body = b"".join(pending.parts)
