@@ -299,3 +299,46 @@ def test_a_celery_worker_runs_a_task_through_fakebroker(broker: Any) -> None:
         assert add.delay(2, 3).get(timeout=TIMEOUT) == 5
     (task,) = broker.messages.filter(routing_key="celery")
     assert task.protocol == "amqp" and task.properties["headers"]["task"].endswith("add")
+
+
+# -- faults ------------------------------------------------------------------------------------------------
+
+
+def test_an_abrupt_drop_exercises_aio_pikas_reconnect(broker: Any) -> None:
+    """broker.disconnect drops the socket with no connection.close: aio-pika's robust connection reconnects,
+    redeclares its queue and consumer, and the application keeps receiving."""
+
+    async def main() -> list[bytes]:
+        conn = await aio_pika.connect_robust(broker.amqp_url, reconnect_interval=0.05)
+        reconnected = asyncio.Event()
+        conn.reconnect_callbacks.add(lambda *_: reconnected.set())
+        async with conn:
+            ch = await conn.channel()
+            queue = await ch.declare_queue("robust", durable=True)
+            got: asyncio.Queue[bytes] = asyncio.Queue()
+
+            async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                async with message.process():
+                    got.put_nowait(message.body)
+
+            await queue.consume(on_message)
+            broker.publish("", "robust", b"before")
+            first = await asyncio.wait_for(got.get(), TIMEOUT)
+            (client,) = broker.clients
+            broker.disconnect(client)
+            await asyncio.wait_for(reconnected.wait(), TIMEOUT)
+            broker.publish("", "robust", b"after")
+            second = await asyncio.wait_for(got.get(), TIMEOUT)
+            return [first, second]
+
+    assert asyncio.run(main()) == [b"before", b"after"]
+
+
+def test_pika_sees_a_dropped_connection(broker: Any) -> None:
+    conn = blocking(broker)
+    conn.channel()
+    (client,) = broker.clients
+    broker.disconnect(client)
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        for _ in range(100):
+            conn.process_data_events(time_limit=0.05)
