@@ -615,3 +615,20 @@ def test_the_session_keeps_the_runtime_contract(script: list[bytes]) -> None:
 def test_protocol_header_parses_back() -> None:
     assert isinstance(parse(HEADER)[0][1], ProtocolHeader)
     assert CAPS["consumer_cancel_notify"]
+
+
+def test_content_headers_pass_through_verbatim() -> None:
+    """RabbitMQ hands consumers the content header's properties exactly as published (field types included);
+    so does fakebroker, whatever its codec would choose when encoding afresh."""
+    client = Client().open()
+    client.call(1, c.Queue.Declare(queue="q"))
+    # A header table with a 32-bit int 'I' for 1 (pamqp would pick the short-short 'b') and a long string.
+    table = b"\x01nI\x00\x00\x00\x01\x01sS\x00\x00\x00\x02ab"
+    props = b"\x20\x00" + len(table).to_bytes(4, "big") + table  # flags: headers only
+    header = b"\x00\x3c\x00\x00" + (2).to_bytes(8, "big") + props
+    client.send(method(1, c.Basic.Publish(exchange="", routing_key="q")),
+                b"\x02\x00\x01" + len(header).to_bytes(4, "big") + header + b"\xce",
+                b"\x03\x00\x01\x00\x00\x00\x02hi\xce")
+    out = client.driver.feed(method(1, c.Basic.Get(queue="q", no_ack=True)))
+    assert header in out
+    assert client.host.model.log[0].properties == {"headers": {"n": 1, "s": "ab"}}

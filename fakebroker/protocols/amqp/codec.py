@@ -19,7 +19,6 @@ from typing import Any
 from pamqp import commands, exceptions
 from pamqp import frame as pframe
 from pamqp.base import Frame as Method
-from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
@@ -28,6 +27,7 @@ FRAME_HEADER = 2
 FRAME_BODY = 3
 FRAME_HEARTBEAT = 8
 FRAME_END = 0xCE
+_END = bytes([FRAME_END])
 FRAME_MIN_SIZE = 4096  # rabbit_reader's frame_max until connection.tune-ok
 EMPTY_FRAME_SIZE = 8  # frame header (7) and frame end (1)
 HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
@@ -68,6 +68,7 @@ class HeaderFrame:
     class_id: int
     body_size: int
     properties: commands.Basic.Properties
+    raw: bytes = b""  # the property flags and list as sent, for passing on verbatim
 
 
 @dataclass(slots=True)
@@ -171,7 +172,7 @@ def decode_frame(frame_type: int, channel: int, payload: bytes) -> Frame:
             header.unmarshal(payload)
         except (exceptions.UnmarshalingException, struct.error, ValueError, UnicodeDecodeError) as exc:
             raise frame_error(frame_type, payload, "malformed_header") from exc
-        return HeaderFrame(channel, class_id, body_size, header.properties)
+        return HeaderFrame(channel, class_id, body_size, header.properties, payload[12:])
     if frame_type == FRAME_BODY:
         return BodyFrame(channel, payload)
     if frame_type == FRAME_HEARTBEAT:
@@ -204,17 +205,44 @@ def method_ids(method: Method) -> tuple[int, int]:
 
 
 def encode_method(channel: int, method: Method) -> bytes:
+    if type(method) is commands.Basic.Deliver:
+        return _encode_deliver(channel, method)
     return pframe.marshal(method, channel)
 
 
-def encode_content(channel: int, method: Method, body: bytes, properties: dict[str, Any], frame_max: int) -> bytes:
-    """A method with content: the method frame, the content header, and the body cut to fit ``frame_max``."""
-    parts = [pframe.marshal(method, channel),
-             pframe.marshal(ContentHeader(0, len(body), to_pamqp_properties(properties)), channel)]
+_TAG_FLAGS = struct.Struct(">QB")
+
+
+def _shortstr(value: str) -> bytes:
+    data = value.encode()
+    if len(data) > 255:
+        raise ValueError("short string over 255 bytes")
+    return bytes([len(data)]) + data
+
+
+def _encode_deliver(channel: int, m: commands.Basic.Deliver) -> bytes:
+    """basic.deliver by hand: it is most of what a broker writes, and pamqp's generic marshal is slow."""
+    args = (_METHOD_ID.pack(60, 60) + _shortstr(m.consumer_tag or "")
+            + _TAG_FLAGS.pack(m.delivery_tag or 0, 1 if m.redelivered else 0)
+            + _shortstr(m.exchange or "") + _shortstr(m.routing_key or ""))
+    return _HEADER.pack(FRAME_METHOD, channel, len(args)) + args + _END
+
+
+def encode_content(channel: int, method: Method, body: bytes, properties: dict[str, Any], frame_max: int,
+                   wire: bytes | None = None) -> bytes:
+    """A method with content: the method frame, the content header, and the body cut to fit ``frame_max``.
+    ``wire``: the property flags and list exactly as a publisher sent them (RabbitMQ passes them on unchanged)."""
+    props = wire if wire is not None else to_pamqp_properties(properties).marshal()
+    header = _CONTENT_HEADER.pack(60, 0, len(body)) + props
+    parts = [encode_method(channel, method), _HEADER.pack(FRAME_HEADER, channel, len(header)), header, _END]
     if body:
         chunk = (frame_max - EMPTY_FRAME_SIZE) if frame_max else len(body)
-        for start in range(0, len(body), chunk):
-            parts.append(pframe.marshal(ContentBody(body[start:start + chunk]), channel))
+        if len(body) <= chunk:
+            parts += (_HEADER.pack(FRAME_BODY, channel, len(body)), body, _END)
+        else:
+            for start in range(0, len(body), chunk):
+                piece = body[start:start + chunk]
+                parts += (_HEADER.pack(FRAME_BODY, channel, len(piece)), piece, _END)
     return b"".join(parts)
 
 

@@ -95,6 +95,7 @@ class _Publish:
 
     method: c.Basic.Publish
     properties: dict[str, Any] | None = None
+    wire: bytes | None = None  # the properties as the publisher encoded them
     remaining: int = 0
     parts: list[bytes] = field(default_factory=list)
 
@@ -404,6 +405,7 @@ class AmqpSession(Session):
                     f"expected content header for class 60, got one for class {frame.class_id} instead"),
                     pending.method)
             pending.properties = from_pamqp_properties(frame.properties)
+            pending.wire = frame.raw
             pending.remaining = frame.body_size
             if frame.body_size > self.settings.max_message_size:
                 ch.content = None
@@ -601,7 +603,7 @@ class AmqpSession(Session):
         exchange = vh.exchange(m.exchange)
         if exchange.internal:
             raise AccessRefused(f"cannot publish to internal exchange '{m.exchange}' in vhost '{vh.name}'")
-        properties = pending.properties
+        properties, wire = pending.properties, pending.wire
         user_id = properties.get("user_id")
         if user_id is not None and user_id != self.user:
             raise PreconditionFailed(f"user_id property set to '{user_id}' but authenticated user was '{self.user}'")
@@ -610,15 +612,16 @@ class AmqpSession(Session):
         if properties.get("reply_to") == REPLY_TO:
             if ch.reply_consumer is None:
                 raise PreconditionFailed("fast reply consumer does not exist")
-            properties = {**properties, "reply_to": self._reply_address(ch)}
+            properties, wire = {**properties, "reply_to": self._reply_address(ch)}, None
         if ch.tx:
-            ch.tx_publishes.append((_Publish(m, properties), body))
+            ch.tx_publishes.append((_Publish(m, properties, wire), body))
             return
-        self._route(ch, m, properties, body)
+        self._route(ch, m, properties, body, wire)
 
-    def _route(self, ch: _AmqpChannel, m: c.Basic.Publish, properties: dict[str, Any], body: bytes) -> None:
+    def _route(self, ch: _AmqpChannel, m: c.Basic.Publish, properties: dict[str, Any], body: bytes,
+               wire: bytes | None) -> None:
         assert self.vhost is not None
-        message = Message(m.exchange, m.routing_key, body, properties)
+        message = Message(m.exchange, m.routing_key, body, properties, wire=wire)
         if m.exchange == "" and m.routing_key.startswith(REPLY_TO + "."):
             self._reply(ch, m, message)
             return
@@ -627,7 +630,7 @@ class AmqpSession(Session):
                                             queues=targets)
         if not targets and m.mandatory and logged.fault is None:
             self._write(encode_content(ch.number, c.Basic.Return(312, "NO_ROUTE", m.exchange, m.routing_key),
-                                       body, properties, self.frame_max))
+                                       body, properties, self.frame_max, wire))
         if ch.confirm:
             ch.publish_seq += 1
             # A queue refusing it (x-overflow reject-publish) nacks the publish; everything else is acked.
@@ -643,10 +646,10 @@ class AmqpSession(Session):
                 session._write(encode_content(
                     target.number,
                     c.Basic.Deliver(target.reply_consumer, target.model._next_tag, False, "", m.routing_key),
-                    message.body, message.properties, session.frame_max))
+                    message.body, message.properties, session.frame_max, message.wire))
         elif m.mandatory:
             self._write(encode_content(ch.number, c.Basic.Return(312, "NO_ROUTE", "", m.routing_key),
-                                       message.body, message.properties, self.frame_max))
+                                       message.body, message.properties, self.frame_max, message.wire))
         if ch.confirm:
             ch.publish_seq += 1
             self._method(ch.number, c.Basic.Ack(ch.publish_seq))
@@ -654,7 +657,7 @@ class AmqpSession(Session):
     def _deliver(self, ch: _AmqpChannel, d: Delivery) -> None:
         data = encode_content(ch.number, c.Basic.Deliver(d.consumer_tag or "", d.delivery_tag, d.redelivered,
                                                          d.exchange, d.routing_key),
-                              d.body, d.properties, self.frame_max)
+                              d.body, d.properties, self.frame_max, d.message.wire)
         if ch.deferred is not None:
             ch.deferred.append(data)
         else:
@@ -667,7 +670,7 @@ class AmqpSession(Session):
             return
         self._write(encode_content(ch.number, c.Basic.GetOk(d.delivery_tag, d.redelivered, d.exchange,
                                                             d.routing_key, d.message_count),
-                                   d.body, d.properties, self.frame_max))
+                                   d.body, d.properties, self.frame_max, d.message.wire))
 
     def _settle(self, ch: _AmqpChannel, tag: int, multiple: bool, outcome: str) -> None:
         taken = ch.model.take(tag, multiple)
@@ -719,7 +722,7 @@ class AmqpSession(Session):
             ch.model.settle_taken(taken, outcome)
         for pending, body in publishes:
             assert pending.properties is not None
-            self._route(ch, pending.method, pending.properties, body)
+            self._route(ch, pending.method, pending.properties, body, pending.wire)
         self._method(ch.number, c.Tx.CommitOk())
 
     def _tx_rollback(self, ch: _AmqpChannel, m: c.Tx.Rollback) -> None:
