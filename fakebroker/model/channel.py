@@ -11,11 +11,12 @@ from .message import Delivery
 from .queue import Consumer, Queue, QueuedMessage
 
 if TYPE_CHECKING:
+    from .broker import DeliveryRecord
     from .vhost import VHost
 
 _tags = itertools.count(1)
 #: An outstanding delivery: its tag, the message, its queue, and the consumer it went to (None: basic.get).
-Unacked = tuple[int, QueuedMessage, Queue, "Consumer | None"]
+Unacked = tuple[int, QueuedMessage, Queue, "Consumer | None", "DeliveryRecord | None"]
 
 
 class Channel:
@@ -26,7 +27,7 @@ class Channel:
         self.owner = owner
         self.client_id = client_id
         self.consumers: dict[str, Consumer] = {}
-        self._unacked: dict[int, tuple[QueuedMessage, Queue, Consumer | None]] = {}
+        self._unacked: dict[int, tuple[QueuedMessage, Queue, Consumer | None, DeliveryRecord | None]] = {}
         self._next_tag = 0
         self.closed = False
         #: basic.qos with global=true: unacknowledged consumer deliveries the whole channel may hold (0: no limit).
@@ -39,8 +40,9 @@ class Channel:
         self._next_tag += 1
         return self._next_tag
 
-    def track(self, tag: int, qm: QueuedMessage, queue: Queue, consumer: Consumer | None) -> None:
-        self._unacked[tag] = (qm, queue, consumer)
+    def track(self, tag: int, qm: QueuedMessage, queue: Queue, consumer: Consumer | None,
+              record: DeliveryRecord | None = None) -> None:
+        self._unacked[tag] = (qm, queue, consumer, record)
 
     @property
     def unacked_count(self) -> int:
@@ -113,15 +115,17 @@ class Channel:
         return [(t, *self._unacked.pop(t)) for t in tags]
 
     def settle_taken(self, taken: list[Unacked], outcome: str) -> None:
-        for _, qm, queue, consumer in taken:
+        for _, qm, queue, consumer, record in taken:
+            if record is not None:
+                record.outcome = outcome
             queue.settle(qm, consumer, outcome)
         if self.global_prefetch:
             self.wake_consumers()
 
     def restore(self, taken: list[Unacked]) -> None:
         """Make taken deliveries outstanding again (tx.rollback)."""
-        for tag, qm, queue, consumer in taken:
-            self._unacked[tag] = (qm, queue, consumer)
+        for tag, qm, queue, consumer, record in taken:
+            self._unacked[tag] = (qm, queue, consumer, record)
 
     def wake_consumers(self) -> None:
         """Put consumers blocked by the channel's shared window back in rotation once it has room."""
@@ -133,8 +137,12 @@ class Channel:
         """Requeue every unacknowledged message (basic.recover with requeue, or channel close)."""
         pending = sorted(self._unacked.items())
         self._unacked.clear()
-        for _, (qm, queue, consumer) in pending:
+        for _, (qm, queue, consumer, record) in pending:
+            if record is not None:
+                record.outcome = "requeue"
             queue.settle(qm, consumer, "requeue")
+        if self.global_prefetch:
+            self.wake_consumers()
 
     def close(self) -> None:
         """Cancel every consumer and requeue unacknowledged messages, as when a connection goes away."""
