@@ -195,3 +195,14 @@ def test_fuzzed_method_arguments(args: bytes) -> None:
             read_all(HEADER + struct.pack(">BHI", 1, 1, len(payload)) + payload + b"\xce")
         except FrameError as exc:
             assert exc.code == 501 and exc.text.startswith("FRAME_ERROR - cannot decode")
+
+
+@given(st.from_regex(r"[a-zA-Z0-9_.:-]{0,40}", fullmatch=True), st.text(max_size=60), st.booleans(), st.booleans(),
+       st.integers(0, 2**64 - 1), st.booleans())
+def test_the_hand_decoded_methods_match_pamqp(exchange: str, key: str, mandatory: bool, immediate: bool,
+                                              tag: int, multiple: bool) -> None:
+    from fakebroker.protocols.amqp.codec import decode_method
+
+    for m in (c.Basic.Publish(exchange=exchange, routing_key=key, mandatory=mandatory, immediate=immediate),
+              c.Basic.Ack(tag, multiple)):
+        assert dict(decode_method(method(1, m)[7:-1])) == dict(m)
