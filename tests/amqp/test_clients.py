@@ -342,3 +342,19 @@ def test_pika_sees_a_dropped_connection(broker: Any) -> None:
     with pytest.raises(pika.exceptions.AMQPConnectionError):
         for _ in range(100):
             conn.process_data_events(time_limit=0.05)
+
+
+def test_a_blocked_connection_is_told_and_unblocked(broker: Any) -> None:
+    conn = blocking(broker)
+    events: list[str] = []
+    conn.add_on_connection_blocked_callback(lambda c, frame: events.append(f"blocked: {frame.method.reason}"))
+    conn.add_on_connection_unblocked_callback(lambda c, frame: events.append("unblocked"))
+    conn.channel()
+    (client,) = broker.clients
+    broker.block(client, "low on disk")
+    eventually(lambda: conn.process_data_events(time_limit=0) or bool(events))
+    assert client.id == broker.clients[0].id and events == ["blocked: low on disk"]
+    broker.unblock(client)
+    eventually(lambda: conn.process_data_events(time_limit=0) or len(events) == 2)
+    assert events == ["blocked: low on disk", "unblocked"]
+    conn.close()
