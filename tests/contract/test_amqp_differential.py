@@ -24,9 +24,14 @@ from contractlib import Backend, FakeBackend, RabbitBackend
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
-from pika.exceptions import ChannelClosedByBroker
+from pika.exceptions import ChannelClosedByBroker, NackError, UnroutableError
 
 QUEUES = ("q0", "q1", "q2")
+EXCHANGES = ("x1", "x2")
+#: Queue arguments a declare step picks from: none, a length limit (dropping the head or refusing publishes),
+#: dead-lettering to q0 through the default exchange.
+ARGUMENTS = (None, {"x-max-length": 2}, {"x-max-length": 1, "x-overflow": "reject-publish"},
+             {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "q0"})
 KEYS = ("a", "a.b", "b.c", "a.b.c")
 PATTERNS = ("a", "a.*", "#", "*.c", "a.#")
 
@@ -47,6 +52,10 @@ class Side:
     def do(self, action: Any) -> Any:
         try:
             return ("ok", action(self.ch))
+        except UnroutableError:
+            return ("returned",)
+        except NackError:
+            return ("nacked",)
         except ChannelClosedByBroker as exc:
             self.ch = self._channel()
             return ("error", exc.reply_code, exc.reply_text.replace(self.backend.vhost, "VHOST"))
@@ -75,11 +84,9 @@ class AmqpDifferential(RuleBasedStateMachine):
         outcomes = [side.do(action) for side in self.sides]
         assert outcomes[0] == outcomes[1], f"fakebroker: {outcomes[0]!r}\nRabbitMQ:   {outcomes[1]!r}"
 
-    @rule(queue=st.sampled_from(QUEUES), durable=st.booleans(), limit=st.sampled_from([None, 2]),
+    @rule(queue=st.sampled_from(QUEUES), durable=st.booleans(), args=st.sampled_from(ARGUMENTS),
           passive=st.sampled_from([False, False, True]))
-    def declare(self, queue: str, durable: bool, limit: int | None, passive: bool) -> None:
-        args = {"x-max-length": limit} if limit is not None else None
-
+    def declare(self, queue: str, durable: bool, args: dict[str, Any] | None, passive: bool) -> None:
         def run(ch: Any) -> Any:
             ok = ch.queue_declare(queue, passive=passive, durable=durable, arguments=args).method
             return (ok.queue, ok.message_count, ok.consumer_count)
@@ -97,12 +104,31 @@ class AmqpDifferential(RuleBasedStateMachine):
         else:
             self._same(lambda ch: ch.queue_bind(queue, "amq.topic", pattern) and None)
 
-    @rule(key=st.sampled_from(KEYS + QUEUES), direct=st.booleans())
-    def publish(self, key: str, direct: bool) -> None:
+    @rule(key=st.sampled_from(KEYS + QUEUES), exchange=st.sampled_from(("", "amq.topic", *EXCHANGES)),
+          mandatory=st.booleans())
+    def publish(self, key: str, exchange: str, mandatory: bool) -> None:
         self.n += 1
         body = b"m%d" % self.n
-        exchange = "" if direct else "amq.topic"
-        self._same(lambda ch: ch.basic_publish(exchange, key, body))
+        self._same(lambda ch: ch.basic_publish(exchange, key, body, mandatory=mandatory))
+
+    @rule(exchange=st.sampled_from(EXCHANGES), kind=st.sampled_from(("fanout", "topic")),
+          alternate=st.sampled_from((None, "x1", "x2")))
+    def declare_exchange(self, exchange: str, kind: str, alternate: str | None) -> None:
+        args = {"alternate-exchange": alternate} if alternate else None
+        self._same(lambda ch: ch.exchange_declare(exchange, kind, arguments=args) and None)
+
+    @rule(exchange=st.sampled_from(EXCHANGES))
+    def delete_exchange(self, exchange: str) -> None:
+        self._same(lambda ch: ch.exchange_delete(exchange) and None)
+
+    @rule(destination=st.sampled_from(EXCHANGES + QUEUES), source=st.sampled_from(EXCHANGES + ("amq.topic",)),
+          pattern=st.sampled_from(PATTERNS), unbind=st.booleans())
+    def bind_to(self, destination: str, source: str, pattern: str, unbind: bool) -> None:
+        if destination in QUEUES:
+            call = "queue_unbind" if unbind else "queue_bind"
+        else:
+            call = "exchange_unbind" if unbind else "exchange_bind"
+        self._same(lambda ch: getattr(ch, call)(destination, source, pattern) and None)
 
     @rule(queue=st.sampled_from(QUEUES), settle=st.sampled_from(["ack", "requeue", "drop", "no-ack", "keep"]))
     def get(self, queue: str, settle: str) -> None:
