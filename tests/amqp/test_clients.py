@@ -155,6 +155,31 @@ def test_pika_server_cancel_when_the_queue_is_deleted(broker: Any) -> None:
     conn.close()
 
 
+def test_an_open_connection_outlives_the_handshake_timeout(broker: Any) -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(broker.amqp_url + "?heartbeat=0"))
+    ch = conn.channel()
+    broker.clock.advance(3600)
+    ch.queue_declare("still-here")
+    assert len(broker.clients) == 1
+    conn.close()
+
+
+def test_an_unfinished_handshake_is_closed_after_the_handshake_timeout(broker: Any) -> None:
+    import socket
+
+    with socket.create_connection(tuple(broker.amqp), timeout=TIMEOUT) as sock:
+        sock.sendall(b"AMQP\x00\x00\x09\x01")
+        assert sock.recv(65536)  # connection.start
+        eventually(lambda: len(broker.clients) == 1)
+        broker.clock.advance(10)
+        sock.settimeout(TIMEOUT)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        assert data == b""
+    eventually(lambda: not broker.clients)
+
+
 def test_pika_heartbeat_expiry_on_the_broker_clock(broker: Any) -> None:
     """A client that stops reading and writing (here: pika told to send no heartbeats it negotiated) is dropped
     after two heartbeat intervals of silence on the broker's clock."""

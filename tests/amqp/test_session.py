@@ -122,6 +122,16 @@ def test_a_user_without_access_to_the_vhost_is_530() -> None:
                 level="connection")
 
 
+def test_established_once_open() -> None:
+    client = Client()
+    client.send(HEADER)
+    client.send(start_ok())
+    client.send(method(0, c.Connection.TuneOk(2047, 131072, 0)))
+    assert not client.session.established
+    client.send(method(0, c.Connection.Open("/")))
+    assert client.session.established
+
+
 def test_close_from_the_client() -> None:
     client = Client().open()
     [(_, ok)] = client.send(method(0, c.Connection.Close(200, "bye", 0, 0)))

@@ -282,6 +282,7 @@ class AmqpSession(Session):
             return
         self.vhost = self.model.vhosts[name]
         self.phase = "running"
+        self._established = True  # the runtime's handshake_timeout no longer applies
         self._method(0, c.Connection.OpenOk())
 
     # -- heartbeats (on the broker's clock) --------------------------------------------------------------
