@@ -498,6 +498,18 @@ def test_exclusive_queues_belong_to_their_connection_and_go_with_it() -> None:
     assert "mine" not in host.model.vhost("/").queues
 
 
+def test_describe_lists_consumers_and_keeps_them_after_the_close() -> None:
+    client = Client().open()
+    client.call(1, c.Queue.Declare(queue="q"))
+    client.call(1, c.Basic.Consume(queue="q", consumer_tag="t"))
+    client.call(1, c.Basic.Consume(queue="amq.rabbitmq.reply-to", consumer_tag="r", no_ack=True))
+    described = client.session.describe()
+    assert described["subscriptions"] == {"t": "q", "r": "amq.rabbitmq.reply-to"}
+    assert (described["vhost"], described["channels"], described["auth_mechanism"]) == ("/", 1, "PLAIN")
+    client.session.receive_data(b"")
+    assert client.session.describe()["subscriptions"] == {"t": "q", "r": "amq.rabbitmq.reply-to"}
+
+
 def test_an_auto_delete_queue_goes_when_its_last_consumer_cancels() -> None:
     host = FakeHost()
     client = Client(host).open()

@@ -144,6 +144,7 @@ class AmqpSession(Session):
         self._missed = 0
         self._hb_send: TimerHandle | None = None
         self._hb_recv: TimerHandle | None = None
+        self._final_consumers: dict[str, str] = {}
 
     # -- capabilities the client announced ----------------------------------------------------------
     def _client_capability(self, name: str) -> bool:
@@ -755,6 +756,8 @@ class AmqpSession(Session):
 
     # -- end of the connection ------------------------------------------------------------------------
     def _on_connection_lost(self) -> None:
+        # What it consumed, as it was, for the reports of a closed connection.
+        self._final_consumers = self._consumers()
         for timer in (self._hb_send, self._hb_recv):
             if timer is not None:
                 timer.cancel()
@@ -766,14 +769,20 @@ class AmqpSession(Session):
         if self.vhost is not None:
             self.vhost.connection_closed(self)
 
-    def describe(self) -> dict[str, Any]:
+    def _consumers(self) -> dict[str, str]:
         consumers: dict[str, str] = {}
         for ch in self.channels.values():
             for tag, consumer in ch.model.consumers.items():
                 consumers[tag] = consumer.queue.name
+            if ch.reply_consumer is not None:
+                consumers[ch.reply_consumer] = REPLY_TO
+        return consumers
+
+    def describe(self) -> dict[str, Any]:
         return {
             "vhost": self.vhost.name if self.vhost else None,
-            "subscriptions": consumers,
+            # Consumer tag -> queue; once closed, what it consumed when the connection went.
+            "subscriptions": self._final_consumers if self.closed else self._consumers(),
             "channels": len(self.channels),
             "heartbeat": self.heartbeat,
             "frame_max": self.frame_max,
