@@ -44,8 +44,8 @@ class BrokerCore:
     @property
     def addresses(self) -> dict[str, Address]:
         """Every open listener's :class:`~fakebroker.Address`, by listener name (``mqtt``, ``web_mqtt``, ...).
-        Each listener is also an attribute of the handle: ``broker.mqtt``, ``broker.stomp`` (an Address),
-        ``broker.web_mqtt_url``, ``broker.web_stomp_url`` (a URL).
+        Each listener is also an attribute of the handle: ``broker.mqtt``, ``broker.stomp``, ``broker.amqp`` (an
+        Address), ``broker.web_mqtt_url``, ``broker.web_stomp_url``, ``broker.amqp_url`` (a URL).
 
         Examples:
             >>> broker.addresses["mqtt"] == broker.mqtt

@@ -81,7 +81,20 @@ class Faults(BrokerCore):
     def block(self, client_id: Target, reason: str = "low on memory") -> None:
         """A resource alarm as an AMQP client sees it: ``connection.blocked`` with ``reason``, sent to connections
         that announced the ``connection.blocked`` capability (pika, aio-pika and py-amqp do). Publishing still
-        works: fakebroker only tells, it does not stop reading as RabbitMQ would."""
+        works: fakebroker only tells, it does not stop reading as RabbitMQ would.
+
+        Examples:
+            >>> import pika
+            >>> conn = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
+            >>> reasons = []
+            >>> conn.add_on_connection_blocked_callback(lambda _, frame: reasons.append(frame.method.reason))
+            >>> broker.block(broker.clients[0])
+            >>> while not reasons:
+            ...     conn.process_data_events(time_limit=0.05)
+            >>> reasons
+            ['low on memory']
+            >>> conn.close()
+        """
 
         def run() -> None:
             for conn in self._connections(client_id):
@@ -91,7 +104,19 @@ class Faults(BrokerCore):
         self._call(run)
 
     def unblock(self, client_id: Target) -> None:
-        """The alarm clears: ``connection.unblocked``."""
+        """The alarm clears: ``connection.unblocked``.
+
+        Examples:
+            >>> import pika
+            >>> conn = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
+            >>> unblocked = []
+            >>> conn.add_on_connection_unblocked_callback(lambda _, frame: unblocked.append(True))
+            >>> broker.block(broker.clients[0])
+            >>> broker.unblock(broker.clients[0])
+            >>> while not unblocked:
+            ...     conn.process_data_events(time_limit=0.05)
+            >>> conn.close()
+        """
 
         def run() -> None:
             for conn in self._connections(client_id):
