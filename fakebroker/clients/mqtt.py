@@ -84,13 +84,18 @@ class MqttClient:
                  username: str | None = None, password: str | None = None, reconnect: bool = False,
                  sink: list[Received] | None = None, timeout: float = TIMEOUT) -> None:
         self.client_id = client_id
+        """The client id its CONNECT sends."""
         self.keepalive = keepalive
+        """The keepalive its CONNECT sends, in seconds."""
         self.timeout = timeout
+        """How long each wait lasts at most, in real seconds."""
         if isinstance(address, str):
             url = urlparse(address)
             assert url.hostname is not None and url.port is not None, f"not a ws:// URL: {address!r}"
             self.address: tuple[str, int] = (url.hostname, url.port)
+            """The broker's ``(host, port)``."""
             self.websocket_path: str | None = url.path or "/"
+            """The WebSocket path, or None over TCP."""
         else:
             self.address = (str(address[0]), int(address[1]))
             self.websocket_path = None
@@ -100,6 +105,7 @@ class MqttClient:
                                 clean_session=None if level == paho.MQTTv5 else clean_session,
                                 transport="websockets" if self.websocket_path else "tcp",
                                 reconnect_on_failure=reconnect)
+        """The paho-mqtt ``Client`` underneath, for what this class does not wrap."""
         if self.websocket_path:
             self.paho.ws_set_options(path=self.websocket_path)
         if reconnect:
@@ -108,12 +114,12 @@ class MqttClient:
             self.paho.will_set(*will)
         if username is not None:
             self.paho.username_pw_set(username, password)
-        #: Messages not yet taken with :meth:`get`/:meth:`expect`, oldest first.
         self.inbox: queue.Queue[Received] = queue.Queue()
-        #: Every message received, in order (what :meth:`messages` returns).
+        """Messages not yet taken with :meth:`get`/:meth:`expect`, oldest first."""
         self.received: list[Received] = [] if sink is None else sink
-        #: Set when paho saw the connection go (cleared again by a reconnect).
+        """Every message received, in order (what :meth:`messages` returns)."""
         self.disconnected = threading.Event()
+        """Set when paho saw the connection go (cleared again by a reconnect)."""
         self._lock = threading.Lock()
         self._connacks: queue.Queue[tuple[bool, Any]] = queue.Queue()
         self._disconnects: queue.Queue[Any] = queue.Queue()

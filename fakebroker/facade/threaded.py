@@ -87,10 +87,10 @@ class ThreadedBroker(BrokerAPI):
         self._portal_cm = portal_cm
         self._serve_cm = serve_cm
         self._loop_thread = node.thread_id
-        #: The thread running the broker's event loop (gone once :meth:`stop` returns).
         self.thread = next((t for t in threading.enumerate() if t.ident == node.thread_id), None)
-        #: True once :meth:`stop` has run.
+        """The thread running the broker's event loop (gone once :meth:`stop` returns)."""
         self.stopped = False
+        """True once :meth:`stop` has run."""
         self._setup(node, journal)
 
     def _on_loop(self) -> bool:
