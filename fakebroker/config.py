@@ -40,28 +40,37 @@ class Options:
     """
 
     host: str = "127.0.0.1"
+    """The address the listeners bind."""
     clock: str | Clock = "virtual"
+    """``"virtual"`` (moves only when the test advances it), ``"wall"``, or a :class:`~fakebroker.VirtualClock` /
+    :class:`~fakebroker.WallClock` instance."""
 
     # Authentication (RabbitMQ: default_user/default_pass, mqtt.allow_anonymous).
     users: dict[str, Any] = field(default_factory=lambda: {"guest": "guest"})
+    """User -> password, or -> ``{"password": ..., "vhosts": [...]}``."""
     vhosts: tuple[str, ...] = ("/",)
+    """The virtual hosts (``vhost`` and the protocols' vhosts are added when missing)."""
     allow_anonymous: bool = True
+    """Clients that send no credentials log in as ``default_user`` (RabbitMQ's ``mqtt.allow_anonymous``)."""
     default_user: str = "guest"
+    """The anonymous login's user."""
     default_pass: str = "guest"
-    #: The vhost of the Python API's calls and of protocols that do not name one (RabbitMQ's default_vhost).
+    """The anonymous login's password."""
     vhost: str = "/"
-    retain_log: int | None = None  # keep at most this many entries in the message log (None = all)
-    #: Seconds of broker-clock time a connection has to complete its protocol's opening (MQTT CONNECT, STOMP
-    #: CONNECT, an HTTP request head, AMQP's handshake) before it is closed; None: no limit. RabbitMQ: 10 s.
+    """The vhost of the Python API's calls and of protocols that do not name one (RabbitMQ's default_vhost)."""
+    retain_log: int | None = None
+    """Keep at most this many entries in the message log (None: all)."""
     handshake_timeout: float | None = 10.0
-    #: Connections one listener holds at most; past it the listener stops accepting (new clients wait in the
-    #: TCP backlog) until one closes, as RabbitMQ's listeners do at ``ranch``'s max_connections. None: no limit.
+    """Seconds of broker-clock time a connection has to complete its protocol's opening (MQTT CONNECT, STOMP
+    CONNECT, an HTTP request head, AMQP's handshake) before it is closed; None: no limit. RabbitMQ: 10 s."""
     max_connections: int | None = 10_000
+    """Connections one listener holds at most; past it the listener stops accepting (new clients wait in the
+    TCP backlog) until one closes, as RabbitMQ's listeners do at ``ranch``'s max_connections. None: no limit."""
 
-    #: Listener name -> port (0: a free port; None: not opened).
     ports: dict[str, int | None] = field(default_factory=_default_ports)
-    #: Protocol name -> its settings dataclass.
+    """Listener name -> port (0: a free port; None: not opened); given as ``<listener>_port`` options."""
     settings: dict[str, Any] = field(default_factory=_default_settings)
+    """Protocol name -> its settings dataclass; given as ``<protocol>_<setting>`` options."""
 
     @classmethod
     def names(cls) -> list[str]:
