@@ -65,10 +65,11 @@ class Response:
     close: bool = False
 
     @classmethod
-    def text(cls, status: int, text: str, **kwargs: Any) -> Response:
+    def text(cls, status: int, text: str, headers: list[tuple[str, str]] | None = None,
+             close: bool = False) -> Response:
         """A plain-text response; a line break is added so that curl's output ends cleanly."""
         body = text if text.endswith("\n") or not text else text + "\n"
-        return cls(status, body.encode(), [("Content-Type", "text/plain; charset=utf-8")], **kwargs)
+        return cls(status, body.encode(), [("Content-Type", "text/plain; charset=utf-8"), *(headers or [])], close)
 
     @classmethod
     def json(cls, status: int, value: Any, headers: list[tuple[str, str]] | None = None) -> Response:
