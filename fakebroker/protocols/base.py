@@ -184,6 +184,8 @@ class ListenerSpec:
     url: str | None = None  # URL template for ``attribute``, e.g. "ws://{host}:{port}/ws"; None: an Address
     websocket_path: str | None = None
     subprotocols: tuple[str, ...] = ()
+    # More handle attributes served by this listener: {"sockjs_url": "http://{host}:{port}/stomp"}.
+    more_urls: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def option(self) -> str:

@@ -20,11 +20,11 @@ import anyio
 import anyio.abc
 
 from ..clock import Clock, WallClock
-from ..protocols.base import ConnectionInfo, Session
+from ..protocols.base import ConnectionInfo, Session, SessionFactory
 
 logger = logging.getLogger("fakebroker")
 
-SessionFactory = Callable[[ConnectionInfo], Session]
+
 
 
 class Address(NamedTuple):
@@ -282,7 +282,7 @@ class Runtime:
     async def _wall_timers(self) -> None:
         while True:
             try:
-                self.clock.run_due()  # type: ignore[attr-defined]
+                self.clock.run_due()
             except Exception:
                 # The failing timer is already off the heap; the others still run on the next turn. Raised
                 # here, it would end the node's task group, i.e. the whole broker.
@@ -301,4 +301,4 @@ async def _close_quietly(stream: anyio.abc.SocketStream) -> None:
         await stream.aclose()
 
 
-__all__ = ["Address", "Connection", "Runtime", "SessionFactory"]
+__all__ = ["Address", "Connection", "Runtime"]

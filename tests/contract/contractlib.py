@@ -285,19 +285,15 @@ class FakeBackend(Backend):
         return bool(self.broker.publish(exchange, routing_key, body, properties, vhost=self.vhost).routed)
 
     def queues(self) -> dict[str, QueueState]:
-        infos = self.broker._call(self.broker._queues, self.vhost)
+        infos = self.broker.queues_in(self.vhost)
         return {n: QueueState(n, q.durable, q.auto_delete, q.exclusive, dict(q.arguments)) for n, q in infos.items()}
 
     def queue(self, name: str) -> QueueState | None:
         return self.queues().get(name)
 
     def bindings(self, queue: str) -> list[tuple[str, str]]:
-        # The facade's ``bindings`` view shows the default vhost only; read this test's vhost on the loop.
-        node = self.broker._node
-        found = self.broker._call(lambda: [(b.source, b.routing_key)
-                                           for b in node.model.vhost(self.vhost).bindings()
-                                           if b.destination == queue and b.source != ""])
-        return sorted(found)
+        return sorted((b.source, b.routing_key) for b in self.broker.bindings_in(self.vhost)
+                      if b.destination == queue and b.source != "")
 
     def mqtt_vhost(self, client_id: str) -> str | None:
         client = self.broker.clients.get(client_id)

@@ -260,3 +260,20 @@ def test_a_failing_fault_predicate_is_reported_and_spares_the_publisher(mqtt_cli
         assert sub.expect()[1] == b"still delivered"
         assert [type(e) for e in broker.callback_errors] == [ZeroDivisionError]
         assert "pub" in broker.clients.ids()
+
+
+def test_faults_address_a_connection_by_id_or_client_info(fakebroker: ThreadedBroker,
+                                                          mqtt_client: Callable[..., Any]) -> None:
+    first = mqtt_client(fakebroker, "by-id")
+    second = mqtt_client(fakebroker, "by-info")
+    by_id = fakebroker.clients.get("by-id")
+    by_info = fakebroker.clients.get("by-info")
+    assert by_id is not None and by_info is not None
+    fakebroker.disconnect(by_id.id)
+    fakebroker.disconnect(by_info)
+    assert first.disconnected() is not None and second.disconnected() is not None
+    assert fakebroker.clients == []
+    with pytest.raises(LookupError, match=r"no connected client 999.*connected \(id, protocol, client id\)"):
+        fakebroker.stall(999)
+    with pytest.raises(TypeError, match="client id, connection id or ClientInfo"):
+        fakebroker.stall(True)  # type: ignore[arg-type]
