@@ -59,11 +59,12 @@ async def _serve(args: argparse.Namespace) -> None:
     ) as broker:
         specs = {spec.name: spec for spec in listener_specs()}
         lines = []
+        width = max((len(name) for name in broker.addresses), default=0) + 2
         for name, address in broker.addresses.items():
             spec = specs[name]
             text = spec.url.format(host=address.host, port=address.port) if spec.url else \
                 f"{spec.protocol}://{address.host}:{address.port}"
-            lines.append(f"{name.replace('_', '-'):<10}{text}")
+            lines.append(f"{name.replace('_', '-'):<{width}}{text}")
         login = ", ".join(f"{u}/{p}" for u, p in users.items())
         print("fakebroker is serving:\n  " + "\n  ".join(lines), flush=True)
         print(f"clock: wall (timers run in real time); users: {login}"

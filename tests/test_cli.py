@@ -14,7 +14,8 @@ import paho.mqtt.client as mqtt
 
 def test_serve_prints_listeners_serves_mqtt_and_stops_on_sigterm() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", "--web-mqtt-port", "0"],
+        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", "--web-mqtt-port", "0", "--http-port", "0",
+         "--management-port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

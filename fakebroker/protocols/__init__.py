@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from .base import Criterion, ListenerSpec, ProtocolSpec
+from .http import PROTOCOL as HTTP
 from .mqtt import PROTOCOL as MQTT
 
-PROTOCOLS: tuple[ProtocolSpec, ...] = (MQTT,)
+PROTOCOLS: tuple[ProtocolSpec, ...] = (MQTT, HTTP)
 
 
 def listener_specs() -> tuple[ListenerSpec, ...]:

@@ -4,43 +4,16 @@ bytes, and a parser for the responses it writes."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
-from fakebroker.clock import VirtualClock
-from fakebroker.model import Broker
 from fakebroker.protocols.base import ConnectionInfo, Session
+from fakebroker.testing import FakeHost
 
-S = TypeVar("S")
 INFO = ConnectionInfo(peer=("127.0.0.1", 50000), local=("127.0.0.1", 8900), transport="http")
 
 
-@dataclass
-class HostOptions:
-    http_max_body: int = 20_000_000
-    http_max_header: int = 16 * 1024
-
-
-class Host:
-    """A session host: the model on a virtual clock, per-node state, recorded events."""
-
-    def __init__(self, users: dict[str, Any] | None = None, vhosts: tuple[str, ...] = ("/",), **options: Any):
-        self.options = HostOptions(**options)
-        self.clock = VirtualClock()
-        self.model = Broker(self.clock, users=users if users is not None else {"guest": "guest"}, vhosts=vhosts)
-        self.stopping = False
-        self.events: list[tuple[str, tuple[Any, ...]]] = []
-        self._states: dict[Callable[[], Any], Any] = {}
-
-    def state(self, kind: Callable[[], S]) -> S:
-        found = self._states.get(kind)
-        if found is None:
-            found = self._states[kind] = kind()
-        return found  # type: ignore[no-any-return]
-
-    def emit(self, event: str, *args: Any) -> None:
-        self.events.append((event, args))
+class Host(FakeHost):
+    """A session host with a real model on a virtual clock, and no node."""
 
 
 @dataclass

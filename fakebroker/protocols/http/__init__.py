@@ -20,11 +20,14 @@ class HttpSettings:
     max_body: int = 20_000_000
     max_header: int = 16 * 1024
 
+    def validate(self) -> None:
+        if self.max_body < 0 or self.max_header < 64:
+            raise ValueError("http_max_body must be >= 0 and http_max_header >= 64")
+
 
 def _limits(host: SessionHost) -> dict[str, int]:
-    options = host.options
-    return {"max_body": int(getattr(options, "http_max_body", HttpSettings.max_body)),
-            "max_header": int(getattr(options, "http_max_header", HttpSettings.max_header))}
+    settings = host.options.protocol_settings("http", HttpSettings)
+    return {"max_body": settings.max_body, "max_header": settings.max_header}
 
 
 def statelessd_session(info: ConnectionInfo, host: SessionHost) -> Session:
