@@ -156,7 +156,7 @@ def _jsonable(value: Any) -> Json:
 
 def quote_key(text: str) -> str:
     """%-encoding of binding property keys: only letters, digits, ``-``, ``_`` and ``.`` stay; space is ``+``."""
-    return quote(text, safe="-_.").replace("%20", "+")
+    return quote(text, safe="-_.").replace("~", "%7E").replace("%20", "+")
 
 
 def properties_key(binding: Binding) -> str:
@@ -166,6 +166,11 @@ def properties_key(binding: Binding) -> str:
         return quote_key(binding.routing_key) if binding.routing_key else "~"
     digest = hashlib.sha1(repr(binding.arguments).encode()).digest()[:5]
     return f"{quote_key(binding.routing_key)}~{base64.urlsafe_b64encode(digest).decode().rstrip('=')}"
+
+
+def sorted_bindings(bindings: Iterable[Binding]) -> list[Binding]:
+    """In RabbitMQ's order: by source, destination, routing key, then arguments."""
+    return sorted(bindings, key=lambda b: (b.source, b.destination, b.routing_key, repr(b.arguments)))
 
 
 def binding_json(vhost: str, b: Binding) -> dict[str, Any]:
@@ -419,8 +424,8 @@ class ManagementApi:
 
     def queue_bindings(self, call: Call) -> Response:
         vh, q = self._queue(call)
-        return self._list(call, [binding_json(vh.name, b) for b in vh.bindings() if b.destination == q.name],
-                          sort=False)
+        return self._list(call, [binding_json(vh.name, b) for b in sorted_bindings(vh.bindings())
+                                 if b.destination == q.name], sort=False)
 
     def get(self, call: Call) -> Response:
         vh = call.vhost()
@@ -527,7 +532,8 @@ class ManagementApi:
         name = self._exchange_name(call)
         if name not in vh.exchanges:
             raise NOT_FOUND
-        return self._list(call, [binding_json(vh.name, b) for b in vh.bindings() if b.source == name and name],
+        return self._list(call, [binding_json(vh.name, b) for b in sorted_bindings(vh.bindings())
+                                 if b.source == name and name],
                           sort=False)
 
     def exchange_bindings_destination(self, call: Call) -> Response:
@@ -582,14 +588,15 @@ class ManagementApi:
 
     # -- bindings ------------------------------------------------------------------------------------------
     def bindings(self, call: Call) -> Response:
-        return self._list(call, [binding_json(vh.name, b) for vh in call.vhosts() for b in vh.bindings()],
+        return self._list(call, [binding_json(vh.name, b) for vh in call.vhosts()
+                                 for b in sorted_bindings(vh.bindings())],
                           sort=False)
 
     def _between(self, call: Call) -> tuple[VHost, list[Binding]]:
         vh = call.vhost()
         exchange = "" if call.params["exchange"] == "amq.default" else call.params["exchange"]
         queue = call.params["queue"]
-        found = [b for b in vh.bindings() if b.source == exchange and b.destination == queue]
+        found = [b for b in sorted_bindings(vh.bindings()) if b.source == exchange and b.destination == queue]
         return vh, found
 
     def bindings_between(self, call: Call) -> Response:
@@ -613,7 +620,8 @@ class ManagementApi:
             raise ApiError(404, "not_found", f"no queue '{queue}' in vhost '{vh.name}'")
         self._model(lambda: vh.bind(queue, exchange, routing_key, arguments, owner=self.owner))
         key = properties_key(Binding(exchange, queue, routing_key, _freeze(arguments)))
-        return Response(201, headers=[("Location", f"{quote(queue, safe='')}/{quote_key(key)}")])
+        # The key quoted once more, its "~" separator left as it is.
+        return Response(201, headers=[("Location", f"{quote(queue, safe='')}/{quote(key, safe='-_.~')}")])
 
     def _binding(self, call: Call) -> tuple[VHost, Binding]:
         vh, found = self._between(call)
@@ -692,11 +700,13 @@ class ManagementApi:
         """Force-close, as RabbitMQ does: the protocol's own goodbye where it has one, and no MQTT will."""
         _, session = self._find_connection(call)
         reason = call.request.header("x-reason") or "Closed via management plugin"
-        force = getattr(session, "force_close", None)
+        # A WebSocket connection carries the protocol session that knows its own way to be closed.
+        target = getattr(session, "inner", None) or session
+        force = getattr(target, "force_close", None)
         if callable(force):
             force(reason)
         else:
-            session.request_close(reason)
+            target.request_close(reason)
         return Response(204)
 
     def channels(self, call: Call) -> Response:
