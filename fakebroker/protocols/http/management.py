@@ -185,26 +185,16 @@ def exchange_json(vhost: str, e: Any) -> dict[str, Any]:
 
 
 def _columns(items: list[dict[str, Any]], columns: str | None) -> list[dict[str, Any]]:
-    """RabbitMQ's ``columns`` filter: keep the named fields (``a.b`` reaches into an object)."""
+    """RabbitMQ's ``columns`` filter: keep the named fields. For ``a.b`` RabbitMQ keeps all of ``a``."""
     if not columns:
         return items
-    paths = [c.split(".") for c in columns.split(",") if c]
-    out = []
-    for item in items:
-        kept: dict[str, Any] = {}
-        for path in paths:
-            value: Any = item
-            for part in path:
-                if not isinstance(value, dict) or part not in value:
-                    break
-                value = value[part]
-            else:
-                target = kept
-                for part in path[:-1]:
-                    target = target.setdefault(part, {})
-                target[path[-1]] = value
-        out.append(kept)
-    return out
+    keys = {c.split(".", 1)[0] for c in columns.split(",") if c}
+    return [{k: v for k, v in item.items() if k in keys} for item in items]
+
+
+def one(call: Call, item: dict[str, Any]) -> Response:
+    """A single object, with the ``columns`` filter applied."""
+    return Response.json(200, _columns([item], call.query.get("columns"))[0])
 
 
 class ManagementApi:
@@ -286,7 +276,7 @@ class ManagementApi:
         addresses = getattr(getattr(self.host, "runtime", None), "addresses", {}) or {}
         listeners = [{"ip_address": a[0], "node": _NODE, "port": a[1], "protocol": LISTENER_PROTOCOLS[name],
                       "socket_opts": {}} for name, a in addresses.items() if name in LISTENER_PROTOCOLS]
-        return Response.json(200, {
+        return one(call, {
             "management_version": VERSION, "rates_mode": "basic",
             "sample_retention_policies": {"global": [600, 3600, 28800, 86400], "basic": [600, 3600],
                                           "detailed": [600]},
@@ -310,7 +300,7 @@ class ManagementApi:
         })
 
     def whoami(self, call: Call) -> Response:
-        return Response.json(200, {"name": call.user, "tags": self._tags(call.user)})
+        return one(call, {"name": call.user, "tags": self._tags(call.user)})
 
     def _tags(self, user: str) -> list[str]:
         entry = self.host.model.users.get(user)
@@ -337,7 +327,7 @@ class ManagementApi:
         return self._list(call, [self._vhost_json(vh) for vh in call.vhosts()])
 
     def vhost(self, call: Call) -> Response:
-        return Response.json(200, self._vhost_json(call.vhost()))
+        return one(call, self._vhost_json(call.vhost()))
 
     def aliveness(self, call: Call) -> Response:
         # RabbitMQ declares a queue named aliveness-test, then publishes a message to it and gets it back; the
@@ -392,7 +382,7 @@ class ManagementApi:
         out["incoming"] = []
         out["garbage_collection"] = {"fullsweep_after": 65535, "max_heap_size": 0, "min_bin_vheap_size": 46422,
                                      "min_heap_size": 233, "minor_gcs": 0}
-        return Response.json(200, _columns([out], call.query.get("columns"))[0])
+        return one(call, out)
 
     def put_queue(self, call: Call) -> Response:
         vh = call.vhost_for_write()
@@ -493,7 +483,7 @@ class ManagementApi:
             raise NOT_FOUND
         out = exchange_json(vh.name, e)
         out.update(incoming=[], outgoing=[])
-        return Response.json(200, _columns([out], call.query.get("columns"))[0])
+        return one(call, out)
 
     def put_exchange(self, call: Call) -> Response:
         vh = call.vhost_for_write()
@@ -632,7 +622,7 @@ class ManagementApi:
 
     def binding(self, call: Call) -> Response:
         vh, b = self._binding(call)
-        return Response.json(200, binding_json(vh.name, b))
+        return one(call, binding_json(vh.name, b))
 
     def delete_binding(self, call: Call) -> Response:
         vh, b = self._binding(call)
@@ -694,7 +684,7 @@ class ManagementApi:
         raise NOT_FOUND
 
     def connection(self, call: Call) -> Response:
-        return Response.json(200, self.connection_json(*self._find_connection(call)))
+        return one(call, self.connection_json(*self._find_connection(call)))
 
     def close_connection(self, call: Call) -> Response:
         """Force-close, as RabbitMQ does: the protocol's own goodbye where it has one, and no MQTT will."""
