@@ -37,7 +37,7 @@ from .model import Delivery, LoggedMessage, Message
 from .observe import MessageFault, MessageTimeout
 from .server.runtime import Address
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written: pyproject.toml and `fakebroker --version` read it
 
 __all__ = [
     "AccessRefused", "Address", "AmqpError", "AsyncBroker", "BindingInfo", "BrokerError", "ChannelError",

@@ -16,7 +16,7 @@ from ..observe import (
 from .api import BrokerAPI
 from .core import _run_node
 from .faults import Target
-from .views import MessageLog
+from .views import ClientInfo, MessageLog
 
 T = TypeVar("T")
 
@@ -55,6 +55,19 @@ class AsyncBroker(BrokerAPI):
         """Wait for at least ``count`` messages matching ``criteria``; returns them all."""
         __tracebackhide__ = True
         return await self._wait(count, timeout, criteria)
+
+    async def wait_for_client(self, client_id: str, *, subscribed: str | None = None,
+                              timeout: float = 5.0) -> ClientInfo:
+        """Wait until ``client_id`` is connected (and subscribed to ``subscribed``); see the threaded face."""
+        __tracebackhide__ = True
+        found = await self._wait_client(client_id, True, subscribed, timeout)
+        assert found is not None
+        return found
+
+    async def wait_for_disconnect(self, client_id: str, *, timeout: float = 5.0) -> None:
+        """Wait until no connection with ``client_id`` is left."""
+        __tracebackhide__ = True
+        await self._wait_client(client_id, False, None, timeout)
 
     async def restart(self) -> None:
         """Restart the broker as a RabbitMQ node restart; see ``ThreadedBroker.restart``."""

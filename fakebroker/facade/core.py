@@ -95,6 +95,8 @@ class BrokerCore:
           when the log has been trimmed)
         - ``connect(conn)`` / ``disconnect(conn)``: a connection opened / closed (``conn.id``,
           ``conn.protocol``, ``conn.client_id`` (None until the client identified itself), ``conn.peer``)
+        - ``client(session)``: a connection's client identified itself or changed its subscriptions
+          (``session.client_id``, ``session.describe()``)
         - ``queue_deleted(vhost, queue)``; ``dropped(vhost, queue, message, reason)``: a queue discarded a
           message (``expired``, ``maxlen``, ``rejected``; dead-lettered when the queue has a DLX)
         """

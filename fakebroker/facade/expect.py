@@ -18,7 +18,7 @@ from ..observe import (
     traffic_report,
 )
 from .core import BrokerCore
-from .views import MessageLog
+from .views import ClientInfo, ClientList, MessageLog, client_list
 
 
 class Expectations(BrokerCore):
@@ -110,6 +110,8 @@ class Expectations(BrokerCore):
             try:
                 with anyio.move_on_after(timeout):
                     await done.wait()
+                if not done.is_set():
+                    await self._node.runtime.settle(0.5)  # the final check sees what already reached the broker
             finally:
                 for remove in removers:
                     remove()
@@ -127,3 +129,50 @@ class Expectations(BrokerCore):
         await self._node.runtime.flush()
         return MessageLog(matched)
 
+
+    # -- connection state --------------------------------------------------------------------------------------
+    async def _wait_client(self, client_id: str, present: bool, subscribed: str | None,
+                           timeout: float) -> ClientInfo | None:
+        """On the loop: wait, driven by connection events, until ``client_id`` is connected (and subscribed to
+        ``subscribed``), or until it is gone (``present=False``)."""
+        __tracebackhide__ = True
+        changed = anyio.Event()
+
+        def poke(*_: Any) -> None:
+            changed.set()
+
+        def state() -> tuple[bool, ClientInfo | None, ClientList]:
+            clients = client_list(self._node)
+            mine = [c for c in clients if c.client_id == client_id]
+            if not present:
+                return not mine, None, clients
+            for c in mine:
+                if subscribed is None or subscribed in c.subscriptions:
+                    return True, c, clients
+            return False, None, clients
+
+        model = self._node.model
+        removers = [model.on(event, poke) for event in ("connect", "disconnect", "client")]
+        try:
+            with anyio.move_on_after(timeout):
+                while True:
+                    ok, found, _ = state()
+                    if ok:
+                        return found
+                    await changed.wait()
+                    changed = anyio.Event()
+            await self._node.runtime.settle(0.5)  # the final check sees what already reached the broker
+            ok, found, clients = state()
+            if ok:
+                return found
+        finally:
+            for remove in removers:
+                remove()
+        if present:
+            wanted = f"client {client_id!r} to connect" + (f" and subscribe to {subscribed!r}" if subscribed else "")
+        else:
+            wanted = f"client {client_id!r} to disconnect"
+        lines = [f"timed out after {timeout} s waiting for {wanted}", "Connected clients:"]
+        lines += [f"  conn#{c.id} {c.protocol} client_id={c.client_id!r} subscriptions={c.subscriptions}"
+                  + ("  <- this client" if c.client_id == client_id else "") for c in clients] or ["  (none)"]
+        raise MessageTimeout("\n".join(lines))

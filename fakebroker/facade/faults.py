@@ -90,10 +90,14 @@ class Faults(BrokerCore):
         clock = self._node.clock
         if not isinstance(clock, VirtualClock):
             raise TypeError("only a virtual clock can be advanced; this broker runs on the wall clock")
+        # What clients sent before the test moved time is applied first (a DISCONNECT still in the socket
+        # buffer must not lose the race against the timers it would have cancelled).
+        await self._node.runtime.settle()
         clock.advance(seconds)
         await self._node.runtime.flush()
 
     async def _restart(self) -> None:
+        await self._node.runtime.settle()
         self._journal.note("fault: restart")
         await self._node.restart()
 

@@ -22,7 +22,7 @@ from ..observe import (
 from .api import BrokerAPI
 from .core import _run_node
 from .faults import Target
-from .views import MessageLog
+from .views import ClientInfo, MessageLog
 
 T = TypeVar("T")
 
@@ -92,6 +92,7 @@ class ThreadedBroker(BrokerAPI):
         """Drop the client's TCP connection with no protocol goodbye (its Last Will fires)."""
 
         async def run() -> None:
+            await self._node.runtime.settle()
             self._journal.note(f"fault: disconnect({client_id!r})")
             for conn in self._connections(client_id):
                 await self._node.runtime.disconnect(conn)
@@ -118,6 +119,25 @@ class ThreadedBroker(BrokerAPI):
         except MessageTimeout as exc:
             raise MessageTimeout(str(exc)) from None  # raised here, not in the broker's thread
         return log
+
+    def wait_for_client(self, client_id: str, *, subscribed: str | None = None, timeout: float = 5.0) -> ClientInfo:
+        """Block until a client with ``client_id`` is connected (and, with ``subscribed``, has that filter or
+        destination among its subscriptions); returns it. On timeout, the error lists the connected clients."""
+        __tracebackhide__ = True
+        try:
+            found = self._call_async(self._wait_client, client_id, True, subscribed, timeout)
+        except MessageTimeout as exc:
+            raise MessageTimeout(str(exc)) from None
+        assert found is not None
+        return found  # type: ignore[no-any-return]
+
+    def wait_for_disconnect(self, client_id: str, *, timeout: float = 5.0) -> None:
+        """Block until no connection with ``client_id`` is left."""
+        __tracebackhide__ = True
+        try:
+            self._call_async(self._wait_client, client_id, False, None, timeout)
+        except MessageTimeout as exc:
+            raise MessageTimeout(str(exc)) from None
 
     def restart(self) -> None:
         """Restart the broker as a RabbitMQ node restart (``rabbitmqctl stop_app; start_app``).

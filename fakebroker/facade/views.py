@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from ..model import LoggedMessage, Message
+from ..node import Node
 from ..observe import (
     check_criteria,
     matches,
@@ -129,6 +130,18 @@ def message_matches(m: LoggedMessage, **criteria: Any) -> bool:
 
 
 
+def client_list(node: Node) -> ClientList:
+    """The node's live connections as :class:`ClientInfo`; on the node's loop."""
+    out = ClientList()
+    for conn in node.runtime.connections.values():
+        d = node.describe_client(conn)
+        out.append(ClientInfo(
+            d.pop("id"), d.pop("protocol"), d.pop("client_id"), d.pop("user"), d.pop("vhost", None),
+            d.pop("peer"), d.pop("listener"), d.pop("connected_at"), d.pop("stalled"),
+            d.pop("subscriptions", {}), d))
+    return out
+
+
 class Views(BrokerCore):
     """Snapshots of the broker's state, taken on its loop."""
 
@@ -190,17 +203,8 @@ class Views(BrokerCore):
 
     @property
     def clients(self) -> ClientList:
-        def run() -> ClientList:
-            out = ClientList()
-            for conn in self._node.runtime.connections.values():
-                d = self._node.describe_client(conn)
-                out.append(ClientInfo(
-                    d.pop("id"), d.pop("protocol"), d.pop("client_id"), d.pop("user"), d.pop("vhost", None),
-                    d.pop("peer"), d.pop("listener"), d.pop("connected_at"), d.pop("stalled"),
-                    d.pop("subscriptions", {}), d))
-            return out
-
-        return self._call(run)
+        """Live connections of every protocol (a fresh snapshot on each access)."""
+        return self._call(lambda: client_list(self._node))
 
     @property
     def messages(self) -> MessageLog:

@@ -19,7 +19,31 @@ FaultAction = Literal["drop"] | float
 #: What a message fault did to a logged message.
 FaultOutcome = Literal["dropped", "delayed"]
 
-EVENTS = ("publish", "route", "deliver", "connect", "disconnect", "queue_deleted", "dropped")
+EVENTS = ("publish", "route", "deliver", "connect", "disconnect", "client", "queue_deleted", "dropped")
+
+
+class DeliveryRecord(tuple[str, "str | None"]):
+    """One delivery of a logged message: compares as ``(queue, client_id)``, and also says whether it was a
+    redelivery and how it was settled: ``outcome`` is None while unacknowledged, ``"auto"`` for a no-ack
+    delivery, ``"ack"``, ``"requeue"`` or ``"reject"``."""
+
+    redelivered: bool
+    outcome: str | None
+
+    def __new__(cls, queue: str, client_id: str | None, redelivered: bool = False,
+                outcome: str | None = None) -> DeliveryRecord:
+        record = super().__new__(cls, (queue, client_id))
+        record.redelivered = redelivered
+        record.outcome = outcome
+        return record
+
+    @property
+    def queue(self) -> str:
+        return self[0]
+
+    @property
+    def client_id(self) -> str | None:
+        return self[1]
 
 
 @dataclass(eq=False)
@@ -36,7 +60,7 @@ class LoggedMessage:
     body: bytes
     properties: dict[str, Any]
     queues: tuple[str, ...]
-    deliveries: list[tuple[str, str | None]] = field(default_factory=list)  # (queue, client id)
+    deliveries: list[DeliveryRecord] = field(default_factory=list)  # compare as (queue, client id)
     # Fault injection (see Broker.publish_hooks): "dropped" (never routed) or "delayed" (routed at
     # ``delayed_until`` on the clock; ``pending`` until then).
     fault: FaultOutcome | None = None
@@ -234,16 +258,21 @@ class Broker:
         index = seq - self.log[0].seq
         return self.log[index] if index < len(self.log) else None
 
-    def record_delivery(self, message: Message, queue: str, client_id: str | None) -> None:
+    def record_delivery(self, message: Message, queue: str, client_id: str | None, redelivered: bool = False,
+                        no_ack: bool = False) -> DeliveryRecord | None:
+        """Note a delivery on the message's log entry; the record is settled later by the channel."""
         log = self.log
         logged = None
+        record = None
         if log:
             index = message.log_id - log[0].seq  # find_logged(), inlined: once per delivery
             if 0 <= index < len(log):
                 logged = log[index]
-                logged.deliveries.append((queue, client_id))
+                record = DeliveryRecord(queue, client_id, redelivered, "auto" if no_ack else None)
+                logged.deliveries.append(record)
         if self._listeners.get("deliver"):
             self.emit("deliver", logged, queue, client_id)
+        return record
 
     def queues(self, vhost: str = "/") -> dict[str, Any]:
         return dict(self.vhost(vhost).queues)

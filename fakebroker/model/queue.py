@@ -182,12 +182,13 @@ class Queue:
     def _deliver(self, consumer: Consumer, qm: QueuedMessage) -> None:
         channel = consumer.channel
         tag = channel.next_delivery_tag()
+        record = self.vhost.broker.record_delivery(qm.message, self.name, consumer.client_id, qm.redelivered,
+                                                   consumer.no_ack)
         if not consumer.no_ack:
             consumer.unacked += 1
             self.unacked += 1
-            channel.track(tag, qm, self, consumer)
+            channel.track(tag, qm, self, consumer, record)
         delivery = Delivery(qm.message, self.name, tag, qm.redelivered, consumer.tag)
-        self.vhost.broker.record_delivery(qm.message, self.name, consumer.client_id)
         consumer.callback(delivery)
 
     def get(self, channel: Channel, no_ack: bool) -> Delivery | None:
@@ -202,10 +203,10 @@ class Queue:
             self._after_change()
             return None
         tag = channel.next_delivery_tag()
+        record = self.vhost.broker.record_delivery(qm.message, self.name, channel.client_id, qm.redelivered, no_ack)
         if not no_ack:
             self.unacked += 1
-            channel.track(tag, qm, self, None)
-        self.vhost.broker.record_delivery(qm.message, self.name, channel.client_id)
+            channel.track(tag, qm, self, None, record)
         if self._ttl_timer is not None or (messages and messages[0].expires_at is not None):
             self._after_change()
         return Delivery(qm.message, self.name, tag, qm.redelivered, None, len(messages))

@@ -112,11 +112,23 @@ def format_criteria(criteria: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={_short(v)}" for k, v in criteria.items()) or "(any message)"
 
 
+_OUTCOMES = {None: "unacked", "auto": "no-ack", "ack": "acked", "requeue": "requeued", "reject": "rejected"}
+
+
+def _delivery(d: tuple[str, str | None]) -> str:
+    queue, client_id = d
+    notes = [f"via {queue}"]
+    if getattr(d, "redelivered", False):
+        notes.append("REDELIVERED")
+    notes.append(_OUTCOMES.get(getattr(d, "outcome", "auto"), "?"))
+    return f"{client_id or '?'} ({', '.join(notes)})"
+
+
 def describe(m: LoggedMessage) -> str:
     """The log line of a message, with who it was delivered to."""
     text = m.describe()
     if m.deliveries:
-        text += "; delivered to " + ", ".join(f"{c or '?'} (via {q})" for q, c in m.deliveries)
+        text += "; delivered to " + ", ".join(_delivery(d) for d in m.deliveries)
     return text
 
 

@@ -167,8 +167,9 @@ class MqttSession(Session):
                 vhost.delete_queue(queue_name(client_id, qos))
         else:
             self.session_present = q1 in vhost.queues
-        self.connected = True
+        self.connected = self._established = True
         self._write(Connack(self.session_present, ConnackCode.ACCEPTED))
+        self.host.emit("client", self)
         if self.keepalive:
             self._arm_keepalive()
         if self.session_present:
@@ -292,6 +293,7 @@ class MqttSession(Session):
             self.request_close()
             return
         self._write(Suback(p.packet_id, granted))
+        self.host.emit("client", self)
         for (topic_filter, _), qos in zip(p.topics, granted, strict=True):
             self._send_retained(topic_filter, qos)
 
@@ -352,6 +354,7 @@ class MqttSession(Session):
             if not self.profile.unsubscribe_own_bindings_only or bound:
                 self.subscriptions.pop(topic_filter, None)
         self._write(Unsuback(p.packet_id))
+        self.host.emit("client", self)
 
     # -- deliveries -------------------------------------------------------------------------------
     def _deliver0(self, d: Delivery) -> None:
