@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--subscription-ttl", type=int, default=86_400_000,
                    help="persistent MQTT session expiry in ms (default 86400000)")
     s.add_argument("--prefetch", type=int, default=10, help="unacknowledged QoS 1 deliveries per MQTT client")
+    s.add_argument("--clock", choices=("wall", "virtual"), default="wall",
+                   help="wall (default): timers run in real time; virtual: time moves only when a test advances it "
+                        "(POST /api/fakebroker/clock/advance on the management listener)")
     s.add_argument("-v", "--verbose", action="store_true",
                    help="print connections, subscriptions and messages as they happen")
     return parser
@@ -58,7 +61,7 @@ async def _serve(args: argparse.Namespace) -> None:
              for spec in listener_specs()}
     async with serve(
         host=args.host,
-        clock="wall",
+        clock=args.clock,
         users=users,
         vhosts=("/", *args.vhost),
         allow_anonymous=not args.no_anonymous,
@@ -76,7 +79,9 @@ async def _serve(args: argparse.Namespace) -> None:
             lines.append(f"{name.replace('_', '-'):<{width}}{text}")
         login = ", ".join(f"{u}/{p}" for u, p in users.items())
         print("fakebroker is serving:\n  " + "\n  ".join(lines), flush=True)
-        print(f"clock: wall (timers run in real time); users: {login}"
+        clock = "wall (timers run in real time)" if args.clock == "wall" else \
+            "virtual (time moves on POST /api/fakebroker/clock/advance)"
+        print(f"clock: {clock}; users: {login}"
               f"{'; anonymous MQTT allowed' if not args.no_anonymous else ''}; stop with Ctrl-C or SIGTERM",
               flush=True)
         if args.verbose:

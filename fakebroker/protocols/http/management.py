@@ -254,17 +254,24 @@ class ManagementApi:
                                        key=["HEAD", "GET", "PUT", "POST", "DELETE", "OPTIONS"].index))
             return Response(405, headers=[("Allow", allowed)])
         handler, params = found
+        user = self.authenticate(request)
+        if isinstance(user, Response):
+            return user
+        session.user = user
+        try:
+            return handler(Call(self, request, params, user, session))
+        except ApiError as exc:
+            return _error(exc)
+
+    def authenticate(self, request: Request) -> str | Response:
+        """The user of a request's Basic credentials, or the 401 RabbitMQ answers."""
         credentials = _basic_credentials(request.header("authorization"))
         if credentials is None:
             return Response(401, headers=[("WWW-Authenticate", REALM)])
         user, password = credentials
         if not self.host.model.authenticate(user, password):
             return _error(ApiError(401, "not_authorized", "Login failed"), [("WWW-Authenticate", REALM)])
-        session.user = user
-        try:
-            return handler(Call(self, request, params, user, session))
-        except ApiError as exc:
-            return _error(exc)
+        return user
 
     # -- node ----------------------------------------------------------------------------------------------
     def overview(self, call: Call) -> Response:
