@@ -206,3 +206,11 @@ def test_any_split_of_a_pipeline_gives_the_same_responses(cuts: list[int]) -> No
         i += n
     out += d.feed(data[i:])
     assert [r.text for r in parse_replies(out)] == [f"POST /p{i} {'b' * i}\n" for i in range(4)]
+
+
+def test_the_connection_is_established_by_its_first_request_head() -> None:
+    s, d, _ = session()
+    d.feed(b"GET / HTTP/1.1\r\n")
+    assert not s.established  # the runtime's handshake timeout still applies
+    d.feed(b"Host: x\r\n\r\n")
+    assert s.established

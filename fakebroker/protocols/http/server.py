@@ -169,6 +169,8 @@ class HttpSession(Session):
         if size > self.max_header:
             self._fail(431, f"request line and headers larger than {self.max_header} bytes")
             return False
+        # A request line and headers make the connection established: the handshake timeout no longer applies.
+        self._established = True
         self._head = event
         self._body = bytearray()
         self._head_only = event.method == b"HEAD"
