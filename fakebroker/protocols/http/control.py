@@ -70,6 +70,7 @@ class ControlPlane:
         r("POST", "/api/fakebroker/faults/drop", self.drop)
         r("POST", "/api/fakebroker/faults/delay", self.delay)
         r("POST", "/api/fakebroker/reset", self.reset)
+        r("GET", "/api/fakebroker/snapshot", self.snapshot)
 
     # -- plumbing ------------------------------------------------------------------------------------------
     @property
@@ -278,6 +279,33 @@ class ControlPlane:
             return Response.json(200, {"now": self.host.clock.now()})
 
         return self._later(work)
+
+    # -- the live page's view ------------------------------------------------------------------------------
+    def snapshot(self, call: Call) -> Response:
+        """Everything the live page shows, in one read: the last ``messages`` (default 50) log entries."""
+        limit = _int(call.query.get("messages", "50"), "messages")
+        model = self.host.model
+        clock = self.host.clock
+        queues, exchanges, bindings = [], [], []
+        for vh in call.vhosts():
+            for q in vh.queues.values():
+                queues.append({"vhost": vh.name, "name": q.name, "messages_ready": q.message_count,
+                               "messages_unacknowledged": q.unacked, "consumers": q.consumer_count,
+                               "durable": q.durable, "auto_delete": q.auto_delete, "exclusive": q.exclusive})
+            for e in vh.exchanges.values():
+                exchanges.append({"vhost": vh.name, "name": e.name, "type": e.type, "bindings": len(e.bindings)})
+            bindings += [{"vhost": vh.name, "source": b.source, "destination": b.destination,
+                          "routing_key": b.routing_key} for e in vh.exchanges.values() for b in e.bindings]
+        connections = [{"protocol": c.protocol, "client_id": c.client_id, "user": c.user, "vhost": c.vhost,
+                        "subscriptions": c.subscriptions, "stalled": c.stalled, "listener": c.listener}
+                       for c in self.broker.clients if c.protocol != "http"]
+        log = model.log[-limit:] if limit > 0 else []
+        return Response.json(200, {
+            "clock": {"now": clock.now(), "virtual": isinstance(clock, VirtualClock)},
+            "connections": connections, "queues": queues, "exchanges": exchanges, "bindings": bindings,
+            "messages": [message_json(m) for m in log],
+            "total_messages": model.log[-1].seq if model.log else 0,
+        })
 
     # -- reset ---------------------------------------------------------------------------------------------
     def reset(self, call: Call) -> Pending:

@@ -18,6 +18,13 @@ class ManagementSite:
 
     def handle(self, request: Request, session: HttpSession) -> Response | Pending:
         path = request.path
+        if path in ("/", "/index.html"):
+            if request.method not in ("GET", "HEAD"):
+                return Response(405, headers=[("Allow", "HEAD, GET, OPTIONS")])
+            from .page import PAGE
+
+            return Response(200, PAGE.encode(), [("Content-Type", "text/html; charset=utf-8"),
+                                                 ("Cache-Control", "no-cache")])
         if path.startswith("/api/fakebroker/"):
             from .control import ControlPlane
 
