@@ -30,9 +30,20 @@ class Echo:
         self.cancelled += 1
 
 
-def session(max_body: int = 1000, max_header: int = 2048) -> tuple[HttpSession, Driver, Echo]:
+FAST = [True]
+
+
+@pytest.fixture(autouse=True, params=["fast path", "h11 only"])
+def path_taken(request: pytest.FixtureRequest) -> None:
+    """Every test runs with the fast path on (as served) and off (h11 for every request)."""
+    FAST[0] = request.param == "fast path"
+
+
+def session(max_body: int = 1000, max_header: int = 2048, fast: bool | None = None,
+            ) -> tuple[HttpSession, Driver, Echo]:
     app = Echo()
     s = HttpSession(INFO, Host(), app, max_body=max_body, max_header=max_header)
+    s.fast = FAST[0] if fast is None else fast
     return s, Driver(s), app
 
 
@@ -214,3 +225,33 @@ def test_the_connection_is_established_by_its_first_request_head() -> None:
     assert not s.established  # the runtime's handshake timeout still applies
     d.feed(b"Host: x\r\n\r\n")
     assert s.established
+
+
+# Requests built from parts that are sometimes fine and sometimes not, for comparing the two paths.
+_LINES = st.sampled_from([b"GET /a HTTP/1.1", b"POST /p?x=1 HTTP/1.1", b"HEAD /h HTTP/1.1", b"GET /a HTTP/1.0",
+                          b"PATCH /x HTTP/1.1", b"GET /wait HTTP/1.1", b"GET  /a HTTP/1.1", b"get /a HTTP/1.1"])
+_HEADERS = st.lists(st.sampled_from([
+    b"Host: x", b"Host: y", b"Connection: keep-alive", b"Connection: close", b"Content-Length: 3",
+    b"Content-Length: 03", b"Content-Length: x", b"Transfer-Encoding: chunked", b"X-A: 1", b"X-A:  two  words ",
+    b"X-Empty:", b" folded", b"Bad Header: 1", b"Expect: 100-continue", b"X-Tab:\tv", b"X-Ctl: a\x01b",
+]), max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_LINES, _HEADERS, st.sampled_from([b"", b"abc", b"abcdef"])), min_size=1, max_size=4),
+       st.integers(min_value=1, max_value=30))
+def test_the_fast_path_answers_exactly_as_h11_alone(requests_: list[tuple[bytes, list[bytes], bytes]],
+                                                    chunk: int) -> None:
+    data = b"".join(line + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
+                    for line, headers, body in requests_)
+    outputs = []
+    for fast in (True, False):
+        s, d, app = session(fast=fast)
+        out = b""
+        for i in range(0, len(data), chunk):
+            out += d.feed(data[i:i + chunk])
+            for p in app.pending:
+                p.resolve(Response.text(200, "late"))
+            out += s.data_to_send()
+        outputs.append((out, s.state))
+    assert outputs[0] == outputs[1]

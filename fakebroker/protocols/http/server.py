@@ -10,6 +10,8 @@ gets a 400, or the status h11 suggests, and only that connection closes.
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,6 +33,16 @@ REASONS = {
     500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
     505: "HTTP Version Not Supported",
 }
+
+
+logger = logging.getLogger("fakebroker")
+
+# The strict subset of HTTP/1.1 the fast path takes (h11's grammar, narrowed): known methods, a visible-ASCII
+# target, tokens for header names, values of visible characters with inner spaces, no obs-fold.
+_REQUEST_LINE = re.compile(rb"(GET|HEAD|POST|PUT|DELETE) ([\x21-\x7e]+) HTTP/1\.1")
+_HEADER_FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*((?:[\x21-\x7e\x80-\xff]+(?:[ \t]+"
+                           rb"[\x21-\x7e\x80-\xff]+)*)?)[ \t]*")
+_NOT_FAST = ("transfer-encoding", "expect", "upgrade", "te")
 
 
 @dataclass
@@ -125,14 +137,93 @@ class HttpSession(Session):
         self._body = bytearray()
         self._pending: Pending | None = None
         self._head_only = False  # the current request is a HEAD: the response goes without its body
+        #: Answer plainly well-formed requests without h11's events (see :meth:`_fast_path`).
+        self.fast = True
+        self._fast_pending = False  # the pending answer is for a request the fast path took
         self.requests = 0
         #: Vhost for ``broker.clients`` (the one of the last request that named one).
         self.vhost: str | None = None
 
     # -- input ----------------------------------------------------------------------------------------
     def _on_data(self, data: bytes) -> None:
+        if self.fast and self._pending is None and self._h11.their_state is h11.IDLE \
+                and self._h11.our_state is h11.IDLE and not self._h11.trailing_data[0]:
+            data = self._fast_path(data)
+            if not data or self.state != "open":
+                return
         self._h11.receive_data(data)
         self._pump()
+
+    def _fast_path(self, data: bytes) -> bytes:
+        """Answer the complete, plainly well-formed keep-alive requests at the head of ``data`` without h11's
+        events; return the rest. A request is taken here only when it is in a strict subset of what h11 accepts
+        (HTTP/1.1, one Host, at most one Content-Length, no Transfer-Encoding, Expect, Upgrade or Connection other
+        than keep-alive, the body complete), and means the same to both; anything else, from its first byte on,
+        goes to h11, which then also answers malformed input."""
+        while data:
+            end = data.find(b"\r\n\r\n", 0, self.max_header)
+            if end < 0:
+                return data
+            lines = data[:end].split(b"\r\n")
+            request_line = _REQUEST_LINE.fullmatch(lines[0])
+            if request_line is None:
+                return data
+            headers: dict[str, str] = {}
+            length = 0
+            for line in lines[1:]:
+                field = _HEADER_FIELD.fullmatch(line)
+                if field is None:
+                    return data
+                name = field[1].lower().decode("latin-1")
+                value = field[2].decode("latin-1")
+                if name in _NOT_FAST or (name == "connection" and value.lower() != "keep-alive"):
+                    return data
+                if name in headers:
+                    if name in ("content-length", "host"):
+                        return data
+                    headers[name] = f"{headers[name]}, {value}"
+                    continue
+                if name == "content-length":
+                    if not value.isdigit() or len(value) > 15:
+                        return data
+                    length = int(value)
+                headers[name] = value
+            total = end + 4 + length
+            if "host" not in headers or length > self.max_body or len(data) < total:
+                return data
+            self._established = True
+            method = request_line[1].decode("ascii")
+            self._head_only = method == "HEAD"
+            request = Request(method, request_line[2].decode("latin-1"), headers, data[end + 4:total],
+                              self.info.peer)
+            data = data[total:]
+            answer = self._call_app(request)
+            if isinstance(answer, Pending) and answer.response is None:
+                self._pending = answer
+                self._fast_pending = True
+                answer._deliver = self._on_resolved
+                return data  # h11 holds the rest until the answer is out
+            self._write_fast(answer.response if isinstance(answer, Pending) else answer)  # type: ignore[arg-type]
+            if self.state != "open":
+                return b""
+        return data
+
+    def _write_fast(self, response: Response) -> None:
+        out = [f"HTTP/1.1 {response.status} {REASONS.get(response.status, '')}\r\n"]
+        for name, value in response.headers:
+            if name.lower() not in ("content-length", "connection"):
+                out.append(f"{name}: {value}\r\n")
+        out.append(f"Server: {self.server}\r\n")
+        bodyless = response.status in (204, 304)
+        if not bodyless:
+            out.append(f"Content-Length: {len(response.body)}\r\n")
+        if response.close:
+            out.append("Connection: close\r\n")
+        out.append("\r\n")
+        head = "".join(out).encode("latin-1")
+        self.send(head if bodyless or self._head_only else head + response.body)
+        if response.close:
+            self.request_close()
 
     def _on_connection_lost(self) -> None:
         if self._pending is not None:
@@ -195,15 +286,7 @@ class HttpSession(Session):
         request = Request(head.method.decode("ascii"), head.target.decode("latin-1"), headers, bytes(self._body),
                           self.info.peer, head.http_version.decode("ascii"))
         self._body = bytearray()
-        self.requests += 1
-        try:
-            answer = self.app.handle(request, self)
-        except Exception as exc:  # a bug in a handler costs this request a 500, never the broker
-            import logging
-
-            logging.getLogger("fakebroker").exception("fakebroker: HTTP handler failed on %s %s",
-                                                      request.method, request.target)
-            answer = Response.text(500, f"internal error in fakebroker: {exc!r}", close=True)
+        answer = self._call_app(request)
         if isinstance(answer, Pending):
             if answer.response is not None:
                 self._respond(answer.response)
@@ -213,9 +296,27 @@ class HttpSession(Session):
             return
         self._respond(answer)
 
+    def _call_app(self, request: Request) -> Response | Pending:
+        self.requests += 1
+        try:
+            return self.app.handle(request, self)
+        except Exception as exc:  # a bug in a handler costs this request a 500, never the broker
+            logger.exception("fakebroker: HTTP handler failed on %s %s", request.method, request.target)
+            return Response.text(500, f"internal error in fakebroker: {exc!r}", close=True)
+
     def _on_resolved(self, response: Response) -> None:
         self._pending = None
         if self.state != "open":
+            return
+        if self._fast_pending:
+            self._fast_pending = False
+            self._write_fast(response)
+            if self.state != "open":
+                return
+            rest, _ = self._h11.trailing_data
+            if rest:  # what came after the long poll: start again from the fast path
+                self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_header)
+                self._on_data(rest)
             return
         self._respond(response)
         self._pump()
