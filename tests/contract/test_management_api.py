@@ -447,3 +447,92 @@ def test_columns_on_a_single_object_keep_whole_top_level_fields(backend: Backend
     assert set(o) == {"object_totals", "rabbitmq_version"}
     assert set(o["object_totals"]) == {"channels", "connections", "consumers", "exchanges", "queues"}
     assert api(backend, "GET", "/api/vhosts/{vhost}?columns=name").json() == {"name": backend.vhost}
+
+
+# -- field names and JSON types, as RabbitMQ 3.10.8 answered (its statistics included) ----------------------
+QUEUE_FIELDS = {
+    "arguments", "auto_delete", "backing_queue_status", "consumer_capacity", "consumer_utilisation", "consumers",
+    "durable", "effective_policy_definition", "exclusive", "exclusive_consumer_tag", "garbage_collection",
+    "head_message_timestamp", "idle_since", "memory", "message_bytes", "message_bytes_paged_out",
+    "message_bytes_persistent", "message_bytes_ram", "message_bytes_ready", "message_bytes_unacknowledged",
+    "messages", "messages_details", "messages_paged_out", "messages_persistent", "messages_ram", "messages_ready",
+    "messages_ready_details", "messages_ready_ram", "messages_unacknowledged", "messages_unacknowledged_details",
+    "messages_unacknowledged_ram", "name", "node", "operator_policy", "policy", "recoverable_slaves", "reductions",
+    "reductions_details", "single_active_consumer_tag", "state", "type", "vhost",
+}
+MQTT_CONNECTION_FIELDS = {
+    "channel_max", "channels", "client_properties", "connected_at", "frame_max", "garbage_collection", "host",
+    "name", "node", "peer_host", "peer_port", "port", "protocol", "recv_cnt", "recv_oct", "recv_oct_details",
+    "reductions", "reductions_details", "send_cnt", "send_oct", "send_oct_details", "send_pend", "ssl", "state",
+    "type", "user", "user_who_performed_action", "variable_map", "vhost",
+}
+CONSUMER_FIELDS = {"ack_required", "active", "activity_status", "arguments", "channel_details", "consumer_tag",
+                   "exclusive", "prefetch_count", "queue"}
+EXCHANGE_FIELDS = {"arguments", "auto_delete", "durable", "internal", "name", "type", "user_who_performed_action",
+                   "vhost"}
+VHOST_FIELDS = {
+    "cluster_state", "default_queue_type", "description", "messages", "messages_details", "messages_ready",
+    "messages_ready_details", "messages_unacknowledged", "messages_unacknowledged_details", "metadata", "name",
+    "recv_oct", "recv_oct_details", "send_oct", "send_oct_details", "tags", "tracing",
+}
+OVERVIEW_FIELDS = {
+    "churn_rates", "cluster_name", "contexts", "disable_stats", "enable_queue_totals", "erlang_full_version",
+    "erlang_version", "exchange_types", "listeners", "management_version", "message_stats", "node",
+    "object_totals", "product_name", "product_version", "queue_totals", "rabbitmq_version", "rates_mode",
+    "release_series_support_status", "sample_retention_policies", "statistics_db_event_queue",
+}
+
+
+def _types(item: dict[str, Any], fields: dict[str, type | tuple[type, ...]]) -> dict[str, bool]:
+    return {k: isinstance(item[k], t) and not (t is int and isinstance(item[k], bool)) for k, t in fields.items()}
+
+
+def test_queue_fields_and_types_once_statistics_are_in(backend: Backend) -> None:
+    put_queue(backend, "stats", durable=True, arguments={"x-max-length": 10})
+    publish(backend, "amq.default", "stats", "x", {"delivery_mode": 2})
+    # RabbitMQ adds the statistics fields in two steps: counts first, then the process's figures.
+    queue = wait_until(lambda: next((q for q in api(backend, "GET", "/api/queues/{vhost}").json()
+                                     if "backing_queue_status" in q and q.get("messages") == 1), None),
+                       timeout=15, what="queue statistics")
+    # idle_since: RabbitMQ shows it once the queue has been idle for a while; fakebroker always.
+    assert QUEUE_FIELDS - {"idle_since"} <= set(queue) <= QUEUE_FIELDS
+    assert all(_types(queue, {"name": str, "durable": bool, "arguments": dict, "messages": int,
+                              "messages_ready": int, "messages_details": dict, "consumers": int, "memory": int,
+                              "message_bytes": int, "state": str, "node": str,
+                              "backing_queue_status": dict, "garbage_collection": dict}).values())
+
+
+def test_vhost_exchange_and_overview_fields(backend: Backend) -> None:
+    put_queue(backend, "activity")
+    publish(backend, "amq.default", "activity", "x")  # a vhost has statistics once something happened in it
+    vhost = wait_until(lambda: (v := api(backend, "GET", "/api/vhosts/{vhost}").json()) and "messages" in v and v,
+                       timeout=15, what="vhost statistics")
+    # Byte counts (recv_oct, send_oct) appear on RabbitMQ once a connection of the vhost carried traffic.
+    traffic = {"recv_oct", "recv_oct_details", "send_oct", "send_oct_details"}
+    assert VHOST_FIELDS - traffic <= set(vhost) <= VHOST_FIELDS
+    assert set(api(backend, "GET", "/api/exchanges/{vhost}").json()[0]) == EXCHANGE_FIELDS
+    overview = api(backend, "GET", "/api/overview").json()
+    assert set(overview) == OVERVIEW_FIELDS
+    assert all(_types(overview, {"object_totals": dict, "queue_totals": dict, "listeners": list,
+                                 "exchange_types": list, "disable_stats": bool, "node": str}).values())
+
+
+def test_mqtt_connection_and_consumer_fields(backend: Backend) -> None:
+    client = backend.raw()
+    cid = backend.cid("fields")
+    client.connect(cid)
+    client.subscribe(("fields/#", 1))
+
+    def connection() -> dict[str, Any] | None:
+        found = _mqtt_connection(backend, cid)
+        return found if found and "garbage_collection" in found else None
+
+    conn = wait_until(connection, what="the connection's statistics")
+    assert set(conn) == MQTT_CONNECTION_FIELDS
+    assert all(_types(conn, {"connected_at": int, "peer_port": int, "port": int, "channels": int, "ssl": bool,
+                             "client_properties": dict, "variable_map": dict, "name": str}).values())
+    consumers = wait_until(lambda: [c for c in api(backend, "GET", "/api/consumers/{vhost}").json()
+                                    if c["channel_details"]], what="the consumer")
+    assert set(consumers[0]) == CONSUMER_FIELDS
+    assert set(consumers[0]["channel_details"]) == {"connection_name", "name", "node", "number", "peer_host",
+                                                    "peer_port", "user"}

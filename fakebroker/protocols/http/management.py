@@ -30,6 +30,9 @@ VERSION = "3.10.8"
 ERLANG_VERSION = "25.2.3"
 REALM = 'Basic realm="RabbitMQ Management"'
 RATE = {"rate": 0.0}
+#: What RabbitMQ reports of a queue's or connection's Erlang process; constant here.
+GARBAGE_COLLECTION = {"fullsweep_after": 65535, "max_heap_size": 0, "min_bin_vheap_size": 46422, "min_heap_size": 233,
+                      "minor_gcs": 0}
 #: How RabbitMQ names each listener's protocol in /api/overview.
 LISTENER_PROTOCOLS = {"amqp": "amqp", "mqtt": "mqtt", "stomp": "stomp", "web_mqtt": "http/web-mqtt",
                       "web_stomp": "http/web-stomp", "management": "http"}
@@ -365,10 +368,14 @@ class ManagementApi:
             "messages_unacknowledged_details": RATE, "messages_unacknowledged_ram": unacked, "name": q.name,
             "node": _NODE, "operator_policy": None, "policy": None, "recoverable_slaves": None,
             "reductions": 0, "reductions_details": RATE, "single_active_consumer_tag": None, "state": "running",
-            "type": "classic", "vhost": vh.name,
+            "type": "classic", "vhost": vh.name, "garbage_collection": GARBAGE_COLLECTION,
+            "backing_queue_status": {
+                "avg_ack_egress_rate": 0.0, "avg_ack_ingress_rate": 0.0, "avg_egress_rate": 0.0,
+                "avg_ingress_rate": 0.0, "delta": ["delta", "undefined", 0, 0, "undefined"], "len": ready,
+                "mode": "default", "next_deliver_seq_id": 0, "next_seq_id": ready, "q1": 0, "q2": 0, "q3": 0,
+                "q4": ready, "target_ram_count": "infinity", "version": 1},
         }
-        if not consumers:
-            out["idle_since"] = _iso(self.host.model.wallclock_seconds())
+        out["idle_since"] = _iso(self.host.model.wallclock_seconds())
         return out
 
     def queues(self, call: Call) -> Response:
@@ -387,8 +394,6 @@ class ManagementApi:
         out["consumer_details"] = [self._consumer_json(vh, q, c) for c in q.consumers]
         out["deliveries"] = []
         out["incoming"] = []
-        out["garbage_collection"] = {"fullsweep_after": 65535, "max_heap_size": 0, "min_bin_vheap_size": 46422,
-                                     "min_heap_size": 233, "minor_gcs": 0}
         return one(call, out)
 
     def put_queue(self, call: Call) -> Response:
@@ -664,7 +669,7 @@ class ManagementApi:
             client_properties = dict(details.get("client_properties") or {})
         name = f"{info.peer[0]}:{info.peer[1]} -> {info.local[0]}:{info.local[1]}"
         out = {
-            "auth_mechanism": "PLAIN", "channel_max": 1 if protocol in ("mqtt", "stomp") else 2047,
+            "channel_max": 1 if protocol in ("mqtt", "stomp") else 2047,
             "channels": 1, "client_properties": _jsonable(client_properties),
             "connected_at": int(self.host.model.wallclock_seconds() * 1000 - (self.host.clock.now()
                                                                              - conn.opened_at) * 1000),
@@ -675,8 +680,16 @@ class ManagementApi:
             "type": "network" if protocol == "amqp" else "direct", "user": session.user or "guest",
             "user_who_performed_action": session.user or "guest", "vhost": details.get("vhost") or "/",
         }
+        out.update(garbage_collection=GARBAGE_COLLECTION, reductions=0, reductions_details=RATE)
         if protocol == "mqtt" and session.client_id is not None:
             out["variable_map"] = {"client_id": session.client_id}
+        elif protocol == "stomp":
+            out["timeout"] = 0
+        elif protocol == "amqp":
+            out.update(auth_mechanism="PLAIN", timeout=details.get("heartbeat", 60), peer_cert_issuer=None,
+                       peer_cert_subject=None, peer_cert_validity=None, ssl_cipher=None, ssl_hash=None,
+                       ssl_key_exchange=None, ssl_protocol=None,
+                       user_provided_name=client_properties.get("connection_name"))
         return out
 
     def connections(self, call: Call) -> Response:
@@ -715,7 +728,11 @@ class ManagementApi:
                           "name": f"{c['name']} (1)", "node": _NODE, "number": 1, "user": c["user"],
                           "vhost": c["vhost"], "state": "running", "confirm": False, "transactional": False,
                           "consumer_count": 0, "messages_unacknowledged": 0, "prefetch_count": 0,
-                          "global_prefetch_count": 0})
+                          "global_prefetch_count": 0, "acks_uncommitted": 0, "messages_uncommitted": 0,
+                          "messages_unconfirmed": 0, "pending_raft_commands": 0, "reductions": 0,
+                          "reductions_details": RATE, "garbage_collection": GARBAGE_COLLECTION,
+                          "idle_since": _iso(self.host.model.wallclock_seconds()),
+                          "user_who_performed_action": c["user"]})
         return self._list(call, items)
 
     def _consumer_json(self, vh: VHost, q: Queue, consumer: Any) -> dict[str, Any]:
