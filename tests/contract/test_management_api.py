@@ -536,3 +536,35 @@ def test_mqtt_connection_and_consumer_fields(backend: Backend) -> None:
     assert set(consumers[0]) == CONSUMER_FIELDS
     assert set(consumers[0]["channel_details"]) == {"connection_name", "name", "node", "number", "peer_host",
                                                     "peer_port", "user"}
+
+
+def test_vhost_and_permission_lifecycle(backend: Backend) -> None:
+    name = backend.vhost + "x"  # still a contract-<time>-<token> name, so an interrupted run's leftover is removed
+    path = f"/api/vhosts/{q(name)}"
+    try:
+        assert api(backend, "PUT", path, {"description": "made by a test", "tags": "a,b"}).status_code == 201
+        vhost = api(backend, "GET", path).json()
+        assert (vhost["name"], vhost["description"], vhost["tags"]) == (name, "made by a test", ["a", "b"])
+        # A second PUT replaces the metadata: what it leaves out is emptied.
+        assert api(backend, "PUT", path, {"description": "changed"}).status_code == 204
+        vhost = api(backend, "GET", path).json()
+        assert (vhost["description"], vhost["tags"], vhost["metadata"]) == ("changed", [], {"description": "changed",
+                                                                                            "tags": []})
+        # The user who made the vhost may use it.
+        permission = api(backend, "GET", f"/api/permissions/{q(name)}/guest").json()
+        assert permission == {"user": "guest", "vhost": name, "configure": ".*", "write": ".*", "read": ".*"}
+        assert api(backend, "PUT", f"/api/permissions/{q(name)}/guest",
+                   {"configure": ".*", "write": ".*", "read": ".*"}).status_code == 204
+        assert error(api(backend, "PUT", f"/api/permissions/{q(name)}/no-such-user", {})) == (
+            400, "bad_request", "vhost_or_user_not_found")
+        assert api(backend, "PUT", f"/api/queues/{q(name)}/in-it", {}).status_code == 201
+
+        client = backend.raw()
+        assert client.connect(backend.cid("in-vhost"), username=f"{name}:guest").return_code == 0
+        assert api(backend, "DELETE", path).status_code == 204
+        client.expect_closed()
+        assert error(api(backend, "GET", path)) == (404, "Object Not Found", "Not Found")
+        assert error(api(backend, "GET", f"/api/queues/{q(name)}/in-it")) == (404, "Object Not Found", "Not Found")
+        assert error(api(backend, "DELETE", path)) == (404, "Object Not Found", "Not Found")
+    finally:
+        api(backend, "DELETE", path)

@@ -128,3 +128,18 @@ def _wait_for(predicate: Any) -> Any:
             return value
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
+
+
+def test_deleting_a_vhost_forgets_its_retained_messages(broker: fakebroker.ThreadedBroker) -> None:
+    assert call(broker, "PUT", "/api/vhosts/tenant", {}).status_code == 201
+    device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tenant-device")
+    device.username_pw_set("tenant:guest", "guest")
+    device.connect(*broker.mqtt)
+    device.loop_start()
+    device.publish("state/door", b"open", qos=1, retain=True).wait_for_publish(5)
+    assert broker.retained(vhost="tenant") == {"state/door": b"open"}
+    assert call(broker, "DELETE", "/api/vhosts/tenant").status_code == 204
+    _wait_for(lambda: broker.clients.get("tenant-device") is None)
+    device.loop_stop()
+    assert call(broker, "PUT", "/api/vhosts/tenant", {}).status_code == 201
+    assert broker.retained(vhost="tenant") == {}

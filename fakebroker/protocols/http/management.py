@@ -65,6 +65,17 @@ def bad_request(reason: Json) -> ApiError:
     return ApiError(400, "bad_request", reason)
 
 
+class ManagementState:
+    """What the management API keeps per node beyond the model: vhost metadata and permission patterns."""
+
+    def __init__(self) -> None:
+        self.vhost_meta: dict[str, dict[str, Any]] = {}
+        self.permissions: dict[tuple[str, str], dict[str, str]] = {}
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
 class ManagementOwner:
     """Who declares and reads queues through the management API (never the owner of an exclusive queue)."""
 
@@ -212,6 +223,10 @@ class ManagementApi:
         r("GET", "/api/whoami", self.whoami)
         r("GET", "/api/vhosts", self.vhosts)
         r("GET", "/api/vhosts/{vhost}", self.vhost)
+        r("PUT", "/api/vhosts/{vhost}", self.put_vhost)
+        r("DELETE", "/api/vhosts/{vhost}", self.delete_vhost)
+        r("GET", "/api/permissions/{vhost}/{user}", self.permission)
+        r("PUT", "/api/permissions/{vhost}/{user}", self.put_permission)
         r("GET", "/api/users", self.users)
         r("GET", "/api/queues", self.queues)
         r("GET", "/api/queues/{vhost}", self.queues)
@@ -325,9 +340,11 @@ class ManagementApi:
     def _vhost_json(self, vh: VHost) -> dict[str, Any]:
         ready = sum(q.message_count for q in vh.queues.values())
         unacked = sum(q.unacked for q in vh.queues.values())
-        description = "Default virtual host" if vh.name == "/" else ""
-        return {"name": vh.name, "description": description, "tags": [], "default_queue_type": "undefined",
-                "metadata": {"description": description, "tags": []}, "tracing": False,
+        meta = self.host.state(ManagementState).vhost_meta.get(vh.name, {})
+        description = meta.get("description", "Default virtual host" if vh.name == "/" else "")
+        tags = list(meta.get("tags", []))
+        return {"name": vh.name, "description": description, "tags": tags, "default_queue_type": "undefined",
+                "metadata": {"description": description, "tags": tags}, "tracing": False,
                 "cluster_state": {_NODE: "running"}, "messages": ready + unacked, "messages_details": RATE,
                 "messages_ready": ready, "messages_ready_details": RATE, "messages_unacknowledged": unacked,
                 "messages_unacknowledged_details": RATE, "recv_oct": 0, "recv_oct_details": RATE,
@@ -338,6 +355,75 @@ class ManagementApi:
 
     def vhost(self, call: Call) -> Response:
         return one(call, self._vhost_json(call.vhost()))
+
+    def put_vhost(self, call: Call) -> Response:
+        name = call.params["vhost"]
+        body = call.body()
+        model = self.host.model
+        existed = name in model.vhosts
+        # A PUT replaces the metadata, as RabbitMQ's does: what the body leaves out is emptied.
+        tags = body.get("tags") or []
+        self.host.state(ManagementState).vhost_meta[name] = {
+            "description": str(body.get("description", "")),
+            "tags": [t for t in (tags.split(",") if isinstance(tags, str) else tags) if t]}
+        if not existed:
+            model.add_vhost(name)
+            # RabbitMQ gives the user who created a vhost full permissions on it.
+            self._grant(call.user, name, {"configure": ".*", "write": ".*", "read": ".*"})
+        return Response(204 if existed else 201)
+
+    def delete_vhost(self, call: Call) -> Response:
+        """Delete a vhost and everything in it; its connections are closed, as RabbitMQ closes them."""
+        name = call.params["vhost"]
+        model = self.host.model
+        vh = model.vhosts.get(name)
+        if vh is None:
+            raise NOT_FOUND
+        for conn, session in self.amqp_connections():
+            if session.describe().get("vhost") == name:
+                conn.abort()
+        for queue in list(vh.queues):
+            vh.delete_queue(queue)
+        del model.vhosts[name]
+        from ..mqtt.state import MqttState
+
+        self.host.state(MqttState).retained.pop(name, None)  # RabbitMQ's retained store is per vhost, deleted with it
+        state = self.host.state(ManagementState)
+        state.vhost_meta.pop(name, None)
+        for key in [k for k in state.permissions if k[0] == name]:
+            del state.permissions[key]
+        return Response(204)
+
+    def _grant(self, user: str, vhost: str, permission: dict[str, str]) -> bool:
+        """Record ``user``'s permission on ``vhost`` (and let a user limited to some vhosts use it); True when new."""
+        entry = self.host.model.users.get(user)
+        if isinstance(entry, dict) and entry.get("vhosts") is not None and vhost not in entry["vhosts"]:
+            entry["vhosts"] = [*entry["vhosts"], vhost]
+        permissions = self.host.state(ManagementState).permissions
+        new = (vhost, user) not in permissions
+        permissions[(vhost, user)] = permission
+        return new
+
+    def permission(self, call: Call) -> Response:
+        vhost, user = call.params["vhost"], call.params["user"]
+        model = self.host.model
+        found = self.host.state(ManagementState).permissions.get((vhost, user))
+        if found is None and vhost in model.vhosts and user in model.users and model.can_access(user, vhost):
+            found = {"configure": ".*", "write": ".*", "read": ".*"}  # a user of the broker's options
+        if found is None:
+            raise NOT_FOUND
+        return one(call, {"user": user, "vhost": vhost, **found})
+
+    def put_permission(self, call: Call) -> Response:
+        vhost, user = call.params["vhost"], call.params["user"]
+        body = call.body()
+        model = self.host.model
+        if vhost not in model.vhosts or user not in model.users:
+            raise bad_request("vhost_or_user_not_found")
+        permission = {k: str(body.get(k, "")) for k in ("configure", "write", "read")}
+        known = (vhost, user) in self.host.state(ManagementState).permissions or model.can_access(user, vhost)
+        self._grant(user, vhost, permission)
+        return Response(204 if known else 201)
 
     def aliveness(self, call: Call) -> Response:
         # RabbitMQ declares a queue named aliveness-test, then publishes a message to it and gets it back; the
