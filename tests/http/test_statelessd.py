@@ -114,7 +114,13 @@ def test_path_segments_are_url_decoded_each_on_its_own(queue_host: Host) -> None
     assert bodies(queue_host, "slashy", "other") == [b"x"]
 
 
-@pytest.mark.parametrize("path", ["/", "/%2F", "/%2F/amq.topic", "/%2F/amq.topic/k/extra", "/%2F//k",
+def test_the_dashboard_is_at_the_root(queue_host: Host) -> None:
+    [r] = Client(queue_host).driver.replies(request("GET", "/", auth=None))
+    assert (r.status, r.headers["content-type"]) == (200, "text/html; charset=utf-8")
+    assert b'fetch("/stats"' in r.body
+
+
+@pytest.mark.parametrize("path", ["/%2F", "/%2F/amq.topic", "/%2F/amq.topic/k/extra", "/%2F//k",
                                   "/%2F/amq.topic/", "//amq.topic/k"])
 def test_a_path_that_is_not_three_non_empty_segments_is_404(queue_host: Host, path: str) -> None:
     r = Client(queue_host).post(path, {"body": "x"})

@@ -1,6 +1,8 @@
-"""The live page at ``/`` of the management listener: one self-contained HTML document (no CDN, works offline)
-that polls ``/api/fakebroker/snapshot`` four times a second and shows queues, exchanges, bindings, connections
-with their subscriptions, the latest messages and the broker's clock."""
+"""The HTML pages, each one self-contained document (no CDN, works offline).
+
+The live page at ``/`` of the management listener polls ``/api/fakebroker/snapshot`` four times a second and shows
+queues, exchanges, bindings, connections with their subscriptions, the latest messages and the broker's clock.
+statelessd's dashboard at ``/`` of the statelessd listener shows its counters from ``/stats``."""
 
 from __future__ import annotations
 
@@ -138,4 +140,32 @@ poll();
 </script>
 </body>
 </html>
+"""
+
+
+#: statelessd's dashboard at ``/`` of the statelessd listener: its counters, refreshed from ``/stats``.
+DASHBOARD = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>statelessd</title>
+<style>body{font:14px system-ui,sans-serif;margin:20px}table{border-collapse:collapse}
+td,th{padding:3px 10px;border-bottom:1px solid #ddd;text-align:left}td.n{text-align:right}</style></head>
+<body><h1>statelessd <small>(fakebroker)</small></h1>
+<h2>Requests</h2><table id="requests"></table>
+<h2>Connections</h2><table id="connections"></table>
+<script>
+"use strict";
+const cell = (v, n) => `<td${n ? ' class="n"' : ""}>${String(v).replace(/[&<>]/g, (c) => "&#" + c.charCodeAt(0) + ";")}</td>`;
+async function refresh() {
+  try {
+    const s = await (await fetch("/stats", {cache: "no-store"})).json();
+    document.getElementById("requests").innerHTML = "<tr><th>counter</th><th>value</th></tr>" +
+      Object.entries(s.requests).sort().map(([k, v]) => `<tr>${cell(k)}${cell(v, true)}</tr>`).join("");
+    document.getElementById("connections").innerHTML =
+      "<tr><th>vhost:user</th><th>connected</th><th>publishes</th><th>queued</th><th>opened/closed</th></tr>" +
+      Object.entries(s.connections).map(([k, c]) => `<tr>${cell(k)}${cell(c.connected ? "yes" : "no")}` +
+        `${cell(c.publishes, true)}${cell(c.queue_size, true)}` +
+        `${cell(c.connections.opened + "/" + c.connections.closed, true)}</tr>`).join("");
+  } finally { setTimeout(refresh, 1000); }
+}
+refresh();
+</script></body></html>
 """

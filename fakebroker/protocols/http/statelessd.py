@@ -115,6 +115,14 @@ class Statelessd:
         if not self.state.port:
             self.state.port = session.info.local[1]
         segments = split_path(request.path)
+        if request.path == "/":
+            # statelessd's dashboard: its counters, refreshed from /stats.
+            if request.method not in ("GET", "HEAD"):
+                return self._finish(request, start, _method_not_allowed("GET"))
+            from .page import DASHBOARD
+
+            return self._finish(request, start, Response(200, DASHBOARD.encode(),
+                                                         [("Content-Type", "text/html; charset=utf-8")]))
         if request.path == "/stats":
             if request.method not in ("GET", "HEAD"):
                 return self._finish(request, start, _method_not_allowed("GET"))
