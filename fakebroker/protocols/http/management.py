@@ -363,9 +363,13 @@ class ManagementApi:
         existed = name in model.vhosts
         # A PUT replaces the metadata, as RabbitMQ's does: what the body leaves out is emptied.
         tags = body.get("tags") or []
+        if isinstance(tags, str):
+            tags = tags.split(",")
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise bad_request("tags must be a list of strings or a comma-separated string")
         self.host.state(ManagementState).vhost_meta[name] = {
             "description": str(body.get("description", "")),
-            "tags": [t for t in (tags.split(",") if isinstance(tags, str) else tags) if t]}
+            "tags": [t for t in tags if t]}
         if not existed:
             model.add_vhost(name)
             # RabbitMQ gives the user who created a vhost full permissions on it.
