@@ -315,3 +315,20 @@ def test_any_names_round_trip_through_the_path_and_the_form(vhost: str, exchange
     # Tornado replaces control characters with spaces and strips the value before statelessd reads it.
     expected = re.sub(r"[\x00-\x08\x0e-\x1f]", " ", body).strip()
     assert [(m.routing_key, m.body) for m in vh.queue("sink").peek()] == [(key, expected.encode())]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["body", "delivery_mode", "priority", "timestamp", "expire", "headers",
+                                        "user_id", "type", "app_id", "x"]), st.text(CHARS, max_size=12), max_size=6),
+       st.sampled_from(["/%2F/amq.topic/k", "/%2F/no-such/k", "/nosuch/amq.topic/k", "/%2F/amq.rabbitmq.trace/k"]))
+def test_no_form_makes_a_500(fields: dict[str, str], path: str) -> None:
+    r = Client(Host()).post(path, fields)
+    assert r.status in (204, 400, 424), (r.status, r.body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_get_http_answers_or_nothing(data: bytes) -> None:
+    driver = Driver(statelessd_session(INFO, Host()))
+    out = driver.feed(b"POST /%2F/amq.topic/k HTTP/1.1\r\n" + data)
+    assert out == b"" or out.startswith(b"HTTP/1.1 ")
