@@ -568,3 +568,31 @@ def test_vhost_and_permission_lifecycle(backend: Backend) -> None:
         assert error(api(backend, "DELETE", path)) == (404, "Object Not Found", "Not Found")
     finally:
         api(backend, "DELETE", path)
+
+
+def test_an_amqp_connection_is_listed_and_force_closed_with_connection_forced(backend: Backend) -> None:
+    import amqpkit
+
+    conn = amqpkit.connect(backend, client_properties={"connection_name": f"{backend.prefix}-amqp"})
+    ch = conn.channel()
+    ch.queue_declare("amqp-consumed")
+    ch.basic_consume("amqp-consumed", lambda *a: None, consumer_tag="mgmt-tag")
+
+    def listed() -> dict[str, Any] | None:
+        for c in api(backend, "GET", "/api/vhosts/{vhost}/connections").json():
+            if c.get("user_provided_name") == f"{backend.prefix}-amqp" and "channels" in c:
+                return c  # type: ignore[no-any-return]
+        return None
+
+    c = wait_until(listed, what="the AMQP connection in /api/connections")
+    assert (c["protocol"], c["type"], c["user"], c["vhost"], c["auth_mechanism"]) == (
+        "AMQP 0-9-1", "network", "guest", backend.vhost, "PLAIN")
+    assert c["client_properties"]["connection_name"] == f"{backend.prefix}-amqp"
+    consumers = wait_until(lambda: [x for x in api(backend, "GET", "/api/consumers/{vhost}").json()
+                                    if x["consumer_tag"] == "mgmt-tag" and x["channel_details"]], what="consumer")
+    assert consumers[0]["queue"] == {"name": "amqp-consumed", "vhost": backend.vhost}
+    assert consumers[0]["channel_details"]["connection_name"] == c["name"]
+    assert api(backend, "DELETE", f"/api/connections/{q(c['name'])}",
+               headers={"X-Reason": "closed by a test"}).status_code == 204
+    assert amqpkit.connection_error(lambda: amqpkit.pump(conn, lambda: False)) == (
+        320, "CONNECTION_FORCED - closed by a test")

@@ -752,18 +752,22 @@ class ManagementApi:
             if session.client_id is not None:
                 client_properties["client_id"] = session.client_id
         elif protocol == "stomp":
-            label = f"{'Web STOMP' if websocket else 'STOMP'} {version or '1.2'}"
+            label = f"{'Web STOMP' if websocket else 'STOMP'} {details.get('version') or '1.2'}"
             client_properties = {"product": "STOMP client"}
+        elif protocol == "amqp":
+            label = "AMQP 0-9-1"
+            client_properties = dict(details.get("client_properties") or {})
         else:
             label = str(version or protocol.upper())
             client_properties = dict(details.get("client_properties") or {})
         name = f"{info.peer[0]}:{info.peer[1]} -> {info.local[0]}:{info.local[1]}"
         out = {
-            "channel_max": 1 if protocol in ("mqtt", "stomp") else 2047,
-            "channels": 1, "client_properties": _jsonable(client_properties),
+            "channel_max": details.get("channel_max", 1 if protocol in ("mqtt", "stomp") else 2047),
+            "channels": details.get("channels", 1), "client_properties": _jsonable(client_properties),
             "connected_at": int(self.host.model.wallclock_seconds() * 1000 - (self.host.clock.now()
                                                                              - conn.opened_at) * 1000),
-            "frame_max": 0, "host": info.local[0], "name": name, "node": _NODE, "peer_host": info.peer[0],
+            "frame_max": details.get("frame_max", 0), "host": info.local[0], "name": name, "node": _NODE,
+            "peer_host": info.peer[0],
             "peer_port": info.peer[1], "port": info.local[1], "protocol": label, "recv_cnt": 0, "recv_oct": 0,
             "recv_oct_details": RATE, "send_cnt": 0, "send_oct": 0, "send_oct_details": RATE, "send_pend": 0,
             "ssl": False, "state": "blocked" if getattr(conn, "stalled", False) else "running",
@@ -776,7 +780,8 @@ class ManagementApi:
         elif protocol == "stomp":
             out["timeout"] = 0
         elif protocol == "amqp":
-            out.update(auth_mechanism="PLAIN", timeout=details.get("heartbeat", 60), peer_cert_issuer=None,
+            out.update(auth_mechanism=details.get("auth_mechanism") or "PLAIN", timeout=details.get("heartbeat", 60),
+                       peer_cert_issuer=None,
                        peer_cert_subject=None, peer_cert_validity=None, ssl_cipher=None, ssl_hash=None,
                        ssl_key_exchange=None, ssl_protocol=None,
                        user_provided_name=client_properties.get("connection_name"))
@@ -802,9 +807,9 @@ class ManagementApi:
         reason = call.request.header("x-reason") or "Closed via management plugin"
         # A WebSocket connection carries the protocol session that knows its own way to be closed.
         target = getattr(session, "inner", None) or session
-        force = getattr(target, "force_close", None)
+        force = getattr(target, "force_close", None) or getattr(target, "close_connection", None)
         if callable(force):
-            force(reason)
+            force(reason)  # MQTT: no will; AMQP: connection.close 320 CONNECTION_FORCED with the reason
         else:
             target.request_close(reason)
         return Response(204)
