@@ -77,7 +77,8 @@ function table(rows, columns, empty) {
   return `<table><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>`;
 }
 const vname = (v) => v === "/" ? "/" : esc(v);
-const subs = (s) => Object.entries(s || {}).map(([t, q]) => `<span class="tag"><code>${esc(t)}</code> q${q}</span>`).join("") || '<span class="none">none</span>';
+// MQTT: filter -> QoS; STOMP: subscription id -> destination; AMQP: consumer tag -> queue.
+const subs = (s) => Object.entries(s || {}).map(([t, q]) => `<span class="tag"><code>${esc(t)}</code> ${typeof q === "number" ? "q" + q : "&rarr; <code>" + esc(q) + "</code>"}</span>`).join("") || '<span class="none">none</span>';
 function payload(m) {
   const text = m.payload_encoding === "string" ? m.payload : "base64:" + m.payload;
   return `<code>${esc(text.length > 120 ? text.slice(0, 117) + "..." : text)}</code>`;
