@@ -45,7 +45,8 @@ class BrokerCore:
     def addresses(self) -> dict[str, Address]:
         """Every open listener's :class:`~fakebroker.Address`, by listener name (``mqtt``, ``web_mqtt``, ...).
         Each listener is also an attribute of the handle: ``broker.mqtt``, ``broker.stomp``, ``broker.amqp`` (an
-        Address), ``broker.web_mqtt_url``, ``broker.web_stomp_url``, ``broker.amqp_url`` (a URL).
+        Address), ``broker.web_mqtt_url``, ``broker.web_stomp_url``, ``broker.amqp_url``, ``broker.http_url``,
+        ``broker.management_url`` (a URL).
 
         Examples:
             >>> broker.addresses["mqtt"] == broker.mqtt
