@@ -11,6 +11,7 @@ import os
 import random
 import struct
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlparse
 
 from fakebroker import ThreadedBroker
@@ -40,9 +41,11 @@ class Target:
         """The bytes that complete the protocol's opening (the handshake timeout stops once they are in)."""
         raise NotImplementedError
 
-    def subscriber(self, client_id: str, binding_key: str) -> bytes:
+    def subscriber(self, client_id: str, binding_key: str) -> bytes | None:
         """Open a session and subscribe, at most once (no acknowledgements), to ``amq.topic`` with
-        ``binding_key`` (an AMQP binding key: ``.`` separated, ``*`` and ``#``)."""
+        ``binding_key`` (an AMQP binding key: ``.`` separated, ``*`` and ``#``). None: the protocol has no
+        subscriptions, or its sessions do not bound what they buffer for a client that stops reading yet (the
+        non-reader scenario is then skipped and reported)."""
         raise NotImplementedError
 
     def seeds(self, rng: random.Random) -> list[bytes]:
@@ -75,7 +78,7 @@ class MqttTarget(Target):
     def opening(self, client_id: str) -> bytes:
         return encode(Connect(client_id=client_id, keepalive=0))
 
-    def subscriber(self, client_id: str, binding_key: str) -> bytes:
+    def subscriber(self, client_id: str, binding_key: str) -> bytes | None:
         topic_filter = binding_key.replace("*", "+").replace(".", "/")
         return self.wrap(self.opening(client_id) + encode(Subscribe(1, [(topic_filter, 0)])))
 
@@ -161,9 +164,9 @@ class WebSocketTarget(Target):
     def opening(self, client_id: str) -> bytes:
         return self.wrap(self.inner.opening(client_id))
 
-    def subscriber(self, client_id: str, binding_key: str) -> bytes:
+    def subscriber(self, client_id: str, binding_key: str) -> bytes | None:
         inner = self.inner.subscriber(client_id, binding_key)
-        return self.wrap(inner)
+        return None if inner is None else self.wrap(inner)
 
     def seeds(self, rng: random.Random) -> list[bytes]:
         out = []
@@ -188,16 +191,183 @@ class WebSocketTarget(Target):
 
     def oversized(self) -> list[bytes]:
         upgrade = upgrade_request(self.path, self.subprotocol)
-        return [
+        inner = self.inner.oversized()
+        out = [b"GET /ws HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 200_000 + b"\r\n\r\n"]  # a 200 KB header
+        out += [upgrade + ws_frame(bad) for bad in inner]
+        if inner:
             # A frame announcing 8 EiB: its data streams to the protocol inside, whose own limit closes.
-            upgrade + ws_frame(b"\x10\xff\xff\xff\x7f", length=(1 << 63) - 1),
-            upgrade + ws_frame(self.inner.opening("big")) + ws_frame(b"\x30\xff\xff\xff\x7f"),  # 256 MiB inside
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 200_000 + b"\r\n\r\n",  # a 200 KB header
-        ] + [upgrade + ws_frame(bad) for bad in self.inner.oversized()]
+            out.append(upgrade + ws_frame(inner[0], length=(1 << 63) - 1))
+        return out
+
+
+# -- STOMP over TCP ----------------------------------------------------------------------------------------
+def stomp_frame(command: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    head = "".join(f"{k}:{v}\n" for k, v in headers.items())
+    return f"{command}\n{head}\n".encode() + body + b"\x00"
+
+
+class StompTarget(Target):
+    listener = "stomp"
+
+    def opening(self, client_id: str) -> bytes:
+        return stomp_frame("CONNECT", {"accept-version": "1.0,1.1,1.2", "host": "/", "login": "guest",
+                                       "passcode": "guest", "client-id": client_id})
+
+    def subscriber(self, client_id: str, binding_key: str) -> bytes | None:
+        # STOMP sessions do not bound what they queue for a client that stops reading (ack:auto has no
+        # prefetch window): not covered yet.
+        return None
+
+    def seeds(self, rng: random.Random) -> list[bytes]:
+        out = []
+        for n in range(8):
+            frames = [self.opening(f"fuzz-{n}")]
+            for i in range(rng.randint(1, 6)):
+                kind = rng.random()
+                dest = rng.choice(["/topic/a.b", "/queue/q", "/exchange/amq.topic/x", "/amq/queue/q",
+                                   "/temp-queue/t", "/topic/" + _topic(rng, False).replace("/", ".")])
+                if kind < 0.4:
+                    body = rng.randbytes(rng.randint(0, 40))
+                    headers = {"destination": dest, "receipt": f"r{i}"}
+                    if rng.random() < 0.5:
+                        headers["content-length"] = str(len(body))
+                    frames.append(stomp_frame("SEND", headers, body))
+                elif kind < 0.7:
+                    frames.append(stomp_frame("SUBSCRIBE", {"id": str(i), "destination": dest,
+                                                            "ack": rng.choice(["auto", "client", "client-individual"]),
+                                                            "prefetch-count": str(rng.randint(0, 5))}))
+                elif kind < 0.8:
+                    frames.append(stomp_frame("UNSUBSCRIBE", {"id": str(i)}))
+                elif kind < 0.9:
+                    ack = {"id": f"T_{i}@@session/1", "message-id": "x"}
+                    frames.append(stomp_frame(rng.choice(["ACK", "NACK"]), ack))
+                else:
+                    frames.append(stomp_frame(rng.choice(["BEGIN", "COMMIT", "ABORT"]), {"transaction": "tx"}))
+                if rng.random() < 0.2:
+                    frames.append(b"\n")  # a heart-beat
+            if rng.random() < 0.5:
+                frames.append(stomp_frame("DISCONNECT", {"receipt": "bye"}))
+            out.append(self.wrap(b"".join(frames)))
+        return out
+
+    def oversized(self) -> list[bytes]:
+        # STOMP has no frame-size limit by default (the stomp_max_* options are off, as in RabbitMQ 3.10): a
+        # large frame is read in full. The time to CONNECT is bounded (the slow-loris scenario).
+        return []
+
+
+# -- AMQP 0-9-1 --------------------------------------------------------------------------------------------
+class AmqpTarget(Target):
+    listener = "amqp"
+
+    def _methods(self, *methods: Any, channel: int = 0) -> bytes:
+        from fakebroker.protocols.amqp.codec import encode_method
+
+        return b"".join(encode_method(channel, m) for m in methods)
+
+    def opening(self, client_id: str) -> bytes:
+        from pamqp import commands as c
+
+        return b"AMQP\x00\x00\x09\x01" + self._methods(
+            c.Connection.StartOk(client_properties={"connection_name": client_id}, mechanism="PLAIN",
+                                 response="\0guest\0guest", locale="en_US"),
+            c.Connection.TuneOk(channel_max=0, frame_max=131072, heartbeat=0),
+            c.Connection.Open(virtual_host="/"))
+
+    def subscriber(self, client_id: str, binding_key: str) -> bytes | None:
+        # AMQP sessions do not bound what they queue for a no-ack consumer that stops reading: not covered yet.
+        return None
+
+    def seeds(self, rng: random.Random) -> list[bytes]:
+        from pamqp import commands as c
+
+        out = []
+        for n in range(8):
+            q = f"fuzz-q{rng.randrange(5)}"
+            methods = [c.Channel.Open(),
+                       c.Queue.Declare(queue=q, auto_delete=True),
+                       c.Queue.Bind(queue=q, exchange="amq.topic", routing_key=_topic(rng, True).replace("/", ".")),
+                       c.Basic.Qos(prefetch_count=rng.randint(0, 3)),
+                       c.Basic.Consume(queue=q, no_ack=rng.random() < 0.5),
+                       c.Basic.Get(queue=q),
+                       c.Basic.Ack(delivery_tag=rng.randint(0, 3)),
+                       c.Queue.Purge(queue=q),
+                       c.Exchange.Declare(exchange=f"fx{rng.randrange(3)}",
+                                          exchange_type=rng.choice(["topic", "fanout"])),
+                       c.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0)]
+            rng.shuffle(methods)
+            body = self.opening(f"fuzz-{n}") + self._methods(c.Channel.Open(), channel=1)
+            body += self._methods(*methods[: rng.randint(1, len(methods))], channel=1)
+            if rng.random() < 0.5:
+                body += self._methods(c.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+            out.append(body)
+        return out
+
+    def oversized(self) -> list[bytes]:
+        return [
+            b"AMQP\x00\x00\x09\x01" + b"\x01\x00\x00\xff\xff\xff\xff",  # a 4 GiB frame before Start-Ok
+            self.opening("big") + b"\x01\x00\x01\x7f\xff\xff\xff",  # 2 GiB, past frame_max
+        ]
+
+
+# -- HTTP: statelessd and the management API ---------------------------------------------------------------
+def http_request(method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
+    all_headers = {"Host": "localhost", "Content-Length": str(len(body)), **(headers or {})}
+    head = "".join(f"{k}: {v}\r\n" for k, v in all_headers.items())
+    return f"{method} {path} HTTP/1.1\r\n{head}\r\n".encode() + body
+
+
+AUTH = {"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}  # guest:guest
+
+
+class HttpTarget(Target):
+    """statelessd on ``http`` (form posts to an exchange); with ``management``, RabbitMQ's HTTP API."""
+
+    def __init__(self, listener: str = "http") -> None:
+        self.listener = listener
+
+    def opening(self, client_id: str) -> bytes:
+        return http_request("GET", "/stats" if self.listener == "http" else "/api/overview", AUTH)
+
+    def subscriber(self, client_id: str, binding_key: str) -> bytes | None:
+        return None  # no subscriptions over HTTP
+
+    def seeds(self, rng: random.Random) -> list[bytes]:
+        out = []
+        for _ in range(8):
+            requests = []
+            for _ in range(rng.randint(1, 4)):
+                if self.listener == "http":
+                    form = f"body={rng.randbytes(6).hex()}&content_type=text/plain&delivery_mode={rng.randint(1, 2)}"
+                    requests.append(http_request("POST", f"/%2F/amq.topic/{_topic(rng, False).replace('/', '.')}",
+                                                 {**AUTH, "Content-Type": "application/x-www-form-urlencoded"},
+                                                 form.encode()))
+                else:
+                    path = rng.choice(["/api/overview", "/api/queues", "/api/exchanges/%2F", "/api/bindings",
+                                       "/api/connections", "/api/vhosts", "/api/whoami", "/api/channels"])
+                    requests.append(http_request("GET", path, AUTH))
+                    if rng.random() < 0.5:
+                        q = f"fuzz-{rng.randrange(5)}"
+                        requests.append(http_request("PUT", f"/api/queues/%2F/{q}",
+                                                     {**AUTH, "Content-Type": "application/json"},
+                                                     b'{"auto_delete": true, "durable": false}'))
+            out.append(b"".join(requests))
+        return out
+
+    def oversized(self) -> list[bytes]:
+        return [
+            b"POST /%2F/amq.topic/x HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 200_000 + b"\r\n\r\n",
+        ]
 
 
 #: Listener name -> the target that covers it.
 TARGETS: dict[str, Callable[[], Target]] = {
     "mqtt": MqttTarget,
     "web_mqtt": lambda: WebSocketTarget("web_mqtt", MqttTarget()),
+    "stomp": StompTarget,
+    "web_stomp": lambda: WebSocketTarget("web_stomp", StompTarget(), subprotocol="v12.stomp"),
+    "amqp": AmqpTarget,
+    "http": HttpTarget,
+    "management": lambda: HttpTarget("management"),
 }
