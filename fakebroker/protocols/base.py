@@ -149,6 +149,10 @@ class Session:
         limit = self.output_limit
         return limit is not None and self.output_backlog() >= limit
 
+    def output_drained(self) -> None:
+        """Called by the runtime when output that had reached :attr:`output_limit` is below it again: a session
+        that held deliveries back (``Channel.flow``) resumes them here."""
+
     def data_to_send(self, max_bytes: int | None = None) -> bytes:
         """The output waiting, or its first ``max_bytes`` (the rest stays for the next call)."""
         out = self._out

@@ -214,9 +214,8 @@ class StompTarget(Target):
                                        "passcode": "guest", "client-id": client_id})
 
     def subscriber(self, client_id: str, binding_key: str) -> bytes | None:
-        # STOMP sessions do not bound what they queue for a client that stops reading (ack:auto has no
-        # prefetch window): not covered yet.
-        return None
+        return self.wrap(self.opening(client_id) + stomp_frame(
+            "SUBSCRIBE", {"id": "0", "destination": f"/topic/{binding_key}", "ack": "auto"}))
 
     def seeds(self, rng: random.Random) -> list[bytes]:
         out = []
@@ -271,12 +270,17 @@ class AmqpTarget(Target):
         return b"AMQP\x00\x00\x09\x01" + self._methods(
             c.Connection.StartOk(client_properties={"connection_name": client_id}, mechanism="PLAIN",
                                  response="\0guest\0guest", locale="en_US"),
-            c.Connection.TuneOk(channel_max=0, frame_max=131072, heartbeat=0),
+            c.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=0),
             c.Connection.Open(virtual_host="/"))
 
     def subscriber(self, client_id: str, binding_key: str) -> bytes | None:
-        # AMQP sessions do not bound what they queue for a no-ack consumer that stops reading: not covered yet.
-        return None
+        from pamqp import commands as c
+
+        q = f"{client_id}-q"
+        return self.opening(client_id) + self._methods(
+            c.Channel.Open(), c.Queue.Declare(queue=q, auto_delete=True),
+            c.Queue.Bind(queue=q, exchange="amq.topic", routing_key=binding_key),
+            c.Basic.Consume(queue=q, no_ack=True), channel=1)
 
     def seeds(self, rng: random.Random) -> list[bytes]:
         from pamqp import commands as c
