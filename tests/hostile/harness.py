@@ -463,7 +463,7 @@ class Plan:
 
 
 SHORT = Plan(fuzz=300, slow_loris=40, flood_mb=20, deep=8, leak=0)
-LONG = Plan(fuzz=100_000, slow_loris=1_000, flood_mb=300, deep=200, leak=20_000)
+LONG = Plan(fuzz=30_000, slow_loris=1_000, flood_mb=300, deep=200, leak=10_000)
 
 
 def run(plan: Plan, seed: int = 1, listeners: list[str] | None = None,
