@@ -518,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
                 deep=args.deep if args.deep is not None else base.deep,
                 leak=args.leak if args.leak is not None else base.leak)
     start = time.monotonic()
-    results = run(plan, args.seed, args.listener)
+    results = run(plan, args.seed, args.listener, report=lambda line: print(line, flush=True))
     print(f"{time.monotonic() - start:.0f} s; python {sys.version.split()[0]}; {os.cpu_count()} CPUs")
     return 0 if all(r.ok for r in results) else 1
 
