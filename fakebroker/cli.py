@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
 
+from . import __version__
 from .facade import serve
 from .protocols import listener_specs
 
@@ -21,7 +24,11 @@ def _user(value: str) -> tuple[str, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fakebroker", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="fakebroker",
+        description="An in-memory RabbitMQ test double. 'fakebroker serve' runs one for test suites in any "
+                    "language, on RabbitMQ's ports and the wall clock.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the broker until interrupted",
                        description="Run a broker on the wall clock with RabbitMQ's default ports until Ctrl-C or "
@@ -40,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--subscription-ttl", type=int, default=86_400_000,
                    help="persistent MQTT session expiry in ms (default 86400000)")
     s.add_argument("--prefetch", type=int, default=10, help="unacknowledged QoS 1 deliveries per MQTT client")
+    s.add_argument("-v", "--verbose", action="store_true",
+                   help="print connections, subscriptions and messages as they happen")
     return parser
 
 
@@ -69,10 +78,39 @@ async def _serve(args: argparse.Namespace) -> None:
         print(f"clock: wall (timers run in real time); users: {login}"
               f"{'; anonymous MQTT allowed' if not args.no_anonymous else ''}; stop with Ctrl-C or SIGTERM",
               flush=True)
+        if args.verbose:
+            _log_traffic(broker)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 print(f"fakebroker: {signal.Signals(signum).name}, stopping", flush=True)
                 return
+
+
+def _log_traffic(broker: Any) -> None:
+    """--verbose: one line per connection, change of subscriptions, and routed message."""
+
+    def say(text: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
+
+    def who(conn: Any) -> str:
+        return f"conn#{conn.id} {conn.protocol} {conn.peer[0]}:{conn.peer[1]}"
+
+    def on_client(session: Any) -> None:
+        subs = session.describe().get("subscriptions")
+        say(f"client {session.client_id!r} ({session.protocol}, user {session.user!r})"
+            + (f" subscriptions {subs}" if subs else ""))
+
+    def on_route(entry: Any) -> None:
+        say(entry.describe())
+
+    broker.on("connect", lambda conn: say(f"connected {who(conn)}"))
+    def on_disconnect(conn: Any) -> None:
+        reason = conn.session.close_reason
+        say(f"closed {who(conn)} client_id={conn.client_id!r}" + (f" ({reason})" if reason else ""))
+
+    broker.on("disconnect", on_disconnect)
+    broker.on("client", on_client)
+    broker.on("route", on_route)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,6 +39,12 @@ class Options:
     #: The vhost of the Python API's calls and of protocols that do not name one (RabbitMQ's default_vhost).
     vhost: str = "/"
     retain_log: int | None = None  # keep at most this many entries in the message log (None = all)
+    #: Seconds of broker-clock time a connection has to complete its protocol's opening (MQTT CONNECT, STOMP
+    #: CONNECT, an HTTP request head, AMQP's handshake) before it is closed; None: no limit. RabbitMQ: 10 s.
+    handshake_timeout: float | None = 10.0
+    #: Connections one listener holds at most; past it the listener stops accepting (new clients wait in the
+    #: TCP backlog) until one closes, as RabbitMQ's listeners do at ``ranch``'s max_connections. None: no limit.
+    max_connections: int | None = 10_000
 
     #: Listener name -> port (0: a free port; None: not opened).
     ports: dict[str, int | None] = field(default_factory=_default_ports)
@@ -84,6 +90,10 @@ class Options:
         return options
 
     def validate(self) -> None:
+        if self.handshake_timeout is not None and not self.handshake_timeout > 0:
+            raise ValueError("handshake_timeout is in seconds and must be positive (or None)")
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1 (or None)")
         for name, port in self.ports.items():
             if port is not None and not (isinstance(port, int) and 0 <= port <= 65535):
                 raise ValueError(f"{name}_port must be a port number, 0 for a free port, or None; got {port!r}")

@@ -35,7 +35,8 @@ class Node:
         self.options = options
         self.clock = make_clock(options.clock)
         self.model = Broker(self.clock, users=options.users, vhosts=options.vhosts, log_limit=options.retain_log)
-        self.runtime = Runtime(self.clock, options.host)
+        self.runtime = Runtime(self.clock, options.host, handshake_timeout=options.handshake_timeout,
+                               max_connections=options.max_connections)
         self.runtime.on_connect = self._on_connect
         self.runtime.on_disconnect = self._on_disconnect
         self.api_owner = ApiOwner()

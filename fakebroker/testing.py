@@ -112,6 +112,7 @@ def check_session_contract(factory: SessionMaker, script: Sequence[bytes], *, sp
 
     - the same output and final state whatever way the input is split (whole, byte by byte, random chunks);
     - ``wakeup()`` called whenever output was queued, and ``has_output`` true exactly while output waits;
+    - not ``established`` before any input (the handshake timeout relies on it);
     - end of input reported once (``_on_connection_lost`` runs once, however often EOF or a loss is reported);
     - nothing written after the close, even when the clock moves on and timers fire.
 
@@ -143,6 +144,9 @@ def check_session_contract(factory: SessionMaker, script: Sequence[bytes], *, sp
         original()
 
     session._on_connection_lost = counting  # type: ignore[method-assign]
+    # The runtime closes a connection that does not establish itself in time; nothing is established before
+    # the client has sent a byte.
+    assert not session.established, "the session is established before the client sent anything"
     for chunk in script:
         driver.feed(chunk)
     was_open = session.state == "open"

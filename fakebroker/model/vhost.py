@@ -7,9 +7,10 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
+from .arguments import args_inequivalence, check_queue_arguments, format_value
 from .exchange import EXCHANGE_TYPES, Binding, Exchange, check_headers_binding, freeze_arguments
 from .message import Message
-from .queue import Queue, args_inequivalence, check_queue_arguments, format_value
+from .queue import Queue
 
 if TYPE_CHECKING:
     from .broker import Broker

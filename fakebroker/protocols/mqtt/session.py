@@ -11,7 +11,7 @@ import contextlib
 from typing import Any
 
 from ...clock import TimerHandle
-from ...errors import ChannelError
+from ...errors import AmqpError
 from ...model import Channel, Delivery, Message, VHost
 from ...model.vhost import generated_name
 from ..base import ConnectionInfo, Session, SessionHost
@@ -93,7 +93,7 @@ class MqttSession(Session):
                     return
         except MqttProtocolError as exc:
             self._protocol_error(exc)
-        except ChannelError as exc:
+        except AmqpError as exc:
             # An AMQP error on the plugin's channel (a queue or exchange that cannot be used) closes the MQTT
             # connection in RabbitMQ; nobody else is affected.
             self.close_reason = str(exc)
@@ -167,8 +167,9 @@ class MqttSession(Session):
                 vhost.delete_queue(queue_name(client_id, qos))
         else:
             self.session_present = q1 in vhost.queues
-        self.connected = True
+        self.connected = self._established = True
         self._write(Connack(self.session_present, ConnackCode.ACCEPTED))
+        self.host.emit("client", self)
         if self.keepalive:
             self._arm_keepalive()
         if self.session_present:
@@ -243,7 +244,7 @@ class MqttSession(Session):
         qos = min(p.qos, self.profile.max_qos)
         try:
             self._route(p.topic, p.payload, qos, p.dup, p.retain, protocol="mqtt")
-        except ChannelError as exc:
+        except AmqpError as exc:
             self.close_reason = str(exc)
             self.request_close()
             return
@@ -287,11 +288,12 @@ class MqttSession(Session):
                 self.subscriptions[topic_filter] = qos
                 self._bound.setdefault(topic_filter, set()).add(qos)
                 granted.append(qos)
-        except ChannelError as exc:
+        except AmqpError as exc:
             self.close_reason = str(exc)
             self.request_close()
             return
         self._write(Suback(p.packet_id, granted))
+        self.host.emit("client", self)
         for (topic_filter, _), qos in zip(p.topics, granted, strict=True):
             self._send_retained(topic_filter, qos)
 
@@ -352,6 +354,7 @@ class MqttSession(Session):
             if not self.profile.unsubscribe_own_bindings_only or bound:
                 self.subscriptions.pop(topic_filter, None)
         self._write(Unsuback(p.packet_id))
+        self.host.emit("client", self)
 
     # -- deliveries -------------------------------------------------------------------------------
     def _deliver0(self, d: Delivery) -> None:
@@ -411,7 +414,7 @@ class MqttSession(Session):
         # RabbitMQ 3.10 publishes the will with the QoS it was given: a QoS 2 will carries
         # x-mqtt-publish-qos 2 (subscribers still get it at QoS 1 at most).
         # If the exchange is gone there is nothing to publish to, as in RabbitMQ.
-        with contextlib.suppress(ChannelError):
+        with contextlib.suppress(AmqpError):
             self._route(will.topic, will.payload, will.qos, False, will.retain, protocol="mqtt-will")
 
     def describe(self) -> dict[str, Any]:

@@ -298,6 +298,7 @@ class StompSession(Session):
         self.channel = Channel(self.vhost, self, self.client_id)
         self.channel.on_cancel = self._on_consumer_cancelled
         self.heart_beat = (send_ms, recv_ms)
+        self._established = True
         headers = [("session", self.session_id), ("heart-beat", f"{send_ms},{recv_ms}"), ("version", version)]
         if not self.settings.hide_server_info:
             headers.insert(0, ("server", f"RabbitMQ/{self.settings.server_version}"))
