@@ -69,7 +69,8 @@ def fakebroker_process() -> Iterator[tuple[str, int]]:
     """``fakebroker serve`` in its own process, as mosquitto runs: no GIL shared with the paho clients."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", str(port), "--no-web-mqtt"],
+        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", str(port), "--no-web-mqtt", "--no-stomp",
+         "--no-web-stomp"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:

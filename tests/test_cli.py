@@ -75,8 +75,8 @@ def test_serve_reports_a_taken_port_without_a_traceback() -> None:
 
 def test_serve_verbose_logs_connections_subscriptions_and_messages() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", "--no-web-mqtt", "--no-stomp", "--no-web-stomp",
-         "--verbose"],
+        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", "--no-web-mqtt", "--no-stomp",
+         "--no-web-stomp", "--verbose"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -107,7 +107,8 @@ def connects(client: mqtt.Client, host: str, port: int) -> bool:
 
 def test_serve_accepts_clients_on_free_ports_and_stops_on_sigterm() -> None:
     proc = subprocess.Popen(
-        [str(CONSOLE_SCRIPT), "serve", "--mqtt-port", "0", "--web-mqtt-port", "0"],
+        [str(CONSOLE_SCRIPT), "serve", "--mqtt-port", "0", "--web-mqtt-port", "0", "--stomp-port", "0",
+         "--web-stomp-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
