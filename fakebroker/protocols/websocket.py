@@ -195,6 +195,9 @@ class WebSocketSession(Session):
         inner.abort_transport = lambda: self.abort_transport()
         self.protocol = inner.protocol
         self.inner = inner
+        if inner.has_output:
+            # What the inner session said on creation (SockJS's "o") is a message of its own.
+            self._pump()
 
     def _reject(self, status: int) -> None:
         body = f"{status} {_REASONS[status]}\n".encode()

@@ -113,3 +113,22 @@ def test_tcp_and_websocket_clients_share_the_broker(backend: Backend) -> None:
     tcp = backend.stomp_client().connected()
     tcp.send("SEND", {"destination": "/topic/shared"}, "from tcp")
     assert ws.recv_command("MESSAGE").body == b"from tcp"
+
+
+@pytest.mark.difference("web-stomp-sockjs-at-stomp")
+def test_sockjs_endpoint(backend: Backend) -> None:
+    import http.client
+    from urllib.parse import urlparse
+
+    url = urlparse(backend.web_stomp_url)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=5)
+    try:
+        conn.request("GET", "/stomp/info")
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    if backend.is_fake:
+        assert response.status == 200 and b'"websocket": true' in body
+    else:
+        assert response.status == 404  # RabbitMQ 3.7+ dropped SockJS

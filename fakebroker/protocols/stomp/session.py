@@ -303,7 +303,8 @@ class StompSession(Session):
         if not self.settings.hide_server_info:
             headers.insert(0, ("server", f"RabbitMQ/{self.settings.server_version}"))
         self._write("CONNECTED", headers)
-        self._start_heartbeats(send_ms // 1000, recv_ms // 1000)
+        if self.info.transport != "http":  # SockJS: negotiated, never run (RabbitMQ's SockJS endpoint)
+            self._start_heartbeats(send_ms // 1000, recv_ms // 1000)
 
     @staticmethod
     def _negotiate_heartbeat(value: str) -> tuple[int, int]:
