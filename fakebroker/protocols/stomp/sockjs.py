@@ -429,6 +429,25 @@ class SockJSWebSocketInner(Session, Receiver):
     def established(self) -> bool:
         return self.session.stomp.established
 
+    # The STOMP session inside names the client.
+    @property
+    def client_id(self) -> str | None:
+        session = self.__dict__.get("session")
+        return session.stomp.client_id if session is not None else None
+
+    @client_id.setter
+    def client_id(self, value: str | None) -> None:
+        pass
+
+    @property
+    def user(self) -> str | None:
+        session = self.__dict__.get("session")
+        return session.stomp.user if session is not None else None
+
+    @user.setter
+    def user(self, value: str | None) -> None:
+        pass
+
     def describe(self) -> dict[str, Any]:
         return {**self.session.stomp.describe(), "sockjs_session": self.session.sid}
 
