@@ -217,3 +217,17 @@ def test_raw_web_stomp_still_at_ws(fakebroker: ThreadedBroker) -> None:
         ws.close()
 
 
+
+
+def test_restart_ends_sockjs_sessions(xhr: Callable[..., Xhr], fakebroker: ThreadedBroker) -> None:
+    client = xhr()
+    client.poll()
+    client.send(CONNECT)
+    client.poll()
+    client.send("SUBSCRIBE\ndestination:/queue/kept\nid:k\nreceipt:r\n\n\x00")
+    client.poll()
+    fakebroker.restart()
+    # The session ended with the node's connections (the old HTTP connections are gone: new ones).
+    assert xhr("s1").send("SEND\ndestination:/topic/x\n\n\x00") == (404, b"Not found")
+    fresh = xhr("s2")
+    assert fresh.poll() == (200, b"o\n")  # the endpoint works after the restart

@@ -196,6 +196,12 @@ class SockJSRegistry:
     def __init__(self) -> None:
         self.sessions: dict[str, SockJSSession] = {}
 
+    def close_all(self) -> None:
+        """The node goes down (stop, restart): every session ends with its connections."""
+        for session in list(self.sessions.values()):
+            session.close(1000, "STOMP died")
+        self.sessions.clear()
+
 
 # -- plain HTTP ---------------------------------------------------------------------------------------------
 class SockJSHttpSession(Session, Receiver):
@@ -411,6 +417,9 @@ class SockJSHttpSession(Session, Receiver):
         if self._session is not None and self._busy is not None:
             self._busy = None
             self._session.detach(self)
+        if self.host.stopping:
+            # A SockJS session is not a connection the node drops itself: end them all with the node's.
+            self.registry.close_all()
 
 
 # -- SockJS over WebSocket ----------------------------------------------------------------------------------
