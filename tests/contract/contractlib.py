@@ -53,7 +53,6 @@ from fakebroker.protocols.mqtt.codec import (
     encode,
 )
 
-#: Seconds to wait for something that must happen; reached only when a scenario fails.
 #: The real node's ``mqtt.subscription_ttl`` (scripts/rabbitmq.sh); the fake backend is started with it.
 SUBSCRIPTION_TTL_MS = 5000
 #: The real node's web_mqtt listener (scripts/rabbitmq.sh).
