@@ -28,7 +28,7 @@ def _raw_web_stomp(info: ConnectionInfo, host: SessionHost) -> Session:
     # STOMP side ends the connection, Web STOMP closes with 1000 "STOMP died".
     return WebSocketSession(info, lambda inner: _stomp(inner, host), path="/ws", subprotocols=SUBPROTOCOLS,
                             require_subprotocol=False, frame_type="binary" if settings.ws_frame == "binary" else "text",
-                            close_reason_on_inner_close="STOMP died")
+                            close_reason_on_inner_close="STOMP died", compress=True)
 
 
 def _web_stomp(info: ConnectionInfo, host: SessionHost) -> Session:
