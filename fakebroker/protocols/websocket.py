@@ -131,6 +131,9 @@ class WebSocketSession(Session):
         handshaking = self._ws.state is ConnectionState.CONNECTING
         if handshaking:
             self._head += data
+        elif self.inner is not None:
+            # Every byte on the socket (framing, pings) is traffic to a heart-beat monitor, as in RabbitMQ.
+            self.inner.transport_received(len(data))
         try:
             self._ws.receive_data(data)
         except (RemoteProtocolError, UnicodeError):

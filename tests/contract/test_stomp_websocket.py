@@ -165,3 +165,12 @@ def test_permessage_deflate(backend: Backend) -> None:
     head = bytes(raw).split(b"\r\n\r\n", 1)[0].lower()
     assert b"sec-websocket-extensions: permessage-deflate" in head
     assert texts[0].startswith("CONNECTED\n") and texts[1] == "RECEIPT\nreceipt-id:r\n\n\x00\n"
+
+
+def test_websocket_pings_count_as_heart_beats(backend: Backend) -> None:
+    # RabbitMQ's heart-beat monitor counts the socket's bytes: WebSocket pings keep a silent STOMP client alive.
+    c = backend.web_stomp_client(["v12.stomp"]).connected(heart_beat="1000,0")
+    for _ in range(5):
+        backend.advance(0.9)
+        c.ping()
+    c.expect_open()

@@ -179,6 +179,10 @@ class StompSession(Session):
                     self._sent += len(chunk)
                     self.send(chunk)
 
+    def transport_received(self, count: int) -> None:
+        # RabbitMQ's heart-beat monitor reads the socket's byte count: WebSocket framing and pings count too.
+        self._received += count
+
     def _write(self, command: str, headers: list[tuple[str, str]], body: bytes = b"") -> None:
         data = encode(command, headers, body, trailing_lf=self.settings.trailing_lf)
         self.frames_out += 1
