@@ -231,3 +231,14 @@ def test_restart_ends_sockjs_sessions(xhr: Callable[..., Xhr], fakebroker: Threa
     assert xhr("s1").send("SEND\ndestination:/topic/x\n\n\x00") == (404, b"Not found")
     fresh = xhr("s2")
     assert fresh.poll() == (200, b"o\n")  # the endpoint works after the restart
+
+
+@pytest.mark.fakebroker(stomp_ws_frame="binary")
+def test_ws_frame_binary_setting(fakebroker: ThreadedBroker) -> None:
+    ws = websocket.create_connection(fakebroker.web_stomp_url, timeout=TIMEOUT, subprotocols=["v12.stomp"])
+    try:
+        ws.send(CONNECT)
+        opcode, data = ws.recv_data()
+        assert opcode == websocket.ABNF.OPCODE_BINARY and data.startswith(b"CONNECTED\n")
+    finally:
+        ws.close()
