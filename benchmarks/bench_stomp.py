@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Iterator
 
 import fakebroker
+from fakebroker.protocols import listener_specs
 
 TIMEOUT = 60.0
 
@@ -44,8 +45,8 @@ def fakebroker_process() -> Iterator[tuple[str, int]]:
     """``fakebroker serve`` in its own process, as RabbitMQ runs: no GIL shared with the clients."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakebroker", "serve", "--stomp-port", str(port), "--no-mqtt", "--no-web-mqtt",
-         "--no-web-stomp"],
+        [sys.executable, "-m", "fakebroker", "serve", "--stomp-port", str(port),
+         *(f"--no-{spec.name.replace('_', '-')}" for spec in listener_specs() if spec.name != "stomp")],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
@@ -147,7 +148,8 @@ def main() -> None:
     runs = [("fire-and-forget", None), ("receipt every 100", 100)]
 
     results: dict[str, list[float]] = {}
-    with fakebroker.start(clock="wall", mqtt_port=None, web_mqtt_port=None, web_stomp_port=None) as broker:
+    others = {spec.option: None for spec in listener_specs() if spec.name != "stomp"}
+    with fakebroker.start(clock="wall", **others) as broker:
         host, port = broker.stomp
         results["fakebroker"] = [best(host, port, args.count, payload, every, args.repeat) for _, every in runs]
     with fakebroker_process() as (host, port):
