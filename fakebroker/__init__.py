@@ -12,8 +12,11 @@ from .clock import VirtualClock, WallClock
 from .config import Options
 from .errors import (
     AccessRefused,
+    AmqpError,
     BrokerError,
     ChannelError,
+    CommandInvalid,
+    ConnectionLevelError,
     NotAllowed,
     NotFound,
     PreconditionFailed,
@@ -34,12 +37,11 @@ from .model import Delivery, LoggedMessage, Message
 from .observe import MessageFault, MessageTimeout
 from .server.runtime import Address
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written: pyproject.toml and `fakebroker --version` read it
 
 __all__ = [
-    "AccessRefused", "Address", "AsyncBroker", "BindingInfo", "BrokerError", "ChannelError", "ClientInfo",
-    "Delivery", "ExchangeInfo", "LoggedMessage", "Message", "MessageFault", "MessageLog", "MessageTimeout",
-    "NotAllowed", "NotFound", "Options",
-    "PreconditionFailed", "QueueInfo", "ResourceLocked", "ThreadedBroker", "VirtualClock", "WallClock",
-    "serve", "start",
+    "AccessRefused", "Address", "AmqpError", "AsyncBroker", "BindingInfo", "BrokerError", "ChannelError",
+    "ClientInfo", "CommandInvalid", "ConnectionLevelError", "Delivery", "ExchangeInfo", "LoggedMessage", "Message",
+    "MessageFault", "MessageLog", "MessageTimeout", "NotAllowed", "NotFound", "Options", "PreconditionFailed",
+    "QueueInfo", "ResourceLocked", "ThreadedBroker", "VirtualClock", "WallClock", "serve", "start",
 ]

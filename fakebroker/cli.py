@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
 
+from . import __version__
 from .facade import serve
+from .protocols import listener_specs
 
 
 def _user(value: str) -> tuple[str, str]:
@@ -20,44 +24,93 @@ def _user(value: str) -> tuple[str, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fakebroker", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="fakebroker",
+        description="An in-memory RabbitMQ test double. 'fakebroker serve' runs one for test suites in any "
+                    "language, on RabbitMQ's ports and the wall clock.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="run the broker until interrupted")
+    s = sub.add_parser("serve", help="run the broker until interrupted",
+                       description="Run a broker on the wall clock with RabbitMQ's default ports until Ctrl-C or "
+                                   "SIGTERM. Port 0 picks a free port.")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--mqtt-port", type=int, default=1883, help="MQTT over TCP (default 1883; 0 = free port)")
-    s.add_argument("--web-mqtt-port", type=int, default=15675, help="MQTT over WebSocket at /ws (default 15675)")
-    s.add_argument("--no-web-mqtt", action="store_true", help="do not open the MQTT-over-WebSocket listener")
+    for spec in listener_specs():
+        where = f" at {spec.websocket_path}" if spec.websocket_path else ""
+        s.add_argument(spec.cli_flag, type=int, default=spec.default_port, dest=spec.option, metavar="PORT",
+                       help=f"{spec.description}{where} (default {spec.default_port})")
+        s.add_argument(f"--no-{spec.name.replace('_', '-')}", action="store_true", dest=f"no_{spec.name}",
+                       help=f"do not open the {spec.description} listener")
     s.add_argument("--user", action="append", default=[], type=_user, metavar="NAME:PASSWORD",
                    help="a user (repeatable); default guest:guest")
     s.add_argument("--vhost", action="append", default=[], help="an extra virtual host (repeatable)")
     s.add_argument("--no-anonymous", action="store_true", help="refuse MQTT clients without credentials")
     s.add_argument("--subscription-ttl", type=int, default=86_400_000,
                    help="persistent MQTT session expiry in ms (default 86400000)")
-    s.add_argument("--prefetch", type=int, default=10, help="unacknowledged QoS 1 deliveries per client")
+    s.add_argument("--prefetch", type=int, default=10, help="unacknowledged QoS 1 deliveries per MQTT client")
+    s.add_argument("-v", "--verbose", action="store_true",
+                   help="print connections, subscriptions and messages as they happen")
     return parser
 
 
 async def _serve(args: argparse.Namespace) -> None:
     users = dict(args.user) if args.user else {"guest": "guest"}
+    ports = {spec.option: None if getattr(args, f"no_{spec.name}") else getattr(args, spec.option)
+             for spec in listener_specs()}
     async with serve(
         host=args.host,
-        mqtt_port=args.mqtt_port,
-        web_mqtt_port=None if args.no_web_mqtt else args.web_mqtt_port,
         clock="wall",
         users=users,
         vhosts=("/", *args.vhost),
         allow_anonymous=not args.no_anonymous,
-        subscription_ttl=args.subscription_ttl,
-        prefetch=args.prefetch,
+        mqtt_subscription_ttl=args.subscription_ttl,
+        mqtt_prefetch=args.prefetch,
+        **ports,
     ) as broker:
-        lines = [f"mqtt      mqtt://{broker.mqtt.host}:{broker.mqtt.port}"]
-        if "web_mqtt" in broker.addresses:
-            lines.append(f"web-mqtt  {broker.web_mqtt_url}")
+        specs = {spec.name: spec for spec in listener_specs()}
+        lines = []
+        for name, address in broker.addresses.items():
+            spec = specs[name]
+            text = spec.url.format(host=address.host, port=address.port) if spec.url else \
+                f"{spec.protocol}://{address.host}:{address.port}"
+            lines.append(f"{name.replace('_', '-'):<10}{text}")
+        login = ", ".join(f"{u}/{p}" for u, p in users.items())
         print("fakebroker is serving:\n  " + "\n  ".join(lines), flush=True)
+        print(f"clock: wall (timers run in real time); users: {login}"
+              f"{'; anonymous MQTT allowed' if not args.no_anonymous else ''}; stop with Ctrl-C or SIGTERM",
+              flush=True)
+        if args.verbose:
+            _log_traffic(broker)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 print(f"fakebroker: {signal.Signals(signum).name}, stopping", flush=True)
                 return
+
+
+def _log_traffic(broker: Any) -> None:
+    """--verbose: one line per connection, change of subscriptions, and routed message."""
+
+    def say(text: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
+
+    def who(conn: Any) -> str:
+        return f"conn#{conn.id} {conn.protocol} {conn.peer[0]}:{conn.peer[1]}"
+
+    def on_client(session: Any) -> None:
+        subs = session.describe().get("subscriptions")
+        say(f"client {session.client_id!r} ({session.protocol}, user {session.user!r})"
+            + (f" subscriptions {subs}" if subs else ""))
+
+    def on_route(entry: Any) -> None:
+        say(entry.describe())
+
+    broker.on("connect", lambda conn: say(f"connected {who(conn)}"))
+    def on_disconnect(conn: Any) -> None:
+        reason = conn.session.close_reason
+        say(f"closed {who(conn)} client_id={conn.client_id!r}" + (f" ({reason})" if reason else ""))
+
+    broker.on("disconnect", on_disconnect)
+    broker.on("client", on_client)
+    broker.on("route", on_route)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

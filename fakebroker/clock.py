@@ -14,7 +14,7 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 #: How far past its target VirtualClock.advance() reaches, to absorb float rounding in sums of steps.
 _SLACK = 1e-9
@@ -60,7 +60,11 @@ class TimerHandle:
 
 
 class Clock:
-    """Timer bookkeeping shared by both clocks: a heap of handles ordered by (when, scheduling order)."""
+    """Timer bookkeeping shared by both clocks: a heap of handles ordered by (when, scheduling order).
+
+    What the runtime relies on: :meth:`now`, :meth:`call_at`, :meth:`next_deadline`, :meth:`run_due` and the
+    :attr:`on_schedule` hook; a clock of one's own subclasses this and implements ``now`` and ``run_due``.
+    """
 
     def __init__(self) -> None:
         self._timers: list[TimerHandle] = []
@@ -70,6 +74,10 @@ class Clock:
         self.on_schedule: Callable[[], None] | None = None
 
     def now(self) -> float:
+        raise NotImplementedError
+
+    def run_due(self) -> None:
+        """Run every timer due at :meth:`now`."""
         raise NotImplementedError
 
     def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
@@ -166,7 +174,10 @@ class WallClock(Clock):
         return f"<WallClock pending={self.pending()}>"
 
 
-def make_clock(spec: str | Clock) -> Clock:
+ClockName = Literal["virtual", "wall"]
+
+
+def make_clock(spec: ClockName | str | Clock) -> Clock:
     if isinstance(spec, Clock):
         return spec
     if spec == "virtual":

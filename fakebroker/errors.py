@@ -11,11 +11,11 @@ class BrokerError(Exception):
     """Base class of every error fakebroker raises on purpose."""
 
 
-class ChannelError(BrokerError):
-    """An AMQP channel error: ``code`` is the reply code, ``name`` its constant, ``text`` the explanation."""
+class AmqpError(BrokerError):
+    """An AMQP 0-9-1 exception: ``code`` is the reply code, ``name`` its constant, ``text`` the close text."""
 
     code = 0
-    name = "CHANNEL_ERROR"
+    name = "INTERNAL_ERROR"
 
     def __init__(self, explanation: str) -> None:
         self.explanation = explanation
@@ -24,6 +24,18 @@ class ChannelError(BrokerError):
     @property
     def text(self) -> str:
         return str(self)
+
+
+class ChannelError(AmqpError):
+    """A channel-level exception: RabbitMQ closes the channel, the connection stays open."""
+
+    name = "CHANNEL_ERROR"
+
+
+class ConnectionLevelError(AmqpError):
+    """A connection-level exception: RabbitMQ closes the whole connection."""
+
+    name = "CONNECTION_FORCED"
 
 
 class AccessRefused(ChannelError):
@@ -46,14 +58,14 @@ class PreconditionFailed(ChannelError):
     name = "PRECONDITION_FAILED"
 
 
-class NotAllowed(ChannelError):
+class NotAllowed(ConnectionLevelError):
     """A connection-level refusal, e.g. an unknown vhost."""
 
     code = 530
     name = "NOT_ALLOWED"
 
 
-class CommandInvalid(ChannelError):
+class CommandInvalid(ConnectionLevelError):
     """A connection-level error, e.g. an unknown exchange type."""
 
     code = 503

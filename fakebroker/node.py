@@ -1,8 +1,12 @@
-"""A broker node: the model, the runtime and the protocol listeners wired together, on one event loop."""
+"""A broker node: the model, the runtime and the protocol listeners wired together, on one event loop.
+
+The node is the :class:`~fakebroker.protocols.base.SessionHost` of every session it creates.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -10,11 +14,11 @@ import anyio.abc
 from .clock import make_clock
 from .config import Options
 from .model import Broker, Channel
-from .protocols.base import ConnectionInfo, Session
-from .server.runtime import Address, Connection, Runtime, SessionFactory
+from .protocols import listener_specs
+from .protocols.base import ConnectionInfo, ListenerSpec, Session, SessionFactory
+from .server.runtime import Address, Connection, Runtime
 
-if TYPE_CHECKING:
-    from .protocols.mqtt.session import MqttSession
+S = TypeVar("S")
 
 
 class ApiOwner:
@@ -31,45 +35,54 @@ class Node:
         self.options = options
         self.clock = make_clock(options.clock)
         self.model = Broker(self.clock, users=options.users, vhosts=options.vhosts, log_limit=options.retain_log)
-        self.runtime = Runtime(self.clock, options.host)
+        self.runtime = Runtime(self.clock, options.host, handshake_timeout=options.handshake_timeout,
+                               max_connections=options.max_connections)
         self.runtime.on_connect = self._on_connect
         self.runtime.on_disconnect = self._on_disconnect
         self.api_owner = ApiOwner()
         self.api_channels: dict[str, Channel] = {}
-        # MQTT client id -> live session, for takeover (one connection per client id and vhost).
-        self.mqtt_sessions: dict[tuple[str, str], MqttSession] = {}
+        self._states: dict[Callable[[], Any], Any] = {}
         self.thread_id = 0  # the event loop's thread, set when the node starts
         # True while the node goes down (stop, restart): connections are dropped with no Last Will, as when
         # RabbitMQ stops its MQTT plugin (observed on 3.10 with `rabbitmqctl stop_app`).
         self.stopping = False
         self.refusing = False  # listeners closed by refuse_connections()
 
+    # -- SessionHost ----------------------------------------------------------------------------------
+    def state(self, kind: Callable[[], S]) -> S:
+        found = self._states.get(kind)
+        if found is None:
+            found = self._states[kind] = kind()
+        return found
+
+    def emit(self, event: str, *args: Any) -> None:
+        self.model.emit(event, *args)
+
+    # -- the Python API's own channel -------------------------------------------------------------------
     def api_channel(self, vhost: str) -> Channel:
         channel = self.api_channels.get(vhost)
         if channel is None:
             channel = self.api_channels[vhost] = Channel(self.model.vhost(vhost), self.api_owner, "python-api")
         return channel
 
-    def listeners(self) -> dict[str, tuple[int, SessionFactory]]:
-        from .protocols.mqtt.session import MqttSession
-        from .protocols.websocket import WebSocketSession
+    # -- listeners ----------------------------------------------------------------------------------------
+    def listener_specs(self) -> list[ListenerSpec]:
+        """The listeners this node opens (those whose port option is not None), in registration order."""
+        return [spec for spec in listener_specs() if self.options.ports.get(spec.name) is not None]
 
-        def mqtt(info: ConnectionInfo) -> Session:
-            return MqttSession(info, self)
+    def _factory(self, spec: ListenerSpec) -> SessionFactory:
+        def make(info: ConnectionInfo) -> Session:
+            return spec.session(info, self)
 
-        def web_mqtt(info: ConnectionInfo) -> Session:
-            # "mqttv3.1" is what MQTT 3.1 clients (paho, MQTT.js) offer; RabbitMQ 3.10 accepts it as well.
-            return WebSocketSession(info, mqtt, path="/ws", subprotocols=("mqtt", "mqttv3.1"),
-                                    require_subprotocol=False, frame_type="binary")
-
-        wanted: dict[str, tuple[int | None, SessionFactory]] = {
-            "mqtt": (self.options.mqtt_port, mqtt),
-            "web_mqtt": (self.options.web_mqtt_port, web_mqtt),
-        }
-        return {name: (port, factory) for name, (port, factory) in wanted.items() if port is not None}
+        return make
 
     async def start(self, tg: anyio.abc.TaskGroup) -> None:
-        await self.runtime.start(tg, self.listeners())
+        listeners: dict[str, tuple[int, SessionFactory]] = {}
+        for spec in self.listener_specs():
+            port = self.options.ports[spec.name]
+            assert port is not None
+            listeners[spec.name] = (port, self._factory(spec))
+        await self.runtime.start(tg, listeners)
 
     async def aclose(self) -> None:
         self.stopping = True

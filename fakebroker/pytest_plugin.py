@@ -7,6 +7,8 @@ Fixtures (see docs/pytest.md):
 - ``fakebroker_factory``: ``fakebroker_factory(**options)`` starts another broker; all are stopped at teardown.
 - ``async_fakebroker``: an :class:`~fakebroker.AsyncBroker` in an anyio test's own event loop (asyncio or trio).
 - ``fakebroker_options``: the options those fixtures use, as a dict (override it to compute options).
+- ``mqtt_client``: ``mqtt_client("device-1", subscribe="commands/#")`` -> a connected
+  :class:`~fakebroker.clients.mqtt.MqttClient` on the test's broker, closed after the test (needs paho-mqtt).
 
 Options, later wins: ini ``fakebroker_options`` lines < ``--fakebroker-option KEY=VALUE`` <
 ``@pytest.mark.fakebroker(**options)`` (module < class < function) < keyword arguments to the factory.
@@ -156,6 +158,38 @@ async def async_fakebroker(request: pytest.FixtureRequest, fakebroker_options: d
     problems = _problems(broker)
     if problems:
         pytest.fail("fakebroker teardown:\n" + "\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def mqtt_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """``mqtt_client(client_id="", *, broker=None, websocket=False, connect=True, subscribe=None, qos=0,
+    **options)`` -> a paho-mqtt :class:`~fakebroker.clients.mqtt.MqttClient`, connected (and subscribed) to
+    ``broker`` (default: this test's ``fakebroker``), over WebSocket with ``websocket=True``. ``options`` are
+    the client's (``clean_session``, ``keepalive``, ``will``, ``username``, ``password``, ``protocol``,
+    ``reconnect``). Every client is closed after the test."""
+    try:
+        from .clients.mqtt import MqttClient
+    except ImportError as exc:  # paho-mqtt is an optional dependency
+        raise pytest.UsageError(f"the mqtt_client fixture needs paho-mqtt: pip install 'fakebroker[clients]' "
+                                f"({exc})") from None
+    made: list[MqttClient] = []
+
+    def make(client_id: str = "", *, broker: Any = None, websocket: bool = False, connect: bool = True,
+             subscribe: str | list[tuple[str, int]] | None = None, qos: int = 0, **options: Any) -> MqttClient:
+        target = broker if broker is not None else request.getfixturevalue("fakebroker")
+        client = MqttClient(target.web_mqtt_url if websocket else target.mqtt, client_id, **options)
+        made.append(client)
+        if connect:
+            present, code = client.connect()
+            if code != 0:
+                raise AssertionError(f"{client_id!r}: CONNACK refused the connection (return code {code})")
+            if subscribe is not None:
+                client.subscribe(subscribe, qos)
+        return client
+
+    yield make
+    for client in reversed(made):
+        client.close()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -63,3 +63,39 @@ def test_serve_reports_a_taken_port_without_a_traceback() -> None:
     assert proc.returncode == 1
     assert f"mqtt listener on 127.0.0.1:{port}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_serve_verbose_logs_connections_subscriptions_and_messages() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", "--no-web-mqtt", "--verbose"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = [proc.stdout.readline() for _ in range(3)]
+        port = int(re.search(r"mqtt://127\.0\.0\.1:(\d+)", banner[1]).group(1))  # type: ignore[union-attr]
+        assert "clock: wall" in banner[2] and "guest/guest" in banner[2] and "Ctrl-C" in banner[2]
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="chatty")
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        client.subscribe("v/#", qos=1)
+        client.publish("v/1", b"logged", qos=1).wait_for_publish(5)
+        client.disconnect()
+        client.loop_stop()
+        seen: list[str] = []
+        while not any("closed conn#" in line for line in seen):
+            seen.append(proc.stdout.readline())
+        text = "".join(seen)
+        assert "connected conn#1 mqtt" in text
+        assert "client 'chatty' (mqtt, user 'guest') subscriptions {'v/#': 1}" in text
+        assert "mqtt:chatty -> exchange='amq.topic' routing_key='v.1' body=b'logged'" in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def test_help_has_a_description_and_no_markup() -> None:
+    for argv in (["--help"], ["serve", "--help"]):
+        out = subprocess.run([sys.executable, "-m", "fakebroker", *argv], capture_output=True, text=True,
+                             timeout=30).stdout
+        assert "RabbitMQ" in out and "``" not in out and ":func:" not in out

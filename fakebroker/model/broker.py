@@ -6,15 +6,44 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..clock import Clock, VirtualClock
-from ..errors import AccessRefused, ChannelError, NotAllowed
+from ..errors import AccessRefused, AmqpError, NotAllowed
 from .message import Message, parse_expiration
 from .queue import Queue
 from .vhost import VHost
 
-EVENTS = ("publish", "route", "deliver", "connect", "disconnect", "queue_deleted", "dropped")
+#: What a publish hook does to a message: drop it, or delay it by that many seconds on the clock.
+FaultAction = Literal["drop"] | float
+#: What a message fault did to a logged message.
+FaultOutcome = Literal["dropped", "delayed"]
+
+EVENTS = ("publish", "route", "deliver", "connect", "disconnect", "client", "queue_deleted", "dropped")
+
+
+class DeliveryRecord(tuple[str, "str | None"]):
+    """One delivery of a logged message: compares as ``(queue, client_id)``, and also says whether it was a
+    redelivery and how it was settled: ``outcome`` is None while unacknowledged, ``"auto"`` for a no-ack
+    delivery, ``"ack"``, ``"requeue"`` or ``"reject"``."""
+
+    redelivered: bool
+    outcome: str | None
+
+    def __new__(cls, queue: str, client_id: str | None, redelivered: bool = False,
+                outcome: str | None = None) -> DeliveryRecord:
+        record = super().__new__(cls, (queue, client_id))
+        record.redelivered = redelivered
+        record.outcome = outcome
+        return record
+
+    @property
+    def queue(self) -> str:
+        return self[0]
+
+    @property
+    def client_id(self) -> str | None:
+        return self[1]
 
 
 @dataclass(eq=False)
@@ -31,10 +60,10 @@ class LoggedMessage:
     body: bytes
     properties: dict[str, Any]
     queues: tuple[str, ...]
-    deliveries: list[tuple[str, str | None]] = field(default_factory=list)  # (queue, client id)
+    deliveries: list[DeliveryRecord] = field(default_factory=list)  # compare as (queue, client id)
     # Fault injection (see Broker.publish_hooks): "dropped" (never routed) or "delayed" (routed at
     # ``delayed_until`` on the clock; ``pending`` until then).
-    fault: str | None = None
+    fault: FaultOutcome | None = None
     delayed_until: float | None = None
     pending: bool = False
 
@@ -93,7 +122,7 @@ class Broker:
         self._wall_offset = time.time() - self.clock.now()
         # Fault injection: each new log entry is shown to these hooks before it is routed. The first one
         # that answers decides: "drop" (never routed) or a number of seconds to delay routing by.
-        self.publish_hooks: list[Callable[[LoggedMessage], str | float | None]] = []
+        self.publish_hooks: list[Callable[[LoggedMessage], FaultAction | None]] = []
 
     # -- vhosts and users -----------------------------------------------------------------------
     def add_vhost(self, name: str) -> VHost:
@@ -198,7 +227,7 @@ class Broker:
             self.clock.call_at(logged.delayed_until, self._route_delayed, logged, message, vhost, queues)
         return logged
 
-    def _publish_fault(self, logged: LoggedMessage) -> str | float | None:
+    def _publish_fault(self, logged: LoggedMessage) -> FaultAction | None:
         for hook in list(self.publish_hooks):  # a hook may remove itself
             action = hook(logged)
             if action is not None:
@@ -219,7 +248,7 @@ class Broker:
         # Routed with the bindings of the moment it arrives; an exchange deleted meanwhile makes it unroutable.
         try:
             targets = vhost.route(message) if queues is None else queues
-        except ChannelError:
+        except AmqpError:
             targets = []
         self._enqueue(logged, message, vhost, targets)
 
@@ -229,16 +258,21 @@ class Broker:
         index = seq - self.log[0].seq
         return self.log[index] if index < len(self.log) else None
 
-    def record_delivery(self, message: Message, queue: str, client_id: str | None) -> None:
+    def record_delivery(self, message: Message, queue: str, client_id: str | None, redelivered: bool = False,
+                        no_ack: bool = False) -> DeliveryRecord | None:
+        """Note a delivery on the message's log entry; the record is settled later by the channel."""
         log = self.log
         logged = None
+        record = None
         if log:
             index = message.log_id - log[0].seq  # find_logged(), inlined: once per delivery
             if 0 <= index < len(log):
                 logged = log[index]
-                logged.deliveries.append((queue, client_id))
+                record = DeliveryRecord(queue, client_id, redelivered, "auto" if no_ack else None)
+                logged.deliveries.append(record)
         if self._listeners.get("deliver"):
             self.emit("deliver", logged, queue, client_id)
+        return record
 
     def queues(self, vhost: str = "/") -> dict[str, Any]:
         return dict(self.vhost(vhost).queues)
@@ -249,7 +283,8 @@ class Broker:
 
         Kept: durable exchanges, durable non-exclusive queues with their persistent messages
         (``delivery_mode`` 2, in order, TTL deadlines unchanged), bindings from a kept exchange to a kept
-        queue, the MQTT retained store and the message log. Everything else is gone, as after
+        queue and the message log (protocols keep their own node-wide state, such as MQTT's retained
+        store). Everything else is gone, as after
         ``rabbitmqctl stop_app; start_app``. Kept queues come back as new queue processes with no consumer: the
         ``x-expires`` countdown starts again and the message-TTL timer is armed for the new head.
         """

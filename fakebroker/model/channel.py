@@ -11,6 +11,7 @@ from .message import Delivery
 from .queue import Consumer, Queue, QueuedMessage
 
 if TYPE_CHECKING:
+    from .broker import DeliveryRecord
     from .vhost import VHost
 
 _tags = itertools.count(1)
@@ -24,7 +25,7 @@ class Channel:
         self.owner = owner
         self.client_id = client_id
         self.consumers: dict[str, Consumer] = {}
-        self._unacked: dict[int, tuple[QueuedMessage, Queue, Consumer | None]] = {}
+        self._unacked: dict[int, tuple[QueuedMessage, Queue, Consumer | None, DeliveryRecord | None]] = {}
         self._next_tag = 0
         self.closed = False
         # Told when the broker cancels a consumer because its queue was deleted (the MQTT session reacts).
@@ -34,8 +35,9 @@ class Channel:
         self._next_tag += 1
         return self._next_tag
 
-    def track(self, tag: int, qm: QueuedMessage, queue: Queue, consumer: Consumer | None) -> None:
-        self._unacked[tag] = (qm, queue, consumer)
+    def track(self, tag: int, qm: QueuedMessage, queue: Queue, consumer: Consumer | None,
+              record: DeliveryRecord | None = None) -> None:
+        self._unacked[tag] = (qm, queue, consumer, record)
 
     @property
     def unacked_count(self) -> int:
@@ -95,14 +97,18 @@ class Channel:
         else:
             tags = [delivery_tag]
         for t in tags:
-            qm, queue, consumer = self._unacked.pop(t)
+            qm, queue, consumer, record = self._unacked.pop(t)
+            if record is not None:
+                record.outcome = outcome
             queue.settle(qm, consumer, outcome)
 
     def recover(self) -> None:
         """Requeue every unacknowledged message (basic.recover with requeue, or channel close)."""
         pending = sorted(self._unacked.items())
         self._unacked.clear()
-        for _, (qm, queue, consumer) in pending:
+        for _, (qm, queue, consumer, record) in pending:
+            if record is not None:
+                record.outcome = "requeue"
             queue.settle(qm, consumer, "requeue")
 
     def close(self) -> None:

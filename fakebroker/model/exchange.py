@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .arguments import amqp_type, format_value
 from .message import Message
-from .queue import amqp_type, format_value
 from .topic import TopicTrie
 
 EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers")

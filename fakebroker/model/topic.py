@@ -75,91 +75,139 @@ class TopicTrie(Generic[T]):
             parent.set_child(word, None)
 
     def match(self, routing_key: str) -> set[T]:
+        """The values of every binding whose key matches ``routing_key``.
+
+        Iterative, and bounded whatever the binding keys: every trie node is visited at most once. Above the
+        first ``#`` of a path a node can only be reached after as many words as its depth, so the walk carries
+        one position. Below a ``#`` a node can be reached at many positions; :meth:`_match_below` carries the
+        set of them as the bits of an int, so a node costs one pass of integer operations over the key
+        (``#.#.x``, ``#.*.*...x`` and a 30,000-level filter all stay linear in the key's length).
+        """
         words = routing_key.split(".") if routing_key else []
+        n = len(words)
         found: set[T] = set()
-        self._walk(self._root, words, 0, len(words), found, None)
+        below: list[tuple[_Node[T], int]] = []
+        stack: list[tuple[_Node[T], int]] = [(self._root, 0)]
+        pop, push = stack.pop, stack.append
+        while stack:
+            node, i = pop()
+            if i == n and node.values:
+                found.update(node.values)
+            hash_node = node.hash
+            if hash_node is not None:
+                if hash_node.children:
+                    # Reached at every position from i on: bits i..n.
+                    below.append((hash_node, ((1 << (n + 1)) - 1) ^ ((1 << i) - 1)))
+                elif hash_node.values:
+                    found.update(hash_node.values)  # a trailing '#' takes whatever is left
+            if i == n:
+                continue
+            word = words[i]
+            i += 1
+            child = node.children.get(word)
+            if child is not None and child is not hash_node:  # a literal "#" word is taken by the '#' above
+                if child.children:
+                    push((child, i))
+                elif i == n and child.values:
+                    found.update(child.values)
+            star = node.star
+            if star is not None and star is not child:
+                if star.children:
+                    push((star, i))
+                elif i == n and star.values:
+                    found.update(star.values)
+        if below:
+            _match_below(below, words, found)
         return found
 
-    def _walk(self, node: _Node[T], words: list[str], i: int, n: int, found: set[T],
-              seen: set[tuple[int, int]] | None) -> None:
-        """Collect the values of every binding under ``node`` that matches ``words[i:]``.
 
-        ``seen`` is None until the walk is below a '#'. Leaves are handled without a call of their own: most
-        binding keys end in a literal word, ``*`` or ``#``, and this is the routing hot path.
-        """
-        if i == n and node.values:
+def _match_below(stack: list[tuple[_Node[T], int]], words: list[str], found: set[T]) -> None:
+    """Walk the subtrees under a ``#``. Each entry is a node and ``reach``: bit ``j`` set when the binding key
+    down to that node matches ``words[:j]``. A child's reach is its parent's, shifted by one word and
+    filtered by the word; a ``#`` turns it into every position from its lowest one on."""
+    n = len(words)
+    full = (1 << (n + 1)) - 1
+    end = 1 << n
+    has_next = end - 1  # positions with a word left to take
+    after: dict[str, int] | None = None  # word -> bits j + 1 for every j where words[j] is that word
+
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, reach = pop()
+        if reach & end and node.values:
             found.update(node.values)
         hash_node = node.hash
         if hash_node is not None:
-            if not hash_node.children:
-                # A trailing '#' takes whatever is left.
-                if hash_node.values:
-                    found.update(hash_node.values)
-            else:
-                # '#' swallows zero or more words. Below a first '#' the walk can reach a node at several
-                # positions, so each (nested '#' node, position) is expanded once: without that a key like
-                # "#.#.#..." would take exponential time. Above it, every node is reached once.
-                if seen is None and hash_node.hash is None:
-                    # The common case ("#.a", "#.*.b"), inlined: the '#' node's children are tried at every
-                    # remaining position (and its own bindings at the end).
-                    below: set[tuple[int, int]] = set()
-                    after_hash, hash_star = hash_node.children, hash_node.star
-                    for j in range(i, n):
-                        word = words[j]
-                        child = after_hash.get(word)
-                        if child is not None:
-                            if child.children:
-                                self._walk(child, words, j + 1, n, found, below)
-                            elif j + 1 == n and child.values:
-                                found.update(child.values)
-                        if hash_star is not None and word != "*":
-                            if hash_star.children:
-                                self._walk(hash_star, words, j + 1, n, found, below)
-                            elif j + 1 == n and hash_star.values:
-                                found.update(hash_star.values)
-                    if hash_node.values:
-                        found.update(hash_node.values)
-                elif seen is None:
-                    below = set()
-                    for j in range(i, n + 1):
-                        self._walk(hash_node, words, j, n, found, below)
-                else:
-                    key = id(hash_node)
-                    for j in range(i, n + 1):
-                        if (key, j) not in seen:
-                            seen.add((key, j))
-                            self._walk(hash_node, words, j, n, found, seen)
-        if i == n:
-            return
-        word = words[i]
-        i += 1
-        child = node.children.get(word)
-        if child is not None:
-            if child.children:
-                self._walk(child, words, i, n, found, seen)
-            elif i == n and child.values:
-                found.update(child.values)
+            if hash_node.children:
+                push((hash_node, full ^ ((reach & -reach) - 1)))
+            elif hash_node.values:
+                found.update(hash_node.values)
+        took = (reach & has_next) << 1  # positions after taking any one word
+        if not took:
+            continue
         star = node.star
-        if star is not None and word != "*":
+        children = node.children
+        if star is not None:
             if star.children:
-                self._walk(star, words, i, n, found, seen)
-            elif i == n and star.values:
+                push((star, took))
+            elif took & end and star.values:
                 found.update(star.values)
+        if took & (took - 1) == 0:
+            # One position (the usual case below "#.a"): one lookup.
+            child = children.get(words[took.bit_length() - 2])
+            if child is not None and child is not hash_node and child is not star:
+                if child.children:
+                    push((child, took))
+                elif took & end and child.values:
+                    found.update(child.values)
+            continue
+        literals = len(children) - (hash_node is not None) - (star is not None)
+        if not literals:
+            continue
+        if literals < took.bit_count():
+            # Few children, many positions: filter the reach by each child's word.
+            if after is None:
+                after = _after_bits(words)
+            for word, child in children.items():
+                if child is not hash_node and child is not star:
+                    _reach(child, took & after.get(word, 0), end, stack, found)
+        else:
+            # Few positions: look each one's word up.
+            reached: dict[str, int] = {}
+            bits = took
+            while bits:
+                low = bits & -bits
+                bits ^= low
+                word = words[low.bit_length() - 2]
+                if word in children and word != "#" and word != "*":
+                    reached[word] = reached.get(word, 0) | low
+            for word, bits in reached.items():
+                _reach(children[word], bits, end, stack, found)
+
+
+def _after_bits(words: list[str]) -> dict[str, int]:
+    """For each word of the key, the positions just after it as bits: bit ``j + 1`` for ``words[j]``."""
+    raws: dict[str, bytearray] = {}
+    size = (len(words) >> 3) + 1
+    for j, word in enumerate(words, 1):
+        raw = raws.get(word)
+        if raw is None:
+            raw = raws[word] = bytearray(size)
+        raw[j >> 3] |= 1 << (j & 7)
+    return {word: int.from_bytes(raw, "little") for word, raw in raws.items()}
+
+
+def _reach(child: _Node[T], reach: int, end: int, stack: list[tuple[_Node[T], int]], found: set[T]) -> None:
+    if not reach:
+        return
+    if child.children:
+        stack.append((child, reach))
+    elif child.values and reach & end:
+        found.update(child.values)
 
 
 def topic_matches(pattern: str, routing_key: str) -> bool:
-    """Whether one binding key matches one routing key (straightforward recursive definition)."""
-    return _match_words(split_key(pattern), split_key(routing_key))
-
-
-def _match_words(pattern: list[str], words: list[str]) -> bool:
-    if not pattern:
-        return not words
-    head, rest = pattern[0], pattern[1:]
-    if head == "#":
-        return any(_match_words(rest, words[i:]) for i in range(len(words) + 1))
-    if not words:
-        return False
-    if head == "*" or head == words[0]:
-        return _match_words(rest, words[1:])
-    return False
+    """Whether one binding key matches one routing key."""
+    trie: TopicTrie[int] = TopicTrie()
+    trie.add(pattern, 0)
+    return bool(trie.match(routing_key))

@@ -7,9 +7,10 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
+from .arguments import args_inequivalence, check_queue_arguments, format_value
 from .exchange import EXCHANGE_TYPES, Binding, Exchange, check_headers_binding, freeze_arguments
 from .message import Message
-from .queue import Queue, args_inequivalence, check_queue_arguments, format_value
+from .queue import Queue
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -43,8 +44,6 @@ class VHost:
             self.exchanges[ex_name] = Exchange(ex_name, ex_type, durable=True,
                                                internal=ex_name == "amq.rabbitmq.trace")
         self.queues: dict[str, Queue] = {}
-        # MQTT retained messages (RabbitMQ keeps one store per vhost): topic -> (message, qos).
-        self.retained: dict[str, tuple[Message, int]] = {}
 
     # -- lookups --------------------------------------------------------------------------------
     def exchange(self, name: str) -> Exchange:

@@ -1,0 +1,20 @@
+"""The protocols fakebroker speaks. Adding one is a package here and one line in :data:`PROTOCOLS`."""
+
+from __future__ import annotations
+
+from .base import Criterion, ListenerSpec, ProtocolSpec
+from .mqtt import PROTOCOL as MQTT
+
+PROTOCOLS: tuple[ProtocolSpec, ...] = (MQTT,)
+
+
+def listener_specs() -> tuple[ListenerSpec, ...]:
+    return tuple(spec for protocol in PROTOCOLS for spec in protocol.listeners)
+
+
+def criteria() -> dict[str, Criterion]:
+    """The message criteria every protocol adds, by name."""
+    return {name: c for protocol in PROTOCOLS for name, c in protocol.criteria.items()}
+
+
+__all__ = ["PROTOCOLS", "criteria", "listener_specs"]

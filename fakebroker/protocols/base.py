@@ -98,6 +98,7 @@ class Session:
         self.user: str | None = None
         #: Why the broker ended this connection (keepalive timeout, a protocol error, a takeover), for reports.
         self.close_reason: str | None = None
+        self._established = False
 
     # -- runtime-facing API ---------------------------------------------------------------------
     @property
@@ -112,6 +113,14 @@ class Session:
     def close_requested(self) -> bool:
         """True once the session wants its connection closed (or it is closed already)."""
         return self.state != "open"
+
+    @property
+    def established(self) -> bool:
+        """True once the client completed its protocol's opening (MQTT: a CONNECT accepted; STOMP: CONNECT
+        answered with CONNECTED; HTTP: a request head read; AMQP: the header through Open). A subclass sets
+        ``self._established = True`` there. Until then the runtime closes the connection once the broker's
+        ``handshake_timeout`` has passed on its clock, so a client that never finishes cannot hold it."""
+        return self._established
 
     @property
     def has_output(self) -> bool:
@@ -184,6 +193,8 @@ class ListenerSpec:
     url: str | None = None  # URL template for ``attribute``, e.g. "ws://{host}:{port}/ws"; None: an Address
     websocket_path: str | None = None
     subprotocols: tuple[str, ...] = ()
+    # More handle attributes served by this listener: {"sockjs_url": "http://{host}:{port}/stomp"}.
+    more_urls: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def option(self) -> str:

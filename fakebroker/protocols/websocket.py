@@ -108,6 +108,11 @@ class WebSocketSession(Session):
             return "closing"
         return self._state
 
+    @property
+    def established(self) -> bool:
+        """Established when the protocol inside is: an upgrade alone does not count."""
+        return self.inner is not None and self.inner.established
+
     def describe(self) -> dict[str, Any]:
         fields = self.inner.describe() if self.inner is not None else {}
         return {**fields, "transport": "websocket", "subprotocol": self.subprotocol}
@@ -124,7 +129,9 @@ class WebSocketSession(Session):
             self._head += data
         try:
             self._ws.receive_data(data)
-        except RemoteProtocolError:
+        except (RemoteProtocolError, UnicodeError):
+            # wsproto decodes some header values as ASCII or IDNA (Host, Connection, Sec-WebSocket-Protocol):
+            # a byte above 0x7f there is a bad request like any other, not a crash.
             self._reject_raw()
             return
         self._handle_events()

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import select
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,13 +19,23 @@ from typing import Any, NamedTuple
 
 import anyio
 import anyio.abc
+from anyio.streams.stapled import MultiListener
 
-from ..clock import Clock, WallClock
-from ..protocols.base import ConnectionInfo, Session
+from ..clock import Clock, TimerHandle, WallClock
+from ..protocols.base import ConnectionInfo, Session, SessionFactory
 
 logger = logging.getLogger("fakebroker")
 
-SessionFactory = Callable[[ConnectionInfo], Session]
+#: Back-off between failed accepts (EMFILE, ENFILE, ENOBUFS, ENOMEM): doubles from the first to the second.
+ACCEPT_BACKOFF_MIN = 0.01
+ACCEPT_BACKOFF_MAX = 0.5
+#: accept() errors about the one connection being accepted (it was reset meanwhile), not about the broker.
+_TRANSIENT_ACCEPT_ERRORS = frozenset(
+    code for code in (getattr(errno, n, None) for n in ("ECONNABORTED", "EPROTO", "ECONNRESET", "EINTR", "EAGAIN"))
+    if code is not None
+)
+
+
 
 
 class Address(NamedTuple):
@@ -43,11 +54,16 @@ class Connection:
     peer: tuple[str, int]
     opened_at: float
     stalled: bool = False
+    raw: Any = None  # the socket (asyncio hands out a TransportSocket wrapper)
+    # For settle(): reads completed, and whether the reader is parked in receive() with nothing buffered.
+    reads: int = 0
+    waiting: bool = False
     finished: bool = False
     _wake: anyio.Event = field(default_factory=anyio.Event)
     _resumed: anyio.Event = field(default_factory=anyio.Event)
     _done: anyio.Event = field(default_factory=anyio.Event)
     _scope: anyio.CancelScope | None = None
+    _handshake: TimerHandle | None = None
 
     @property
     def protocol(self) -> str:
@@ -80,9 +96,13 @@ def _lose(conn: Connection) -> None:
 class Runtime:
     """Owns the listeners and connections of one broker."""
 
-    def __init__(self, clock: Clock, host: str = "127.0.0.1") -> None:
+    def __init__(self, clock: Clock, host: str = "127.0.0.1", *, handshake_timeout: float | None = None,
+                 max_connections: int | None = None) -> None:
         self.clock = clock
         self.host = host
+        self.handshake_timeout = handshake_timeout
+        self.max_connections = max_connections
+        self._slots: dict[str, anyio.Semaphore] = {}  # per listener, when max_connections is set
         self.connections: dict[int, Connection] = {}
         self.addresses: dict[str, Address] = {}
         self._factories: dict[str, SessionFactory] = {}
@@ -92,6 +112,7 @@ class Runtime:
         self._listener_closed: dict[str, anyio.Event] = {}
         self._timer_wake = anyio.Event()
         self.on_connect: Callable[[Connection], None] = lambda c: None
+        self.accept_failures = 0  # failed accept() calls (e.g. out of file descriptors) since the start
         self.on_disconnect: Callable[[Connection], None] = lambda c: None
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -99,6 +120,8 @@ class Runtime:
         self._tg = tg
         for name, (port, factory) in listeners.items():
             self._factories[name] = factory
+            if self.max_connections is not None:
+                self._slots[name] = anyio.Semaphore(self.max_connections)
             await self._open_listener(name, port)
         if isinstance(self.clock, WallClock):
             self.clock.on_schedule = self._timer_wake.set
@@ -124,10 +147,48 @@ class Runtime:
         # connections, restart) must not cancel the connections it accepted.
         try:
             with scope:
-                async with listener:
-                    await listener.serve(lambda stream: self._handle(name, stream), task_group=self._tg)
+                async with listener, anyio.create_task_group() as tg:
+                    subs = listener.listeners if isinstance(listener, MultiListener) else [listener]
+                    for sub in subs:
+                        tg.start_soon(self._accept_loop, name, sub)
         finally:
             closed.set()
+
+    async def _accept_loop(self, name: str, listener: Any) -> None:
+        """Accept connections until cancelled. anyio's ``serve()`` ends (and takes the node's task group with
+        it) on the first failed accept; here a failure such as running out of file descriptors (EMFILE) is
+        logged once, retried after a back-off that grows to :data:`ACCEPT_BACKOFF_MAX`, and every existing
+        connection keeps working meanwhile."""
+        assert self._tg is not None
+        failures = 0
+        slots = self._slots.get(name)
+        while True:
+            if slots is not None:
+                # At max_connections the listener stops accepting; new clients wait in the TCP backlog.
+                await slots.acquire()
+            try:
+                stream = await listener.accept()
+            except BaseException as exc:
+                if slots is not None:
+                    slots.release()
+                if not isinstance(exc, OSError):
+                    raise
+                if exc.errno in _TRANSIENT_ACCEPT_ERRORS:
+                    continue  # that one connection is gone already; nothing is short
+                failures += 1
+                delay = min(ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN * 2 ** min(failures - 1, 16))
+                if failures == 1:
+                    logger.warning("fakebroker: %s listener cannot accept a connection (%s); retrying every "
+                                   "%.2g s or less until it can; existing connections are not affected",
+                                   name, exc, ACCEPT_BACKOFF_MAX)
+                self.accept_failures += 1
+                await anyio.sleep(delay)
+                continue
+            if failures:
+                logger.warning("fakebroker: %s listener accepts connections again after %d failed attempts",
+                               name, failures)
+                failures = 0
+            self._tg.start_soon(self._handle, name, stream, slots)
 
     async def close_listeners(self) -> None:
         """Close every listening socket; returns once they are closed (a connect() is then refused)."""
@@ -164,7 +225,15 @@ class Runtime:
             await conn._done.wait()
 
     # -- one connection -----------------------------------------------------------------------------
-    async def _handle(self, listener: str, stream: anyio.abc.SocketStream) -> None:
+    async def _handle(self, listener: str, stream: anyio.abc.SocketStream,
+                      slots: anyio.Semaphore | None = None) -> None:
+        try:
+            await self._run_connection(listener, stream)
+        finally:
+            if slots is not None:
+                slots.release()
+
+    async def _run_connection(self, listener: str, stream: anyio.abc.SocketStream) -> None:
         try:
             raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -177,11 +246,13 @@ class Runtime:
             return
         info = ConnectionInfo(peer=tuple(peer[:2]), local=tuple(local[:2]))  # type: ignore[arg-type]
         session = self._factories[listener](info)
-        conn = Connection(next(self._ids), listener, session, stream, info.peer, self.clock.now())
+        conn = Connection(next(self._ids), listener, session, stream, info.peer, self.clock.now(), raw=raw)
         session.wakeup = conn.wake
         session.abort_transport = conn.abort
         self.connections[conn.id] = conn
         self.on_connect(conn)
+        if self.handshake_timeout is not None:
+            conn._handshake = self.clock.call_later(self.handshake_timeout, self._handshake_expired, conn)
         try:
             with anyio.CancelScope() as scope:
                 conn._scope = scope
@@ -191,6 +262,8 @@ class Runtime:
                     scope.cancel()
         finally:
             conn.finished = True
+            if conn._handshake is not None:
+                conn._handshake.cancel()
             with anyio.CancelScope(shield=True):
                 await _close_quietly(stream)
             _lose(conn)
@@ -205,7 +278,12 @@ class Runtime:
                 await conn._resumed.wait()
                 continue
             try:
-                data = await conn.stream.receive(65536)
+                conn.waiting = True
+                try:
+                    data = await conn.stream.receive(65536)
+                finally:
+                    conn.waiting = False
+                conn.reads += 1
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 data = b""
             if conn.stalled:
@@ -219,6 +297,9 @@ class Runtime:
                 conn.abort()
                 return
             conn.wake()
+            if conn._handshake is not None and session.established:
+                conn._handshake.cancel()
+                conn._handshake = None
             if not data:
                 return
         # The writer flushes the session's last words, then cancels this task.
@@ -242,6 +323,41 @@ class Runtime:
             if session.close_requested or session.closed:
                 scope.cancel()
                 return
+
+    async def settle(self, timeout: float = 0.5) -> None:
+        """Return once every byte that has already reached the broker's sockets has been read and handed to its
+        session, so that what a client sent before the test moved time is applied first.
+
+        A connection is settled when its reader is parked in ``receive()``, its socket holds nothing (no data,
+        no pending EOF), and that held for several loop turns in a row: a read completed by the event loop
+        reaches the reader task only a turn or two later. Stalled connections are skipped (their bytes are held
+        on purpose); bytes a client has not written yet cannot be seen.
+        """
+        quiet, last = 0, None
+        with anyio.move_on_after(timeout):  # a peer that streams without pause must not hang the caller
+            while quiet < 4:
+                state = []
+                busy = False
+                for conn in list(self.connections.values()):
+                    if conn.stalled or conn.finished or conn.session.close_requested:
+                        continue
+                    if not conn.waiting or _readable(conn.raw):
+                        busy = True
+                        break
+                    state.append((conn.id, conn.reads))
+                quiet = 0 if busy or state != last else quiet + 1
+                last = state
+                await anyio.sleep(0)
+
+    def _handshake_expired(self, conn: Connection) -> None:
+        conn._handshake = None
+        if conn.finished or conn.session.established:
+            return
+        if conn.session.close_reason is None:
+            conn.session.close_reason = f"handshake not completed within {self.handshake_timeout:g} s"
+        logger.info("fakebroker: closing connection %s from %s:%s: %s", conn.id, *conn.peer[:2],
+                    conn.session.close_reason)
+        conn.abort()
 
     async def flush(self) -> None:
         """Wait until every connection has written what its session produced so far."""
@@ -282,7 +398,7 @@ class Runtime:
     async def _wall_timers(self) -> None:
         while True:
             try:
-                self.clock.run_due()  # type: ignore[attr-defined]
+                self.clock.run_due()
             except Exception:
                 # The failing timer is already off the heap; the others still run on the next turn. Raised
                 # here, it would end the node's task group, i.e. the whole broker.
@@ -295,10 +411,27 @@ class Runtime:
                 await self._timer_wake.wait()
 
 
+def _readable(sock: Any) -> bool:
+    """Whether the kernel holds bytes or an EOF for ``sock`` that the event loop has not read yet."""
+    if sock is None:
+        return False
+    try:
+        fd = sock.fileno()
+        if fd < 0:
+            return False
+        if hasattr(select, "poll"):  # no FD_SETSIZE limit, unlike select()
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False  # closed meanwhile: the reader learns it from its own receive()
+
+
 async def _close_quietly(stream: anyio.abc.SocketStream) -> None:
     # The peer may already be gone; there is nothing to report then.
     with contextlib.suppress(Exception):
         await stream.aclose()
 
 
-__all__ = ["Address", "Connection", "Runtime", "SessionFactory"]
+__all__ = ["Address", "Connection", "Runtime"]

@@ -19,22 +19,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import socket
 import struct
-import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, cast
 
 import paho.mqtt.client as mqtt
 import rabbitmq
 import websocket
+from kit.wait import TIMEOUT, wait_until
 
 import fakebroker
+from fakebroker.clients.mqtt import MqttClient, Received
 from fakebroker.protocols.mqtt.codec import (
     Connack,
     Connect,
@@ -54,7 +54,6 @@ from fakebroker.protocols.mqtt.codec import (
 )
 
 #: Seconds to wait for something that must happen; reached only when a scenario fails.
-TIMEOUT = 5.0
 #: The real node's ``mqtt.subscription_ttl`` (scripts/rabbitmq.sh); the fake backend is started with it.
 SUBSCRIPTION_TTL_MS = 5000
 #: The real node's web_mqtt listener (scripts/rabbitmq.sh).
@@ -64,18 +63,6 @@ STALE_VHOST_AGE = 600
 
 P = TypeVar("P", bound=Packet)
 _DEFAULT: Any = object()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = TIMEOUT, what: str = "condition") -> Any:
-    """Poll ``predicate`` until truthy and return its value; fail the scenario after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 # -- what an operator sees ------------------------------------------------------------------------------
@@ -287,19 +274,15 @@ class FakeBackend(Backend):
         return bool(self.broker.publish(exchange, routing_key, body, properties, vhost=self.vhost).routed)
 
     def queues(self) -> dict[str, QueueState]:
-        infos = self.broker._call(self.broker._queues, self.vhost)
+        infos = self.broker.queues_in(self.vhost)
         return {n: QueueState(n, q.durable, q.auto_delete, q.exclusive, dict(q.arguments)) for n, q in infos.items()}
 
     def queue(self, name: str) -> QueueState | None:
         return self.queues().get(name)
 
     def bindings(self, queue: str) -> list[tuple[str, str]]:
-        # The facade's ``bindings`` view shows the default vhost only; read this test's vhost on the loop.
-        node = self.broker._node
-        found = self.broker._call(lambda: [(b.source, b.routing_key)
-                                           for b in node.model.vhost(self.vhost).bindings()
-                                           if b.destination == queue and b.source != ""])
-        return sorted(found)
+        return sorted((b.source, b.routing_key) for b in self.broker.bindings_in(self.vhost)
+                      if b.destination == queue and b.source != "")
 
     def mqtt_vhost(self, client_id: str) -> str | None:
         client = self.broker.clients.get(client_id)
@@ -666,23 +649,8 @@ class RawWsClient(RawClient):
 
 
 @dataclass
-class Received:
-    """One message as paho handed it to on_message."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    dup: bool = field(compare=False)
-
-    @property
-    def key(self) -> tuple[str, bytes, int, bool]:
-        return (self.topic, self.payload, self.qos, self.retain)
-
-
-class PahoClient(Aborter):
-    """A paho-mqtt 2.x client with its network loop in a thread (no automatic reconnects); it acknowledges
-    QoS 1 deliveries itself, as applications do."""
+class PahoClient(MqttClient, Aborter):
+    """The shipped paho-mqtt test client, addressed through a backend (fakebroker or the real node)."""
 
     def __init__(self, backend: Backend, client_id: str, *, clean_session: bool = True, keepalive: int = 60,
                  will: tuple[str, bytes, int, bool] | None = None, username: Any = _DEFAULT,
@@ -691,134 +659,25 @@ class PahoClient(Aborter):
         """``sink``: the list to collect received messages in (a new one by default), so that several
         connections of one client id can share it. ``websocket``: MQTT over WebSocket (``/ws``)."""
         self.backend = backend
-        self.client_id = client_id
-        self.keepalive = keepalive
-        self.websocket = websocket
-        self.paho = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
-                                clean_session=clean_session, transport="websockets" if websocket else "tcp",
-                                reconnect_on_failure=False)
-        if websocket:
-            self.paho.ws_set_options(path="/ws")
-        if will is not None:
-            self.paho.will_set(*will)
         user = backend.username if username is _DEFAULT else username
         pw = backend.password.decode() if password is _DEFAULT else password
-        if user is not None:
-            self.paho.username_pw_set(user, pw)
-        self.received: list[Received] = [] if sink is None else sink
-        self._lock = threading.Lock()
-        self._connack: queue.Queue[tuple[bool, int]] = queue.Queue()
-        self._acks: dict[int, list[int]] = {}
-        self._acked = threading.Condition()
-        self.paho.on_connect = self._on_connect
-        self.paho.on_message = self._on_message
-        self.paho.on_subscribe = self._on_subscribe
-        self.paho.on_unsubscribe = lambda c, u, mid, codes, props: self._ack(mid, [])
-        self.closed = threading.Event()
-        self.paho.on_disconnect = lambda c, u, flags, rc, props: self.closed.set()
-        self._looping = False
+        host, port = backend.web_mqtt if websocket else backend.mqtt
+        address: tuple[str, int] | str = f"ws://{host}:{port}/ws" if websocket else (host, port)
+        super().__init__(address, client_id, protocol=3 if protocol == mqtt.MQTTv31 else 4,
+                         clean_session=clean_session, keepalive=keepalive, will=will, username=user, password=pw,
+                         sink=sink)
+        self.websocket = websocket
+        self.closed = self.disconnected
 
-    # paho's thread
-    def _on_connect(self, c: Any, u: Any, flags: Any, rc: Any, props: Any) -> None:
-        self._connack.put((bool(flags.session_present), int(rc.value)))
-
-    def _on_message(self, c: Any, u: Any, m: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.received.append(Received(m.topic, bytes(m.payload), m.qos, bool(m.retain), bool(m.dup)))
-
-    def _on_subscribe(self, c: Any, u: Any, mid: int, codes: list[Any], props: Any) -> None:
-        self._ack(mid, [code.value for code in codes])
-
-    def _ack(self, mid: int, codes: list[int]) -> None:
-        with self._acked:
-            self._acks[mid] = codes
-            self._acked.notify_all()
-
-    def _wait_ack(self, mid: int) -> list[int]:
-        with self._acked:
-            if not self._acked.wait_for(lambda: mid in self._acks, TIMEOUT):
-                raise AssertionError(f"{self.client_id}: no SUBACK/UNSUBACK for mid {mid}")
-            return self._acks.pop(mid)
-
-    # test thread
     def connect(self) -> tuple[bool, int]:
         """Connect and wait for the CONNACK: (session_present, return code)."""
         self.backend.register(self.client_id, self)
-        address = self.backend.web_mqtt if self.websocket else self.backend.mqtt
-        self.paho.connect(*address, keepalive=self.keepalive)
-        # paho's own network thread: with it, publish() from this thread only queues, and every socket write
-        # happens there. Driving paho.loop() from a thread of ours let two threads write at once, which tore
-        # WebSocket frames under load.
-        self.paho.loop_start()
-        self._looping = True
-        try:
-            return self._connack.get(timeout=TIMEOUT)
-        except queue.Empty:
-            raise AssertionError(f"{self.client_id}: no CONNACK") from None
-
-    def subscribe(self, topic: str, qos: int) -> list[int]:
-        result, mid = self.paho.subscribe(topic, qos)
-        assert result == mqtt.MQTT_ERR_SUCCESS and mid is not None
-        return self._wait_ack(mid)
-
-    def unsubscribe(self, topic: str) -> None:
-        result, mid = self.paho.unsubscribe(topic)
-        assert result == mqtt.MQTT_ERR_SUCCESS and mid is not None
-        self._wait_ack(mid)
-
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        """Publish and wait until written (QoS 0) or acknowledged (QoS 1)."""
-        info = self.paho.publish(topic, payload, qos, retain)
-        info.wait_for_publish(TIMEOUT)
-        assert info.is_published(), f"{self.client_id}: publish to {topic!r} not completed"
-
-    def messages(self) -> list[Received]:
-        with self._lock:
-            return list(self.received)
-
-    def wait_messages(self, count: int) -> list[Received]:
-        """Wait until ``count`` messages have arrived in all; returns them all."""
-        wait_until(lambda: len(self.messages()) >= count, what=f"{self.client_id} to receive {count} messages")
-        return self.messages()
-
-    def disconnect(self) -> None:
-        """Clean DISCONNECT; returns once the broker has closed the connection."""
-        self.paho.disconnect()
-        if not self.closed.wait(TIMEOUT):
-            raise AssertionError(f"{self.client_id}: still connected after DISCONNECT")
-        self._join()
-
-    def _join(self) -> None:
-        """Stop paho's network thread without a DISCONNECT."""
-        if self._looping:
-            self._looping = False
-            self.paho._thread_terminate = True
-            # paho's loop_stop() only joins: its thread would sit out the rest of a 1 s select(). Wake it the
-            # way paho itself does when a packet is queued.
-            wake = getattr(self.paho, "_sockpairW", None)
-            if wake is not None:
-                with contextlib.suppress(OSError):
-                    wake.send(b"\0")
-            self.paho.loop_stop()
-
-    def abort(self) -> None:
-        self._join()
-        sock = self.paho.socket()
-        if sock is not None:
-            # Over WebSocket paho wraps the TCP socket; the RST goes on the socket itself.
-            _rst_close(cast(socket.socket, getattr(sock, "_socket", sock)))
+        return super().connect()
 
     def dropped(self) -> None:
-        if not self.closed.wait(TIMEOUT):
+        if not self.disconnected.wait(TIMEOUT):
             raise AssertionError(f"{self.client_id}: the broker did not drop the connection")
-        self._join()
-
-    def close(self) -> None:
-        self._join()
-        sock = self.paho.socket()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
+        self.stop()
 
 
 @contextlib.contextmanager

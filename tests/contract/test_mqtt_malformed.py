@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from contractlib import Backend, RawClient
+from kit.mqtt import connect, pkt, s
 
 from fakebroker.protocols.mqtt.codec import Connect, Publish, Will, encode
 
@@ -37,21 +38,6 @@ CID = b"@clientid@"
 CONNACK_0 = b"\x20\x02\x00\x00"
 CONNACK_1 = b"\x20\x02\x00\x01"
 CONNACK_4 = b"\x20\x02\x00\x04"
-
-
-def s(text: str | bytes) -> bytes:
-    """An MQTT length-prefixed string."""
-    data = text.encode() if isinstance(text, str) else text
-    return len(data).to_bytes(2, "big") + data
-
-
-def pkt(first: int, body: bytes) -> bytes:
-    assert len(body) < 128
-    return bytes((first, len(body))) + body
-
-
-def connect(flags: int = 0x02, payload: bytes = b"", name: str = "MQTT", level: int = 4) -> bytes:
-    return pkt(0x10, s(name) + bytes((level, flags, 0, 60)) + payload)
 
 
 def outcome(c: RawClient) -> tuple[bytes, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 
 import pytest
@@ -220,3 +221,91 @@ def test_topic_exchange_bind_unbind_matches_reference(bindings: list[tuple[str, 
             live.add((queue, pattern))
     expected = sorted({q for q, p in live if reference_match(p, key)})
     assert vhost.route(Message("t", key, b"")) == expected
+
+
+# -- pathological binding keys: bounded, iterative matching ----------------------------------------------------
+def dp_match(pattern: str, key: str) -> bool:
+    """A second reference, by dynamic programming over (pattern word, key word): no regex backtracking, so it
+    stays fast for the long patterns and keys below."""
+    pw, kw = split_key(pattern), split_key(key)
+    row = [True] + [False] * len(kw)  # row[j]: pattern[:i] matches kw[:j]
+    for word in pw:
+        if word == "#":
+            new, seen = [], False
+            for ok in row:
+                seen = seen or ok
+                new.append(seen)
+        else:
+            new = [False] + [row[j] and (word == "*" or word == kw[j]) for j in range(len(kw))]
+        row = new
+    return row[-1]
+
+
+LONG = ".".join(["a"] * 32_767 + ["x"])  # the longest MQTT topic of one-letter levels: 65,535 bytes
+
+
+@pytest.mark.parametrize(
+    ("pattern", "key", "expected"),
+    [
+        ("#.#.x", LONG, True),
+        ("#.#.#.x", LONG, True),
+        ("#.#.y", LONG, False),
+        ("#." + ".".join(["*"] * 400) + ".x", LONG, True),
+        ("#." + ".".join(["*"] * 400) + ".y", LONG, False),
+        (".".join(["#"] * 300) + ".x", LONG, True),
+        (".".join(["#.a"] * 300) + ".#.x", LONG, True),
+        (".".join(["#.a"] * 300) + ".#.b", LONG, False),
+        (".".join(["a"] * 990), ".".join(["a"] * 990), True),  # deeper than Python's recursion limit
+        (".".join(["*"] * 30_000), ".".join(["a"] * 30_000), True),
+        (".".join(["*"] * 30_000), ".".join(["a"] * 29_999), False),
+        (".".join(["a"] * 30_000) + ".#", ".".join(["a"] * 30_001), True),
+    ],
+    ids=lambda v: v if isinstance(v, bool) or len(v) < 20 else f"{v[:12]}...({v.count('.') + 1} words)",
+)
+def test_pathological_keys_match_in_bounded_time(pattern: str, key: str, expected: bool) -> None:
+    # Each case took from minutes (quadratic in the key) to a RecursionError before matching was made
+    # iterative; now each is a few milliseconds. The bound is generous so that a loaded machine cannot fail it.
+    trie: TopicTrie[str] = TopicTrie()
+    trie.add(pattern, "q")
+    trie.add("#", "all")
+    start = time.perf_counter()
+    got = trie.match(key)
+    assert time.perf_counter() - start < 2.0
+    assert got == ({"q", "all"} if expected else {"all"})
+    assert topic_matches(pattern, key) is expected
+    if pattern.count(".") * key.count(".") < 20_000_000:  # the reference is quadratic
+        assert dp_match(pattern, key) is expected
+
+
+def test_many_nested_hash_bindings_share_the_walk() -> None:
+    trie: TopicTrie[int] = TopicTrie()
+    for i in range(200):
+        trie.add(".".join(["#"] * (i % 20 + 1) + [f"w{i}"]), i)
+    key = ".".join(f"w{i}" for i in range(0, 200, 2))
+    start = time.perf_counter()
+    assert trie.match(key) == {198}
+    assert trie.match(key + ".w7") == {7}
+    assert time.perf_counter() - start < 2.0
+
+
+DEEP_PATTERN_WORDS = st.sampled_from(["a", "b", "*", "#", "#", ""])
+DEEP_KEY_WORDS = st.sampled_from(["a", "b", "", "*", "#"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(DEEP_PATTERN_WORDS, max_size=14).map(".".join), min_size=1, max_size=6),
+       st.lists(st.lists(DEEP_KEY_WORDS, max_size=40).map(".".join), min_size=1, max_size=5))
+def test_trie_matches_reference_on_deep_patterns(bindings: list[str], routing_keys: list[str]) -> None:
+    """Longer keys and binding keys full of '#' and '*' than above, against the dynamic-programming reference:
+    this is where the walk below a '#' carries many positions at once."""
+    trie: TopicTrie[int] = TopicTrie()
+    for i, pattern in enumerate(bindings):
+        trie.add(pattern, i)
+    for key in routing_keys:
+        assert trie.match(key) == {i for i, p in enumerate(bindings) if dp_match(p, key)}, key
+
+
+@settings(max_examples=200, deadline=None)
+@given(patterns, keys)
+def test_dp_reference_agrees_with_regex_reference(pattern: str, key: str) -> None:
+    assert dp_match(pattern, key) is reference_match(pattern, key)

@@ -7,181 +7,42 @@ timeout"; nothing sleeps to let the broker catch up.
 
 from __future__ import annotations
 
-import queue
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 import pytest
+from kit.wait import TIMEOUT, wait_until
 
 from fakebroker import ThreadedBroker
+from fakebroker.clients.mqtt import MqttClient
 from fakebroker.protocols.mqtt.codec import Connack, Connect, MqttDecoder, Packet, Publish, encode
-
-TIMEOUT = 3.0  # seconds to wait for something that should happen at once; only reached when a test fails
 
 PROTOCOLS = {"v31": mqtt.MQTTv31, "v311": mqtt.MQTTv311}
 LEVELS = {mqtt.MQTTv31: 3, mqtt.MQTTv311: 4}
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = TIMEOUT, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.002)
-
-
-class Received:
-    """One PUBLISH as paho handed it over."""
-
-    def __init__(self, m: mqtt.MQTTMessage) -> None:
-        self.topic: str = m.topic
-        self.payload: bytes = m.payload
-        self.qos: int = m.qos
-        self.retain: bool = bool(m.retain)
-        self.dup: bool = bool(m.dup)
-
-    def __repr__(self) -> str:
-        return f"<{self.topic} {self.payload!r} qos={self.qos} retain={int(self.retain)} dup={int(self.dup)}>"
-
-
-class PahoClient:
-    """A paho-mqtt 2.x client running its network loop in a thread, collecting messages in a queue."""
+class PahoClient(MqttClient):
+    """The shipped test client, addressed through the test's broker (``transport`` picks TCP or WebSocket)."""
 
     def __init__(self, broker: ThreadedBroker, client_id: str, *, protocol: int = mqtt.MQTTv311,
-                 transport: str = "tcp", clean_session: bool = True, keepalive: int = 60,
-                 will: tuple[str, bytes, int, bool] | None = None, username: str | None = None,
-                 password: str | None = None) -> None:
+                 transport: str = "tcp", **options: Any) -> None:
+        super().__init__(broker.web_mqtt_url if transport == "websockets" else broker.mqtt, client_id,
+                         protocol=LEVELS.get(protocol, 5), **options)
         self.broker = broker
-        self.client_id = client_id
         self.transport = transport
-        self.keepalive = keepalive
-        self.paho = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
-                                transport="websockets" if transport == "websockets" else "tcp",
-                                clean_session=None if protocol == mqtt.MQTTv5 else clean_session,
-                                reconnect_on_failure=False)
-        if transport == "websockets":
-            self.paho.ws_set_options(path="/ws")
-        if will is not None:
-            topic, payload, qos, retain = will
-            self.paho.will_set(topic, payload, qos, retain)
-        if username is not None:
-            self.paho.username_pw_set(username, password)
-        self.messages: queue.Queue[Received] = queue.Queue()
-        self._connack: queue.Queue[tuple[bool, Any]] = queue.Queue()
-        self._acks: dict[int, list[int]] = {}
-        self._acked = threading.Condition()
-        self.disconnected = threading.Event()
-        self.paho.on_connect = self._on_connect
-        self.paho.on_message = lambda c, u, m: self.messages.put(Received(m))
-        self.paho.on_subscribe = self._on_subscribe
-        self.paho.on_unsubscribe = self._on_unsubscribe
-        self.paho.on_disconnect = self._on_disconnect
-        self._looping = False
-
-    # callbacks (paho's thread)
-    def _on_connect(self, c: Any, u: Any, flags: Any, rc: Any, props: Any) -> None:
-        self._connack.put((bool(flags.session_present), rc))
-
-    def _on_disconnect(self, c: Any, u: Any, flags: Any, rc: Any, props: Any) -> None:
-        self.disconnected.set()
-
-    def _on_subscribe(self, c: Any, u: Any, mid: int, codes: list[Any], props: Any) -> None:
-        with self._acked:
-            self._acks[mid] = [code.value for code in codes]
-            self._acked.notify_all()
-
-    def _on_unsubscribe(self, c: Any, u: Any, mid: int, codes: Any, props: Any) -> None:
-        with self._acked:
-            self._acks[mid] = []
-            self._acked.notify_all()
-
-    def _wait_ack(self, mid: int) -> list[int]:
-        with self._acked:
-            if not self._acked.wait_for(lambda: mid in self._acks, TIMEOUT):
-                raise AssertionError(f"{self.client_id}: no SUBACK/UNSUBACK for mid {mid}")
-            return self._acks.pop(mid)
-
-    # API (test thread)
-    def connect(self) -> tuple[bool, Any]:
-        """Connect and wait for the CONNACK; returns (session_present, paho reason code)."""
-        if self.transport == "websockets":
-            url = urlparse(self.broker.web_mqtt_url)
-            host, port = url.hostname, url.port
-        else:
-            host, port = self.broker.mqtt
-        assert host is not None and port is not None
-        self.paho.connect(host, port, self.keepalive)
-        self.start_loop()
-        try:
-            return self._connack.get(timeout=TIMEOUT)
-        except queue.Empty:
-            raise AssertionError(f"{self.client_id}: no CONNACK") from None
-
-    def subscribe(self, topic: str | list[tuple[str, int]], qos: int = 0) -> list[int]:
-        """SUBSCRIBE and wait for the SUBACK; returns the granted QoS list."""
-        result, mid = self.paho.subscribe(topic, qos) if isinstance(topic, str) else self.paho.subscribe(topic)
-        assert result == mqtt.MQTT_ERR_SUCCESS
-        return self._wait_ack(mid)
-
-    def unsubscribe(self, topic: str) -> None:
-        result, mid = self.paho.unsubscribe(topic)
-        assert result == mqtt.MQTT_ERR_SUCCESS
-        self._wait_ack(mid)
-
-    def publish(self, topic: str, payload: bytes | str = b"", qos: int = 0, retain: bool = False) -> None:
-        """Publish and wait until paho is done with it (written for QoS 0, PUBACKed for QoS 1)."""
-        info = self.paho.publish(topic, payload, qos, retain)
-        info.wait_for_publish(TIMEOUT)
-        assert info.is_published(), f"{self.client_id}: publish to {topic!r} not completed"
-
-    def expect(self, count: int = 1) -> list[Received]:
-        """The next ``count`` messages; fails if they do not arrive within the timeout."""
-        out = []
-        for _ in range(count):
-            try:
-                out.append(self.messages.get(timeout=TIMEOUT))
-            except queue.Empty:
-                raise AssertionError(f"{self.client_id}: expected {count} messages, got {out}") from None
-        return out
-
-    def expect_one(self) -> Received:
-        return self.expect(1)[0]
-
-    def pending(self) -> list[Received]:
-        """Messages received but not yet taken (does not wait)."""
-        out = []
-        while True:
-            try:
-                out.append(self.messages.get_nowait())
-            except queue.Empty:
-                return out
 
     def disconnect(self) -> None:
         """Clean DISCONNECT, and wait until the broker has dropped the connection."""
-        self.paho.disconnect()
-        self.disconnected.wait(TIMEOUT)
-        self.stop()
+        super().disconnect()
         wait_until(lambda: self.client_id not in self.broker.clients.ids(), what=f"{self.client_id} to leave")
 
     def start_loop(self) -> None:
         """paho's own network thread; all socket writes happen there (paho is not safe otherwise)."""
         self.paho.loop_start()
         self._looping = True
-
-    def stop(self) -> None:
-        self.paho.disconnect()  # first: it wakes the network thread, which loop_stop() joins
-        if self._looping:
-            self._looping = False
-            self.paho.loop_stop()
 
 
 class RawClient:
@@ -278,8 +139,8 @@ def client(broker: ThreadedBroker, request: pytest.FixtureRequest) -> Iterator[C
         c = PahoClient(broker, client_id, **{**defaults, **options})
         made.append(c)
         if connect:
-            session_present, rc = c.connect()
-            assert not rc.is_failure, f"{client_id}: CONNACK {rc}"
+            session_present, code = c.connect()
+            assert code == 0, f"{client_id}: CONNACK {code}"
         return c
 
     yield make

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kit.mqtt import connect as connect_bytes
+from kit.mqtt import pkt, s
 
 from fakebroker.protocols.mqtt.codec import (
     MAX_REMAINING_LENGTH,
@@ -41,24 +43,6 @@ def decode(data: bytes, **options: object) -> list[Packet]:
     packets = list(decoder)
     assert decoder.pending_bytes == 0, "decoder left bytes behind"
     return packets
-
-
-def s(text: str | bytes) -> bytes:
-    """An MQTT length-prefixed string."""
-    data = text.encode() if isinstance(text, str) else text
-    return len(data).to_bytes(2, "big") + data
-
-
-def pkt(first: int, body: bytes) -> bytes:
-    """A packet with a 1-byte remaining length (all hand-built malformed cases are small)."""
-    assert len(body) < 128
-    return bytes((first, len(body))) + body
-
-
-def connect_bytes(
-    flags: int, payload: bytes, name: str = "MQTT", level: int = 4, keepalive: int = 60, first: int = 0x10
-) -> bytes:
-    return pkt(first, s(name) + bytes((level, flags)) + keepalive.to_bytes(2, "big") + payload)
 
 
 # -- known byte vectors --------------------------------------------------------------------------------------

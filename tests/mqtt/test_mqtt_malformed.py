@@ -4,23 +4,14 @@ CONNACK code where there is one, otherwise the connection is closed) and nobody 
 from __future__ import annotations
 
 import pytest
+from kit.mqtt import connect as raw_connect
+from kit.mqtt import pkt, s
 
 from fakebroker.protocols.mqtt.codec import Connack, ConnackCode, Connect, Puback, Publish, encode
 
 
-def s(text: str | bytes) -> bytes:
-    """An MQTT length-prefixed string."""
-    data = text.encode() if isinstance(text, str) else text
-    return len(data).to_bytes(2, "big") + data
-
-
-def pkt(first: int, body: bytes) -> bytes:
-    assert len(body) < 128
-    return bytes((first, len(body))) + body
-
-
 def connect(flags: int = 0x02, payload: bytes = s("bad"), name: str = "MQTT", level: int = 4) -> bytes:
-    return pkt(0x10, s(name) + bytes((level, flags, 0, 60)) + payload)
+    return raw_connect(flags, payload, name, level)
 
 
 REFUSED = Connack(False, ConnackCode.IDENTIFIER_REJECTED)

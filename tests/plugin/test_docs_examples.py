@@ -20,7 +20,7 @@ def examples() -> dict[str, str]:
 
 def test_the_guide_has_the_examples_it_promises() -> None:
     names = set(examples())
-    assert {"conftest.py", "pytest.ini", "test_quickstart.py", "test_outage.py", "test_async_app.py"} <= names
+    assert {"pytest.ini", "test_quickstart.py", "test_first_client.py", "test_outage.py", "test_async_app.py"} <= names
 
 
 def test_docs_examples_pass(pytester: pytest.Pytester) -> None:

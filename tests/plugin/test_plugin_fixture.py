@@ -22,10 +22,10 @@ def test_fixture_is_a_started_empty_broker_on_the_virtual_clock(app: pytest.Pyte
             fakebroker.clock.advance(3600)
             assert fakebroker.clock.now() == 3600.0
             assert fakebroker.mqtt.host == "127.0.0.1" and fakebroker.mqtt.port > 0
-            sub = mqtt_client(fakebroker, "sub")
-            sub.subscribe("greetings/#")
-            mqtt_client(fakebroker, "pub").publish("greetings/en", b"hello")
-            assert sub.expect() == ("greetings/en", b"hello", 1)
+            sub = mqtt_client("sub", broker=fakebroker, reconnect=True)
+            sub.subscribe("greetings/#", qos=1)
+            mqtt_client("pub", broker=fakebroker, reconnect=True).publish("greetings/en", b"hello", qos=1)
+            assert sub.get().astuple() == ("greetings/en", b"hello", 1)
     """)
     app.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
@@ -71,12 +71,9 @@ def test_marker_options_closest_marker_wins(app: pytest.Pytester) -> None:
 
         def test_module_marker_applies_to_the_broker(fakebroker, mqtt_client):
             assert fakebroker.options.prefetch == 3
-            anonymous = mqtt_client(fakebroker, "anon", connect=False)
-            anonymous.paho.connect(*fakebroker.mqtt)
-            anonymous.paho.loop_start()
-            anonymous._started = True
-            session_present, rc = anonymous.connacks.get(timeout=3)
-            assert rc.is_failure  # CONNACK 4: anonymous logins are refused
+            anonymous = mqtt_client("anon", broker=fakebroker, reconnect=True, connect=False)
+            session_present, code = anonymous.connect()
+            assert code == 4  # CONNACK 4: anonymous logins are refused
 
         def test_users_option(fakebroker_factory):
             broker = fakebroker_factory(users={"app": "secret"}, allow_anonymous=True)
@@ -157,11 +154,11 @@ def test_factory_starts_more_brokers_and_stops_them_all(app: pytest.Pytester) ->
             assert len({fakebroker.mqtt, other.mqtt, third.mqtt}) == 3
             assert other.options.prefetch == 5 and other.options.subscription_ttl == 1000
             # the brokers are independent: a message on one is not on the other
-            sub = mqtt_client(other, "sub")
-            sub.subscribe("t")
-            mqtt_client(fakebroker, "pub").publish("t", b"one")
-            mqtt_client(other, "pub").publish("t", b"other")
-            assert sub.expect()[1] == b"other"
+            sub = mqtt_client("sub", broker=other, reconnect=True)
+            sub.subscribe("t", qos=1)
+            mqtt_client("pub", broker=fakebroker, reconnect=True).publish("t", b"one", qos=1)
+            mqtt_client("pub", broker=other, reconnect=True).publish("t", b"other", qos=1)
+            assert sub.get().astuple()[1] == b"other"
             assert fakebroker.messages.bodies == [b"one"]
 
         def test_all_stopped():
@@ -195,10 +192,10 @@ def test_works_under_xdist(app: pytest.Pytester) -> None:
         @pytest.mark.parametrize("n", range(8))
         def test_roundtrip(fakebroker, mqtt_client, n):
             assert os.environ.get("PYTEST_XDIST_WORKER") in ("gw0", "gw1")
-            sub = mqtt_client(fakebroker, f"sub{n}")
-            sub.subscribe("jobs/#")
-            mqtt_client(fakebroker, f"pub{n}").publish(f"jobs/{n}", str(n).encode())
-            assert sub.expect() == (f"jobs/{n}", str(n).encode(), 1)
+            sub = mqtt_client(f"sub{n}", broker=fakebroker, reconnect=True)
+            sub.subscribe("jobs/#", qos=1)
+            mqtt_client(f"pub{n}", broker=fakebroker, reconnect=True).publish(f"jobs/{n}", str(n).encode(), qos=1)
+            assert sub.get().astuple() == (f"jobs/{n}", str(n).encode(), 1)
             fakebroker.assert_published(count=1, topic="jobs/#")
     """)
     # Without hypothesis' plugin the controller and both workers start faster (this suite does not use it).
@@ -222,10 +219,10 @@ def test_teardown_fails_a_test_whose_broker_thread_outlives_it(app: pytest.Pytes
 
 @pytest.mark.fakebroker(vhost="iot", exchange="amq.direct", users={"dev": "pw"}, allow_anonymous=False)
 def test_marker_options_reach_the_mqtt_plugin(fakebroker: ThreadedBroker, mqtt_client: Callable[..., Any]) -> None:
-    device = mqtt_client(fakebroker, "dev-1", connect=False)
+    device = mqtt_client("dev-1", broker=fakebroker, reconnect=True, connect=False)
     device.paho.username_pw_set("dev", "pw")
     device.connect()
-    device.publish("meters/1", b"42")
+    device.publish("meters/1", b"42", qos=1)
     entry = fakebroker.assert_published(client_id="dev-1")[0]
     assert (entry.vhost, entry.exchange, entry.routing_key) == ("iot", "amq.direct", "meters.1")
     assert fakebroker.clients.get("dev-1").user == "dev"  # type: ignore[union-attr]

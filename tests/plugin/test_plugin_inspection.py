@@ -18,18 +18,18 @@ Client = Callable[..., Any]  # the mqtt_client fixture (conftest.MqttClient)
 @pytest.fixture
 def traffic(fakebroker: ThreadedBroker, mqtt_client: Client) -> ThreadedBroker:
     """A broker that has seen: two MQTT publishes (one delivered to 'app'), one API publish, one unroutable."""
-    app = mqtt_client(fakebroker, "app")
-    app.subscribe("sensors/+/temp")
-    sensor = mqtt_client(fakebroker, "sensor")
-    sensor.publish("sensors/kitchen/temp", b"21.5")
+    app = mqtt_client("app", broker=fakebroker, reconnect=True)
+    app.subscribe("sensors/+/temp", qos=1)
+    sensor = mqtt_client("sensor", broker=fakebroker, reconnect=True)
+    sensor.publish("sensors/kitchen/temp", b"21.5", qos=1)
     sensor.publish("sensors/kitchen/humidity", b"40", qos=0)
     fakebroker.declare_queue("audit")
     fakebroker.bind("audit", "amq.topic", "#")
     fakebroker.publish("amq.topic", "sensors.cellar.temp", "12.0", {"headers": {"unit": "C", "site": "home"}})
     fakebroker.publish("amq.direct", "nobody", b"lost")
     fakebroker.wait_for_messages(4)
-    app.expect()
-    app.expect()
+    app.get().astuple()
+    app.get().astuple()
     return fakebroker
 
 
@@ -75,19 +75,19 @@ def test_wait_for_message_returns_at_once_for_a_message_already_routed(traffic: 
 
 def test_wait_for_message_waits_for_a_message_still_to_come(fakebroker: ThreadedBroker,
                                                             mqtt_client: Client) -> None:
-    app = mqtt_client(fakebroker, "app")
-    app.subscribe("jobs/#")
-    worker = mqtt_client(fakebroker, "worker")
+    app = mqtt_client("app", broker=fakebroker, reconnect=True)
+    app.subscribe("jobs/#", qos=1)
+    worker = mqtt_client("worker", broker=fakebroker, reconnect=True)
     started = threading.Event()
     fakebroker.on("connect", lambda conn: None)  # unrelated hooks do not disturb the wait
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(lambda: (started.set(), fakebroker.wait_for_messages(
             2, topic="jobs/#", delivered_to="app"))[1])
         started.wait()
-        worker.publish("jobs/1", b"a")
-        worker.publish("jobs/2", b"b")
+        worker.publish("jobs/1", b"a", qos=1)
+        worker.publish("jobs/2", b"b", qos=1)
         assert future.result(timeout=5).bodies == [b"a", b"b"]
-    assert [app.expect()[1] for _ in range(2)] == [b"a", b"b"]
+    assert [app.get().astuple()[1] for _ in range(2)] == [b"a", b"b"]
 
 
 def test_wait_timeout_lists_near_misses(traffic: ThreadedBroker) -> None:
@@ -98,10 +98,10 @@ def test_wait_timeout_lists_near_misses(traffic: ThreadedBroker) -> None:
         "timed out after 0.05 s waiting for a message matching topic='sensors/+/temp', payload=b'99'; 0 matched",
         "Near misses (4 of 4 non-matching messages, closest first):",
         "  #3 t=0.000 api -> exchange='amq.topic' routing_key='sensors.cellar.temp' body=b'12.0' -> audit, "
-        "mqtt-subscription-appqos1; delivered to app (via mqtt-subscription-appqos1)",
+        "mqtt-subscription-appqos1; delivered to app (via mqtt-subscription-appqos1, acked)",
         "      - payload: expected b'99', got b'12.0'",
         "  #1 t=0.000 mqtt:sensor -> exchange='amq.topic' routing_key='sensors.kitchen.temp' body=b'21.5' -> "
-        "mqtt-subscription-appqos1; delivered to app (via mqtt-subscription-appqos1)",
+        "mqtt-subscription-appqos1; delivered to app (via mqtt-subscription-appqos1, acked)",
         "      - payload: expected b'99', got b'21.5'",
     ]
     assert "      - topic: 'sensors/+/temp' does not match 'sensors/kitchen/humidity'" in str(info.value)
@@ -122,7 +122,7 @@ def test_assert_published(traffic: ThreadedBroker) -> None:
         "expected a message published matching topic='sensors/cellar/temp', payload='13.0', found 0",
         "Near misses (4 of 4 non-matching messages, closest first):",
         "  #3 t=0.000 api -> exchange='amq.topic' routing_key='sensors.cellar.temp' body=b'12.0' -> audit, "
-        "mqtt-subscription-appqos1; delivered to app (via mqtt-subscription-appqos1)",
+        "mqtt-subscription-appqos1; delivered to app (via mqtt-subscription-appqos1, acked)",
         "      - payload: expected '13.0', got b'12.0'",
     ]
     with pytest.raises(AssertionError, match=r"expected 1 message\(s\) published matching topic='sensors/#', found 3:"
@@ -171,7 +171,8 @@ def test_assertion_failures_read_like_pytest_ones(app: pytest.Pytester) -> None:
 
 
 def test_live_views(fakebroker: ThreadedBroker, mqtt_client: Client) -> None:
-    device = mqtt_client(fakebroker, "device", keepalive=30, will=("status/device", b"gone", 1, True))
+    device = mqtt_client("device", broker=fakebroker, reconnect=True, keepalive=30,
+                         will=("status/device", b"gone", 1, True))
     device.subscribe("cmd/#", qos=0)
     device.subscribe("cfg/+", qos=1)
     fakebroker.publish("amq.topic", "cfg.x", b"", {"delivery_mode": 2})  # delivered: not in the queue
@@ -193,7 +194,7 @@ def test_live_views(fakebroker: ThreadedBroker, mqtt_client: Client) -> None:
         ("amq.topic", "mqtt-subscription-deviceqos1", "cfg.*"),
         ("", "backlog", "backlog"),
     }
-    assert device.expect()[0] == "cfg/x"
+    assert device.get().astuple()[0] == "cfg/x"
 
 
 def test_event_hooks_run_on_the_broker_thread(fakebroker: ThreadedBroker, mqtt_client: Client) -> None:
@@ -208,9 +209,9 @@ def test_event_hooks_run_on_the_broker_thread(fakebroker: ThreadedBroker, mqtt_c
 
     removers = [fakebroker.on(event, record(event)) for event in ("publish", "route", "deliver", "connect",
                                                                   "disconnect")]
-    client = mqtt_client(fakebroker, "c1")
-    client.subscribe("t")
-    client.publish("t", b"x")
+    client = mqtt_client("c1", broker=fakebroker, reconnect=True)
+    client.subscribe("t", qos=1)
+    client.publish("t", b"x", qos=1)
     fakebroker.wait_for_message(delivered_to="c1")
     gone = threading.Event()
     fakebroker.on("disconnect", lambda conn: gone.set())

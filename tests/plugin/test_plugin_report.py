@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from kit.wait import wait_until
+
+from fakebroker import ThreadedBroker
 
 FAILING_APP = """
     import pytest
 
     def test_order_is_forwarded(fakebroker, mqtt_client):
-        backend = mqtt_client(fakebroker, "backend")
-        backend.subscribe("orders/#")
-        shop = mqtt_client(fakebroker, "shop", will=("shops/shop", b"offline", 1, False))
-        shop.publish("orders/42", b'{"id": 42}')
-        assert backend.expect()[1] == b'{"id": 42}'
+        backend = mqtt_client("backend", broker=fakebroker, reconnect=True)
+        backend.subscribe("orders/#", qos=1)
+        shop = mqtt_client("shop", broker=fakebroker, reconnect=True, will=("shops/shop", b"offline", 1, False))
+        shop.publish("orders/42", b'{"id": 42}', qos=1)
+        assert backend.get().astuple()[1] == b'{"id": 42}'
         fakebroker.disconnect("shop")
         fakebroker.wait_for_message(topic="shops/shop")
         fakebroker.publish("amq.topic", "invoices.42", b"unroutable")
@@ -42,7 +47,7 @@ def test_failed_test_report_shows_the_broker_traffic(app: pytest.Pytester) -> No
         "bound: amq.topic 'orders.#'",
         "messages (3):",
         "  #1 t=0.000 mqtt:shop -> exchange='amq.topic' routing_key='orders.42' body=b'{\"id\": 42}' "
-        "-> mqtt-subscription-backendqos1; delivered to backend (via mqtt-subscription-backendqos1)",
+        "-> mqtt-subscription-backendqos1; delivered to backend (via mqtt-subscription-backendqos1, acked)",
         "  #2 t=0.000 mqtt-will:shop -> exchange='amq.topic' routing_key='shops.shop' body=b'offline' -> unroutable",
         "  #3 t=0.000 api -> exchange='amq.topic' routing_key='invoices.42' body=b'unroutable' -> unroutable",
     ])
@@ -120,3 +125,33 @@ def test_async_broker_is_reported_too(app: pytest.Pytester) -> None:
     result = app.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*- fakebroker traffic -*", "*routing_key='from.async'*"])
+
+
+def test_report_marks_redeliveries_and_how_each_delivery_was_settled(fakebroker: ThreadedBroker,
+                                                                      mqtt_client: Any) -> None:
+    fakebroker.declare_queue("work")
+    fakebroker.publish("", "work", b"job")
+    first = fakebroker.get("work", auto_ack=False)
+    assert first is not None
+    fakebroker.nack(first)  # back to the queue: the next delivery is a redelivery
+    again = fakebroker.get("work", auto_ack=False)
+    assert again is not None and again.redelivered
+    fakebroker.ack(again)
+    (entry,) = fakebroker.messages
+    assert entry.deliveries == [("work", "python-api"), ("work", "python-api")]
+    assert [(d.redelivered, d.outcome) for d in entry.deliveries] == [(False, "requeue"), (True, "ack")]
+    report = fakebroker.traffic_report()
+    assert ("delivered to python-api (via work, requeued), python-api (via work, REDELIVERED, acked)"
+            in report)
+
+    # Over MQTT: an unacknowledged QoS 1 delivery comes back after the restart, marked as a duplicate.
+    worker = mqtt_client("worker", clean_session=False, subscribe="jobs/#", qos=1, reconnect=True)
+    worker.paho.manual_ack_set(True)  # the application takes the message but never acknowledges it
+    fakebroker.publish("amq.topic", "jobs.1", b"at least once", {"delivery_mode": 2})
+    fakebroker.wait_for_message(routing_key="jobs.1", delivered_to="worker")
+    fakebroker.restart()
+    fakebroker.wait_for_messages(1, routing_key="jobs.1", delivered_to="worker")
+    mqtt_entry = fakebroker.messages.filter(routing_key="jobs.1")[0]
+    wait_until(lambda: len(mqtt_entry.deliveries) == 2, what="the redelivery after the restart")
+    assert [d.redelivered for d in fakebroker.messages.filter(routing_key="jobs.1")[0].deliveries] == [False, True]
+    assert "REDELIVERED" in fakebroker.traffic_report().split("jobs.1")[-1]

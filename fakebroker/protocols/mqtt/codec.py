@@ -18,7 +18,7 @@ from enum import IntEnum
 from struct import Struct
 from typing import ClassVar
 
-from fakebroker.errors import BrokerError
+from ..base import ProtocolError
 
 __all__ = [
     "MAX_REMAINING_LENGTH",
@@ -82,7 +82,7 @@ class ConnackCode(IntEnum):
     NOT_AUTHORIZED = 5
 
 
-class MqttProtocolError(BrokerError):
+class MqttProtocolError(ProtocolError):
     """A malformed packet (or a protocol violation the codec can see without connection state).
 
     ``connack_code`` is set only where the spec prescribes a CONNACK before closing: a CONNECT whose protocol
@@ -92,8 +92,7 @@ class MqttProtocolError(BrokerError):
     """
 
     def __init__(self, reason: str, connack_code: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
+        super().__init__(reason, reply=connack_code)
         self.connack_code = connack_code
 
 

@@ -8,13 +8,14 @@ choices where brokers differ come from the :class:`~.profile.MqttProfile`.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...clock import TimerHandle
-from ...errors import ChannelError
+from ...errors import AmqpError
 from ...model import Channel, Delivery, Message, VHost
 from ...model.vhost import generated_name
-from ..base import ConnectionInfo, Session
+from ..base import ConnectionInfo, Session, SessionHost
+from . import MqttSettings
 from .codec import (
     Connack,
     ConnackCode,
@@ -38,9 +39,7 @@ from .codec import (
     encode,
 )
 from .profile import get_profile, to_amqp, to_mqtt
-
-if TYPE_CHECKING:
-    from ...node import Node
+from .state import MqttState
 
 QOS_HEADER = "x-mqtt-publish-qos"
 DUP_HEADER = "x-mqtt-dup"
@@ -53,14 +52,16 @@ def queue_name(client_id: str, qos: int) -> str:
 class MqttSession(Session):
     protocol = "mqtt"
 
-    def __init__(self, info: ConnectionInfo, node: Node) -> None:
+    def __init__(self, info: ConnectionInfo, host: SessionHost) -> None:
         super().__init__(info)
-        self.node = node
-        self.options = node.options
-        self.profile = get_profile(node.options.mqtt_profile)
-        self.clock = node.clock
+        self.host = host
+        self.options = host.options
+        self.settings = host.options.protocol_settings("mqtt", MqttSettings)
+        self.registry = host.state(MqttState)
+        self.profile = get_profile(self.settings.profile)
+        self.clock = host.clock
         self.decoder = MqttDecoder(
-            node.options.max_packet_size, allow_wildcards_in_publish_topic=self.profile.wildcards_in_publish_topic
+            self.settings.max_packet_size, allow_wildcards_in_publish_topic=self.profile.wildcards_in_publish_topic
         )
         self.connected = False
         self.protocol_level = 0
@@ -92,7 +93,7 @@ class MqttSession(Session):
                     return
         except MqttProtocolError as exc:
             self._protocol_error(exc)
-        except ChannelError as exc:
+        except AmqpError as exc:
             # An AMQP error on the plugin's channel (a queue or exchange that cannot be used) closes the MQTT
             # connection in RabbitMQ; nobody else is affected.
             self.close_reason = str(exc)
@@ -166,19 +167,20 @@ class MqttSession(Session):
                 vhost.delete_queue(queue_name(client_id, qos))
         else:
             self.session_present = q1 in vhost.queues
-        self.connected = True
+        self.connected = self._established = True
         self._write(Connack(self.session_present, ConnackCode.ACCEPTED))
+        self.host.emit("client", self)
         if self.keepalive:
             self._arm_keepalive()
         if self.session_present:
             # Resume: the subscriptions are the queue's bindings; kept messages flow after the CONNACK.
-            for binding in vhost.exchange(self.options.exchange).bindings:
+            for binding in vhost.exchange(self.settings.exchange).bindings:
                 if binding.destination == q1:
                     self.subscriptions[to_mqtt(binding.routing_key)] = 1
             self._consume(1, q1)
 
     def _authenticate(self, p: Connect) -> tuple[int, str | None, VHost | None]:
-        model = self.node.model
+        model = self.host.model
         username, password = p.username, p.password
         if username is None and password is None:
             if not self.options.allow_anonymous:
@@ -186,7 +188,7 @@ class MqttSession(Session):
             username, password = self.options.default_user, self.options.default_pass.encode()
         if username is None or password is None:
             return ConnackCode.BAD_USERNAME_OR_PASSWORD, None, None
-        vhost_name = self.options.vhost
+        vhost_name = self.settings.vhost or self.options.vhost
         if ":" in username:
             # RabbitMQ splits "vhost:user" at the last colon.
             vhost_name, username = username.rsplit(":", 1)
@@ -204,9 +206,9 @@ class MqttSession(Session):
     def _take_over(self, vhost: str, client_id: str) -> None:
         key = (vhost, client_id)
         if self.profile.takeover_across_vhosts:
-            olds = [s for (_, cid), s in self.node.mqtt_sessions.items() if cid == client_id]
+            olds = [s for (_, cid), s in self.registry.sessions.items() if cid == client_id]
         else:
-            olds = [s for s in (self.node.mqtt_sessions.get(key),) if s is not None]
+            olds = [s for s in (self.registry.sessions.get(key),) if s is not None]
         for old in olds:
             if old is self:
                 continue
@@ -215,7 +217,7 @@ class MqttSession(Session):
             old._send_will = self.profile.will_on_takeover
             # Close the old connection first so its unacknowledged messages are requeued for this one.
             old.abort_transport()
-        self.node.mqtt_sessions[key] = self
+        self.registry.sessions[key] = self
 
     # -- keepalive --------------------------------------------------------------------------------
     def _keepalive_deadline(self) -> float:
@@ -242,7 +244,7 @@ class MqttSession(Session):
         qos = min(p.qos, self.profile.max_qos)
         try:
             self._route(p.topic, p.payload, qos, p.dup, p.retain, protocol="mqtt")
-        except ChannelError as exc:
+        except AmqpError as exc:
             self.close_reason = str(exc)
             self.request_close()
             return
@@ -258,17 +260,21 @@ class MqttSession(Session):
         key = to_amqp(topic)
         if retain:
             self._retain(to_mqtt(key), payload, qos)
-        self.node.model.publish(
-            self.options.exchange, key, payload, properties,
+        self.host.model.publish(
+            self.settings.exchange, key, payload, properties,
             vhost=self.vhost.name, protocol=protocol, client_id=self.client_id,
         )
 
     def _retain(self, topic: str, payload: bytes, qos: int) -> None:
         assert self.vhost is not None
         if payload:
-            self.vhost.retained[topic] = (Message(self.options.exchange, to_amqp(topic), payload), qos)
+            self._retained()[topic] = (Message(self.settings.exchange, to_amqp(topic), payload), qos)
         else:
-            self.vhost.retained.pop(topic, None)
+            self._retained().pop(topic, None)
+
+    def _retained(self) -> dict[str, tuple[Message, int]]:
+        assert self.vhost is not None
+        return self.registry.retained_in(self.vhost.name)
 
     # -- SUBSCRIBE --------------------------------------------------------------------------------
     def _subscribe(self, p: Subscribe) -> None:
@@ -278,15 +284,16 @@ class MqttSession(Session):
             for topic_filter, requested in p.topics:
                 qos = min(requested, self.profile.max_qos)
                 name = self._ensure_queue(qos)
-                self.vhost.bind(name, self.options.exchange, to_amqp(topic_filter), owner=self)
+                self.vhost.bind(name, self.settings.exchange, to_amqp(topic_filter), owner=self)
                 self.subscriptions[topic_filter] = qos
                 self._bound.setdefault(topic_filter, set()).add(qos)
                 granted.append(qos)
-        except ChannelError as exc:
+        except AmqpError as exc:
             self.close_reason = str(exc)
             self.request_close()
             return
         self._write(Suback(p.packet_id, granted))
+        self.host.emit("client", self)
         for (topic_filter, _), qos in zip(p.topics, granted, strict=True):
             self._send_retained(topic_filter, qos)
 
@@ -300,7 +307,7 @@ class MqttSession(Session):
         elif self.clean_session:
             self.vhost.declare_queue(name, durable=True, auto_delete=True, owner=self)
         else:
-            args = {} if self.options.subscription_ttl is None else {"x-expires": self.options.subscription_ttl}
+            args = {} if self.settings.subscription_ttl is None else {"x-expires": self.settings.subscription_ttl}
             self.vhost.declare_queue(name, durable=True, auto_delete=False, arguments=args, owner=self)
         self._consume(qos, name)
         return name
@@ -310,7 +317,7 @@ class MqttSession(Session):
         if qos == 0:
             tag = self.channel.consume(name, self._deliver0, no_ack=True)
         else:
-            tag = self.channel.consume(name, self._deliver1, prefetch=self.options.prefetch)
+            tag = self.channel.consume(name, self._deliver1, prefetch=self.settings.prefetch)
         self._consumer_tags[qos] = tag
 
     def _on_consumer_cancelled(self, tag: str) -> None:
@@ -327,7 +334,7 @@ class MqttSession(Session):
     def _send_retained(self, topic_filter: str, granted: int) -> None:
         assert self.vhost is not None
         # RabbitMQ 3.x looks the store up by the filter itself, so wildcard filters find nothing.
-        found = self.vhost.retained.get(to_mqtt(to_amqp(topic_filter)))
+        found = self._retained().get(to_mqtt(to_amqp(topic_filter)))
         if found is None:
             return
         message, stored_qos = found
@@ -343,10 +350,11 @@ class MqttSession(Session):
             for qos in levels:
                 name = queue_name(self.client_id, qos)
                 if name in self.vhost.queues:
-                    self.vhost.unbind(name, self.options.exchange, to_amqp(topic_filter), owner=self)
+                    self.vhost.unbind(name, self.settings.exchange, to_amqp(topic_filter), owner=self)
             if not self.profile.unsubscribe_own_bindings_only or bound:
                 self.subscriptions.pop(topic_filter, None)
         self._write(Unsuback(p.packet_id))
+        self.host.emit("client", self)
 
     # -- deliveries -------------------------------------------------------------------------------
     def _deliver0(self, d: Delivery) -> None:
@@ -393,20 +401,20 @@ class MqttSession(Session):
         if not self.connected:
             return
         # A node going down (stop, restart) publishes no will: RabbitMQ 3.10 stops its MQTT plugin first.
-        if self._send_will and self.will is not None and not self.node.stopping:
+        if self._send_will and self.will is not None and not self.host.stopping:
             self._publish_will(self.will)
         assert self.vhost is not None and self.client_id is not None
         if self.channel is not None:
             self.channel.close()
         key = (self.vhost.name, self.client_id)
-        if self.node.mqtt_sessions.get(key) is self:
-            del self.node.mqtt_sessions[key]
+        if self.registry.sessions.get(key) is self:
+            del self.registry.sessions[key]
 
     def _publish_will(self, will: Will) -> None:
         # RabbitMQ 3.10 publishes the will with the QoS it was given: a QoS 2 will carries
         # x-mqtt-publish-qos 2 (subscribers still get it at QoS 1 at most).
         # If the exchange is gone there is nothing to publish to, as in RabbitMQ.
-        with contextlib.suppress(ChannelError):
+        with contextlib.suppress(AmqpError):
             self._route(will.topic, will.payload, will.qos, False, will.retain, protocol="mqtt-will")
 
     def describe(self) -> dict[str, Any]:

@@ -1,0 +1,110 @@
+"""Faults a test injects: stalled and dropped connections, dropped and delayed messages, restarts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..clock import VirtualClock
+from ..model.broker import FaultAction
+from ..observe import MessageFault
+from ..server.runtime import Connection
+from .core import BrokerCore
+from .views import ClientInfo
+
+#: How a fault names a connection: a client id (MQTT), a connection id, or an entry of ``broker.clients``.
+Target = str | int | ClientInfo
+
+
+class Faults(BrokerCore):
+    """Faults addressed by client id, by connection id, or by a :class:`ClientInfo` from ``broker.clients``."""
+
+    def _connections(self, target: Target) -> list[Connection]:
+        runtime = self._node.runtime
+        if isinstance(target, ClientInfo):
+            target = target.id
+        if isinstance(target, str):
+            conns = runtime.find(target)
+        elif isinstance(target, int) and not isinstance(target, bool):
+            conn = runtime.connections.get(target)
+            conns = [conn] if conn is not None else []
+        else:
+            raise TypeError(f"name a connection by client id, connection id or ClientInfo, not {target!r}")
+        if not conns:
+            known = [(c.id, c.protocol, c.client_id) for c in runtime.connections.values()]
+            raise LookupError(f"no connected client {target!r}; connected (id, protocol, client id): {known}")
+        return conns
+
+    def stall(self, client_id: Target) -> None:
+        """Stop reading from and writing to the client's connection, as for a frozen peer or a dead network path.
+
+        Its bytes wait in the socket buffers, PINGREQs included, so its keepalive runs out once the clock
+        passes 1.5 x keepalive after its last packet read; :meth:`resume` lets the held bytes through.
+        """
+
+        def run() -> None:
+            for conn in self._connections(client_id):
+                self._node.runtime.stall(conn)
+            self._journal.note(f"fault: stall({client_id!r})")
+
+        self._call(run)
+
+    def resume(self, client_id: Target) -> None:
+        """Undo :meth:`stall`: held bytes are read and written again."""
+
+        def run() -> None:
+            for conn in self._connections(client_id):
+                self._node.runtime.resume(conn)
+            self._journal.note(f"fault: resume({client_id!r})")
+
+        self._call(run)
+
+    def drop_next(self, n: int = 1, **criteria: Any) -> MessageFault:
+        """Drop the next ``n`` published messages matching ``criteria`` (checked before routing: ``topic``,
+        ``routing_key``, ``exchange``, ``protocol``, ``client_id``, ``vhost``, ``payload``, ``headers``).
+
+        A dropped message is logged with ``fault="dropped"`` and reaches no queue; its publisher still got its
+        acknowledgement and a retained message is still stored, as for a message lost inside the broker.
+        """
+        return self._add_fault("drop", n, criteria)
+
+    def delay_next(self, n: int, seconds: float, **criteria: Any) -> MessageFault:
+        """Hold the next ``n`` matching messages for ``seconds`` on the broker's clock, then route them with
+        the bindings of that moment (``fault="delayed"``; ``pending`` until then). With the virtual clock they
+        are routed by ``clock.advance``."""
+        if seconds < 0:
+            raise ValueError("the delay cannot be negative")
+        return self._add_fault(float(seconds), n, criteria)
+
+    def _add_fault(self, action: FaultAction, n: int, criteria: dict[str, Any]) -> MessageFault:
+        fault = MessageFault(self._node, action, n, criteria, lambda fn: self._call(fn), self.callback_errors)
+
+        def run() -> None:
+            self._node.model.publish_hooks.append(fault)
+            self._journal.note(f"fault: {fault!r}")
+
+        self._call(run)
+        return fault
+
+    async def _advance(self, seconds: float) -> None:
+        """On the loop: fire the timers due within ``seconds``, then wait until their bytes are written."""
+        clock = self._node.clock
+        if not isinstance(clock, VirtualClock):
+            raise TypeError("only a virtual clock can be advanced; this broker runs on the wall clock")
+        # What clients sent before the test moved time is applied first (a DISCONNECT still in the socket
+        # buffer must not lose the race against the timers it would have cancelled).
+        await self._node.runtime.settle()
+        clock.advance(seconds)
+        await self._node.runtime.flush()
+
+    async def _restart(self) -> None:
+        await self._node.runtime.settle()
+        self._journal.note("fault: restart")
+        await self._node.restart()
+
+    async def _refuse(self, refuse: bool) -> None:
+        if refuse and self._node.refusing:
+            raise RuntimeError("this broker is already refusing connections")
+        self._journal.note(f"fault: {'refusing' if refuse else 'accepting'} connections")
+        await self._node.refuse(refuse)
+
+

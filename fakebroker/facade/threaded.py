@@ -1,0 +1,204 @@
+"""The threaded face: :func:`start` runs the broker on its own event loop thread."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, TypeVar
+
+import anyio
+import anyio.from_thread
+
+from ..config import Options
+from ..model import LoggedMessage
+from ..node import Node
+from ..observe import (
+    Journal,
+    MessageTimeout,
+)
+from .api import BrokerAPI
+from .core import _run_node
+from .faults import Target
+from .views import ClientInfo, MessageLog
+
+T = TypeVar("T")
+
+
+# -- threaded face ----------------------------------------------------------------------------------
+class ClockProxy:
+    """The broker's clock, reached from another thread."""
+
+    def __init__(self, broker: ThreadedBroker) -> None:
+        self._broker = broker
+
+    def now(self) -> float:
+        return self._broker._call(self._broker._node.clock.now)
+
+    def advance(self, seconds: float) -> None:
+        """Fire every timer due within ``seconds``; returns once their effects are applied and written out."""
+        self._broker._call_async(self._broker._advance, seconds)
+
+    def pending(self) -> int:
+        return self._broker._call(self._broker._node.clock.pending)
+
+    def __repr__(self) -> str:
+        return f"<ClockProxy now={self.now():.3f}>"
+
+
+class ThreadedBroker(BrokerAPI):
+    """A broker running on its own event loop in a background thread; see :func:`start`."""
+
+    def __init__(self, node: Node, journal: Journal, portal: anyio.from_thread.BlockingPortal,
+                 portal_cm: AbstractContextManager[Any],
+                 serve_cm: AbstractContextManager[tuple[Node, Journal]]) -> None:
+        self._portal = portal
+        self._portal_cm = portal_cm
+        self._serve_cm = serve_cm
+        self._loop_thread = node.thread_id
+        #: The thread running the broker's event loop (gone once :meth:`stop` returns).
+        self.thread = next((t for t in threading.enumerate() if t.ident == node.thread_id), None)
+        self.stopped = False
+        self._setup(node, journal)
+
+    def _on_loop(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self.stopped:
+            raise RuntimeError("this broker has been stopped")
+        if self._on_loop():
+            return fn(*args, **kwargs)
+        return self._portal.call(functools.partial(fn, *args, **kwargs))
+
+    def _call_async(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.stopped:
+            raise RuntimeError("this broker has been stopped")
+        if self._on_loop():
+            raise RuntimeError("this method blocks; call it from the test's thread, not a broker callback")
+        return self._portal.call(fn, *args)
+
+    def _read(self, fn: Callable[[], T]) -> T:
+        # Once stopped, nothing runs on the loop any more: the model can be read directly.
+        return fn() if self.stopped else self._call(fn)
+
+    @property
+    def clock(self) -> ClockProxy:
+        return ClockProxy(self)
+
+    def disconnect(self, client_id: Target) -> None:
+        """Drop the client's TCP connection with no protocol goodbye (its Last Will fires)."""
+
+        async def run() -> None:
+            await self._node.runtime.settle()
+            self._journal.note(f"fault: disconnect({client_id!r})")
+            for conn in self._connections(client_id):
+                await self._node.runtime.disconnect(conn)
+
+        self._call_async(run)
+
+    def wait_for_message(self, timeout: float = 5.0, **criteria: Any) -> LoggedMessage:
+        """Block until a message matching ``criteria`` has been routed, and return its log entry.
+
+        A message already in the log counts. With ``delivered_to=client_id`` it waits until the message was
+        delivered to that client, and returns once the bytes are written to its socket. ``timeout`` is in
+        real seconds (the virtual clock does not move while waiting). On timeout it raises
+        :class:`~fakebroker.observe.MessageTimeout` (an AssertionError and a TimeoutError) listing the
+        messages the broker saw instead, closest first, with how each one differs.
+        """
+        __tracebackhide__ = True
+        return self.wait_for_messages(1, timeout, **criteria)[0]
+
+    def wait_for_messages(self, count: int, timeout: float = 5.0, **criteria: Any) -> MessageLog:
+        """Like :meth:`wait_for_message`, for at least ``count`` matching messages; returns them all."""
+        __tracebackhide__ = True
+        try:
+            log: MessageLog = self._call_async(self._wait, count, timeout, criteria)
+        except MessageTimeout as exc:
+            raise MessageTimeout(str(exc)) from None  # raised here, not in the broker's thread
+        return log
+
+    def wait_for_client(self, client_id: str, *, subscribed: str | None = None, timeout: float = 5.0) -> ClientInfo:
+        """Block until a client with ``client_id`` is connected (and, with ``subscribed``, has that filter or
+        destination among its subscriptions); returns it. On timeout, the error lists the connected clients."""
+        __tracebackhide__ = True
+        try:
+            found = self._call_async(self._wait_client, client_id, True, subscribed, timeout)
+        except MessageTimeout as exc:
+            raise MessageTimeout(str(exc)) from None
+        assert found is not None
+        return found  # type: ignore[no-any-return]
+
+    def wait_for_disconnect(self, client_id: str, *, timeout: float = 5.0) -> None:
+        """Block until no connection with ``client_id`` is left."""
+        __tracebackhide__ = True
+        try:
+            self._call_async(self._wait_client, client_id, False, None, timeout)
+        except MessageTimeout as exc:
+            raise MessageTimeout(str(exc)) from None
+
+    def restart(self) -> None:
+        """Restart the broker as a RabbitMQ node restart (``rabbitmqctl stop_app; start_app``).
+
+        Every connection drops with no Last Will (RabbitMQ stops its MQTT plugin before anything else); the
+        broker comes back on the same ports with durable exchanges, durable queues and their persistent
+        messages (``delivery_mode`` 2, which MQTT QoS 1 publishes have), bindings between durable things,
+        persistent MQTT sessions and retained messages. Transient queues, exchanges and messages are gone.
+        Inside :meth:`refuse_connections` the listeners stay closed until that block ends.
+        """
+        self._call_async(self._restart)
+
+    @contextmanager
+    def refuse_connections(self) -> Iterator[None]:
+        """Within the ``with`` block new connections are refused (ECONNREFUSED): the listening sockets are
+        closed, as if the broker were down. Open connections stay. On exit the broker listens again on the
+        same ports."""
+        self._call_async(self._refuse, True)
+        try:
+            yield
+        finally:
+            if not self.stopped:
+                self._call_async(self._refuse, False)
+
+    def stop(self) -> None:
+        if self.stopped:
+            return
+        if self._on_loop():
+            raise RuntimeError("a broker cannot be stopped from its own callbacks; stop it from the test's thread")
+        try:
+            self._serve_cm.__exit__(None, None, None)
+        finally:
+            self.stopped = True
+            self._portal_cm.__exit__(None, None, None)
+
+    def __enter__(self) -> ThreadedBroker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "stopped" if self.stopped else ", ".join(f"{k}={v.host}:{v.port}" for k, v in self.addresses.items())
+        return f"<fakebroker.ThreadedBroker {state}>"
+
+
+
+
+def start(**options: Any) -> ThreadedBroker:
+    """Start a broker on its own event loop thread; returns once every listener accepts connections.
+
+    Use it as a context manager, or call ``.stop()``.
+    """
+    opts = Options.from_kwargs(**options)
+    portal_cm = anyio.from_thread.start_blocking_portal("asyncio")
+    portal = portal_cm.__enter__()
+    try:
+        serve_cm = portal.wrap_async_context_manager(_run_node(opts))
+        node, journal = serve_cm.__enter__()
+    except BaseException:
+        portal_cm.__exit__(*sys.exc_info())
+        raise
+    return ThreadedBroker(node, journal, portal, portal_cm, serve_cm)
+

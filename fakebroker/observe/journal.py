@@ -1,0 +1,116 @@
+"""The connection journal and the plain-text traffic report of a broker."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..node import Node
+    from ..server.runtime import Connection
+from .matching import _short, describe
+
+
+class Journal:
+    """What happened to connections, and the faults a test injected, for traffic reports.
+
+    Fed by the broker's connect/disconnect hooks on its event loop; keeps the last ``limit`` events.
+    """
+
+    def __init__(self, node: Node, limit: int = 500) -> None:
+        self._node = node
+        self.events: deque[tuple[float, str, Any]] = deque(maxlen=limit)
+
+    def attach(self) -> None:
+        self._node.model.on("connect", self._opened)
+        self._node.model.on("disconnect", self._closed)
+
+    def _opened(self, conn: Connection) -> None:
+        self.events.append((self._node.clock.now(), "opened", conn))
+
+    def _closed(self, conn: Connection) -> None:
+        subscriptions = conn.session.describe().get("subscriptions") or {}
+        reason = _close_reason(conn) or ("the broker went down" if self._node.stopping else "")
+        self.events.append((self._node.clock.now(), "closed", (conn, dict(subscriptions), reason)))
+
+    def note(self, text: str) -> None:
+        self.events.append((self._node.clock.now(), "note", text))
+
+
+def _conn_text(conn: Connection) -> str:
+    session = conn.session
+    who = f"client_id={session.client_id!r}" if session.client_id is not None else "no client id yet"
+    user = f" user={session.user!r}" if session.user is not None else ""
+    return f"conn#{conn.id} {conn.protocol} {who}{user} from {conn.peer[0]}:{conn.peer[1]}"
+
+
+def _close_reason(conn: Connection) -> str:
+    return conn.session.close_reason or ""
+
+
+def traffic_report(node: Node, journal: Journal, messages: int = 50) -> str:
+    """A plain-text account of a broker's recent traffic: connections, clients, queues, messages."""
+    clock = node.clock
+    kind = type(clock).__name__
+    addresses = " ".join(f"{name}={a.host}:{a.port}" for name, a in node.addresses.items())
+    lines = [f"broker {addresses}; clock t={clock.now():.3f} ({kind})"]
+
+    lines.append("connections and faults:")
+    if not journal.events:
+        lines.append("  (none)")
+    for when, what, item in journal.events:
+        if what == "opened":
+            lines.append(f"  t={when:.3f} opened {_conn_text(item)}")
+        elif what == "closed":
+            conn, subscriptions, reason = item
+            extra = f" subscriptions={subscriptions}" if subscriptions else ""
+            lines.append(f"  t={when:.3f} closed {_conn_text(conn)}{extra}{f' ({reason})' if reason else ''}")
+        else:
+            lines.append(f"  t={when:.3f} {item}")
+
+    lines.append("connected now:")
+    conns = list(node.runtime.connections.values())
+    if not conns:
+        lines.append("  (none)")
+    for conn in conns:
+        d = conn.session.describe()
+        parts = [_conn_text(conn)]
+        if d.get("subscriptions"):
+            parts.append(f"subscriptions={d['subscriptions']}")
+        will = d.get("will")
+        if will:
+            parts.append(f"will=({will['topic']!r}, {_short(will['payload'])}, qos {will['qos']}"
+                         f"{', retain' if will['retain'] else ''})")
+        if conn.stalled:
+            parts.append("STALLED")
+        lines.append("  " + " ".join(parts))
+
+    lines.append("queues:")
+    many = len(node.model.vhosts) > 1
+    count = 0
+    for vh in node.model.vhosts.values():
+        bound: dict[str, list[str]] = {}
+        for exchange in vh.exchanges.values():
+            for b in exchange.bindings:
+                bound.setdefault(b.destination, []).append(f"{b.source} {b.routing_key!r}")
+        for q in vh.queues.values():
+            count += 1
+            flags = [f for f, on in (("durable", q.durable), ("auto-delete", q.auto_delete),
+                                     ("exclusive", q.exclusive)) if on]
+            name = f"{vh.name} {q.name}" if many else q.name
+            lines.append(f"  {name} [{' '.join(flags) or 'transient'}] ready={q.message_count} "
+                         f"unacked={q.unacked} consumers={q.consumer_count}"
+                         + (f" bound: {', '.join(bound[q.name])}" if q.name in bound else ""))
+    if not count:
+        lines.append("  (none)")
+
+    log = node.model.log
+    recent = log[-messages:] if messages > 0 else []
+    lines.append(f"messages (last {len(recent)} of {len(log)}):" if len(recent) < len(log) else
+                 f"messages ({len(log)}):")
+    if not log:
+        lines.append("  (none)")
+    lines.extend(f"  {describe(m)}" for m in recent)
+    return "\n".join(lines)
+
+

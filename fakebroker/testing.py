@@ -1,0 +1,163 @@
+"""Testing sessions without sockets: a host with no node, a driver, and the conformance check every session passes.
+
+    host = FakeHost()
+    driver = SessionDriver(MqttSession(INFO, host))
+    out = driver.feed(connect_packet)          # the bytes the session answers
+
+    check_session_contract(mqtt_factory, [connect_packet, subscribe_packet, publish_packet])
+
+:func:`check_session_contract` is in the spirit of ``trio.testing.check_two_way_stream``: whatever a protocol
+does, the runtime can rely on what it checks.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from .clock import VirtualClock
+from .config import Options
+from .model import Broker
+from .protocols.base import ConnectionInfo, Session, SessionHost
+
+S = TypeVar("S")
+
+INFO = ConnectionInfo(peer=("127.0.0.1", 50000), local=("127.0.0.1", 1883))
+
+SessionMaker = Callable[[ConnectionInfo, SessionHost], Session]
+
+
+class FakeHost:
+    """A :class:`~fakebroker.protocols.base.SessionHost` with a real model on a virtual clock, and no node."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = Options.from_kwargs(**options)
+        self.clock = VirtualClock()
+        self.model = Broker(self.clock, users=self.options.users, vhosts=self.options.vhosts)
+        self.stopping = False
+        self.events: list[tuple[str, tuple[Any, ...]]] = []
+        self._states: dict[Callable[[], Any], Any] = {}
+
+    def state(self, kind: Callable[[], S]) -> S:
+        found = self._states.get(kind)
+        if found is None:
+            found = self._states[kind] = kind()
+        return found
+
+    def emit(self, event: str, *args: Any) -> None:
+        self.events.append((event, args))
+        self.model.emit(event, *args)
+
+
+class SessionDriver:
+    """Plays the runtime for one session: feeds bytes, collects output, counts wake-ups and aborts."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.wakeups = 0
+        self.aborted = False
+        self.output = bytearray()  # everything the session wrote, in order
+        session.wakeup = self._wake
+        session.abort_transport = self._abort
+
+    def _wake(self) -> None:
+        self.wakeups += 1
+
+    def _abort(self) -> None:
+        self.aborted = True
+        self.session.connection_lost()
+
+    def feed(self, data: bytes) -> bytes:
+        """``receive_data(data)``, then whatever the session has to send."""
+        self.session.receive_data(data)
+        return self.drain()
+
+    def drain(self) -> bytes:
+        out = self.session.data_to_send()
+        self.output += out
+        return out
+
+
+def _chunks(data: bytes, rng: random.Random) -> list[bytes]:
+    out, i = [], 0
+    while i < len(data):
+        n = rng.randint(1, max(1, min(len(data) - i, 64)))
+        out.append(data[i:i + n])
+        i += n
+    return out
+
+
+def _run(factory: SessionMaker, chunks: Sequence[bytes], host_options: dict[str, Any]) -> tuple[bytes, str]:
+    host = FakeHost(**host_options)
+    session = factory(INFO, host)
+    driver = SessionDriver(session)
+    for chunk in chunks:
+        before = driver.wakeups
+        session.receive_data(chunk)
+        if session.has_output:
+            assert driver.wakeups > before, f"{type(session).__name__} queued output without calling wakeup()"
+        out = driver.drain()
+        assert not session.has_output, "has_output is still true after data_to_send() drained the session"
+        if session.state == "closed" or not out and session.close_requested:
+            break
+    return bytes(driver.output), session.state
+
+
+def check_session_contract(factory: SessionMaker, script: Sequence[bytes], *, splits: int = 5,
+                           normalize: Callable[[bytes], bytes] = lambda b: b,
+                           host_options: dict[str, Any] | None = None) -> None:
+    """Fail with an AssertionError unless sessions made by ``factory`` keep the runtime's contract on ``script``
+    (the bytes a client sends, in order):
+
+    - the same output and final state whatever way the input is split (whole, byte by byte, random chunks);
+    - ``wakeup()`` called whenever output was queued, and ``has_output`` true exactly while output waits;
+    - not ``established`` before any input (the handshake timeout relies on it);
+    - end of input reported once (``_on_connection_lost`` runs once, however often EOF or a loss is reported);
+    - nothing written after the close, even when the clock moves on and timers fire.
+
+    ``normalize`` maps the output before comparing (for protocols that put random ids on the wire).
+    """
+    options = host_options or {}
+    data = b"".join(script)
+    expected_out, expected_state = _run(factory, list(script), options)
+    rng = random.Random(1234)
+    ways: list[tuple[str, list[bytes]]] = [("whole", [data]),
+                                           ("byte by byte", [data[i:i + 1] for i in range(len(data))])]
+    ways += [(f"random split #{n}", _chunks(data, rng)) for n in range(splits)]
+    for name, chunks in ways:
+        out, state = _run(factory, chunks, options)
+        assert normalize(out) == normalize(expected_out), (
+            f"{name}: output differs from feeding the script frame by frame:\n  {out!r}\n  {expected_out!r}")
+        assert state == expected_state, f"{name}: final state {state!r}, expected {expected_state!r}"
+
+    # End of input, reported once; then silence.
+    host = FakeHost(**options)
+    session = factory(INFO, host)
+    driver = SessionDriver(session)
+    lost = 0
+    original = session._on_connection_lost
+
+    def counting() -> None:
+        nonlocal lost
+        lost += 1
+        original()
+
+    session._on_connection_lost = counting  # type: ignore[method-assign]
+    # The runtime closes a connection that does not establish itself in time; nothing is established before
+    # the client has sent a byte.
+    assert not session.established, "the session is established before the client sent anything"
+    for chunk in script:
+        driver.feed(chunk)
+    was_open = session.state == "open"
+    session.receive_data(b"")
+    if was_open:
+        assert session.state == "closed", f"EOF left an open session {session.state!r}"
+    # A closing session learns of the end from the runtime, which calls connection_lost() once it closed.
+    session.receive_data(b"")
+    session.connection_lost()
+    assert lost == 1, f"_on_connection_lost ran {lost} times for one end of input"
+    driver.drain()
+    session.send(b"late")
+    host.clock.advance(10 * 86_400)
+    assert not session.has_output and session.data_to_send() == b"", "the session wrote after its close"
