@@ -89,6 +89,8 @@ class LoggedMessage:
 
     def describe(self) -> str:
         where = ", ".join(self.queues) if self.queues else "unroutable"
+        if self.refused:
+            where = f"{where if self.queues else 'no queue took it'}; refused by {', '.join(self.refused)}"
         if self.fault == "dropped":
             where = "dropped (fault injection)"
         elif self.fault == "delayed":

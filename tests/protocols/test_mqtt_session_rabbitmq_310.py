@@ -111,6 +111,7 @@ def test_refused_qos1_publish_closes_a_tcp_connection_without_puback_or_will() -
     assert wills(host) == []
     (_, refused) = host.model.log
     assert (refused.queues, refused.refused) == ((), ("full",))
+    assert refused.describe().endswith("-> no queue took it; refused by full")
 
 
 def test_refused_qos1_publish_over_websocket_is_left_unacknowledged() -> None:
