@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from contractlib import Backend, Got, RawClient
 
-from fakebroker.protocols.mqtt.codec import Puback, Publish, Will
+from fakebroker.protocols.mqtt.codec import Pingreq, Pingresp, Puback, Publish, Will, encode
 
 
 def test_qos1_publish_is_acked_and_routed_with_mqtt_headers(backend: Backend) -> None:
@@ -195,3 +195,29 @@ def test_refused_qos0_publish_keeps_the_connection(backend: Backend, websocket: 
     pub.expect_open()
     assert [p.payload for p in sub.publishes(4)] == [b"m1", b"m2", b"m3", b"m4"]
     assert queued(backend, name) == [b"m1", b"m2"]
+
+
+@pytest.mark.difference("mqtt-nothing-after-a-refused-qos-1-publish-is-read")
+def test_packets_behind_a_refused_qos1_publish(backend: Backend) -> None:
+    name, sub = full_queue(backend)
+    other = backend.watcher(("other/#", 0), label="other")
+    backend.publish("amq.topic", "P.m.0", b"m0")
+    backend.publish("amq.topic", "P.m.1", b"m1")  # full
+    assert [p.payload for p in sub.publishes(2)] == [b"m0", b"m1"]
+    pub = backend.raw()
+    pub.connect(backend.cid("pub"))
+    # One write: the refused PUBLISH, a PINGREQ and a PUBLISH no queue refuses.
+    pub.send(encode(Publish("P/m/2", b"refused", 1, False, False, 1)) + encode(Pingreq())
+             + encode(Publish("other/t", b"behind", 1, False, False, 2)))
+    sent = pub.expect_closed()
+    assert [p.payload for p in sub.publishes(1)] == [b"refused"]
+    if backend.is_fake:
+        assert sent == []
+    else:
+        # RabbitMQ handles the whole read before the confirm's nack stops the connection; the second PUBACK
+        # races with that nack.
+        assert sent[0] == Pingresp() and sent[1:] in ([], [Puback(2)]), sent
+        assert other.recv_publish().payload == b"behind"
+    other.expect_nothing()
+    sub.expect_nothing()
+    assert queued(backend, name) == [b"m0", b"m1"]
