@@ -185,6 +185,20 @@ def test_refused_qos1_publish_over_websocket_is_not_acknowledged(backend: Backen
     assert queued(backend, name) == [b"m1", b"m2"]
 
 
+def test_refused_retained_publish_is_still_stored(backend: Backend) -> None:
+    backend.declare_queue(f"contract-none-{backend.prefix}", arguments={"x-max-length": 0,
+                                                                       "x-overflow": "reject-publish"})
+    backend.bind(f"contract-none-{backend.prefix}", "amq.topic", "P.m.#")
+    pub = backend.raw()
+    pub.connect(backend.cid("pub"))
+    pub.send(Publish("P/m/state", b"kept", 1, True, False, pub.next_pid()))
+    assert pub.expect_closed() == []
+    sub = backend.raw()
+    sub.connect(backend.cid("sub"))
+    sub.subscribe(("P/m/state", 1))
+    assert sub.recv_publish() == Publish("P/m/state", b"kept", 1, True, False, 1)
+
+
 @pytest.mark.parametrize("websocket", [False, True], ids=["tcp", "websocket"])
 def test_refused_qos0_publish_keeps_the_connection(backend: Backend, websocket: bool) -> None:
     name, sub = full_queue(backend)
