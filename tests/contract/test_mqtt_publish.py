@@ -155,13 +155,14 @@ def queued(backend: Backend, name: str) -> list[bytes]:
 
 
 @pytest.mark.parametrize("overflow", ["reject-publish", "reject-publish-dlx"])
-def test_refused_qos1_publish_closes_a_tcp_publisher(backend: Backend, overflow: str) -> None:
+@pytest.mark.parametrize("qos", [1, 2])  # QoS 2 is PUBACKed and routed as 1
+def test_refused_qos1_publish_closes_a_tcp_publisher(backend: Backend, overflow: str, qos: int) -> None:
     name, sub = full_queue(backend, overflow)
     pub = backend.raw()
     pub.connect(backend.cid("pub"), will=Will("P/m/will", b"not published", 1, False))
-    assert pub.publish("P/m/1", b"m1", 1) == Puback(1)
-    assert pub.publish("P/m/2", b"m2", 1) == Puback(2)
-    pub.send(Publish("P/m/3", b"m3", 1, False, False, pub.next_pid()))
+    assert pub.publish("P/m/1", b"m1", qos) == Puback(1)
+    assert pub.publish("P/m/2", b"m2", qos) == Puback(2)
+    pub.send(Publish("P/m/3", b"m3", qos, False, False, pub.next_pid()))
     assert pub.expect_closed() == []  # no PUBACK 3, and the connection is gone
     # Routed all the same: the subscriber has it, the full queue refused it.
     assert [p.payload for p in sub.publishes(3)] == [b"m1", b"m2", b"m3"]
