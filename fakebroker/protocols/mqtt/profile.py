@@ -23,14 +23,14 @@ class MqttProfile:
     dollar_topics_match_wildcards: bool = True
     #: The old connection's will is published when another takes its client id over.
     will_on_takeover: bool = False
-    #: Over WebSocket the will is published however an accepted connection ends, DISCONNECT and takeover
-    #: included: RabbitMQ 3.10's web_mqtt publishes it whenever the connection process terminates.
+    #: Over WebSocket the will is published however an accepted connection ends, DISCONNECT, takeover and a
+    #: deleted subscription queue included (RabbitMQ 3.10's web_mqtt; over TCP those ends publish none).
     websocket_will_on_every_close: bool = True
     #: A QoS 1 PUBLISH that a queue refuses (``x-overflow: reject-publish``) gets no PUBACK; over TCP the
     #: connection is closed with no will, over WebSocket it stays open (RabbitMQ 3.10 on a confirm nack).
     refused_publish_unacked: bool = True
-    #: The retained messages of one SUBSCRIBE go out in reverse filter order (RabbitMQ 3.10 folds the
-    #: filters into a list, last one first).
+    #: The retained messages of one SUBSCRIBE go out in reverse filter order, last filter first (RabbitMQ
+    #: 3.10); separate SUBSCRIBEs get theirs in packet order either way.
     retained_in_reverse_filter_order: bool = True
     #: A client id is unique across the node, not per vhost: RabbitMQ 3.10's client-id tracker is keyed by the
     #: id alone, so a CONNECT in one vhost closes a connection with the same id in another (3.12+: per vhost).

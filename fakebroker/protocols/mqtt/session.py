@@ -80,8 +80,9 @@ class MqttSession(Session):
         self._last_activity = self.clock.now()
         self._keepalive_timer: TimerHandle | None = None
         self._send_will = True
-        # Ends that publish no will over TCP (DISCONNECT, takeover, ...) still publish it over web_mqtt.
-        self._will_on_every_close = info.transport == "websocket" and self.profile.websocket_will_on_every_close
+        self.websocket = info.transport == "websocket"
+        # Ends that publish no will over TCP (DISCONNECT, takeover, a deleted queue) still do over web_mqtt.
+        self._will_on_every_close = self.websocket and self.profile.websocket_will_on_every_close
         self.taken_over = False
 
     # -- bytes in ---------------------------------------------------------------------------------
@@ -253,9 +254,9 @@ class MqttSession(Session):
         if qos < 1 or p.packet_id is None:
             return
         if logged.refused and self.profile.refused_publish_unacked:
-            # RabbitMQ 3.10 PUBACKs on the publisher confirm. A nack has no PUBACK; the TCP reader stops on
-            # it (an unexpected message), web_mqtt logs it and reads on.
-            if self.info.transport != "websocket":
+            # RabbitMQ 3.10 PUBACKs when the publisher confirm comes back. A nack gets no PUBACK; it closes a
+            # TCP connection and leaves a WebSocket one open.
+            if not self.websocket:
                 self.close_reason = f"a queue refused a QoS 1 message ({', '.join(logged.refused)}: reject-publish)"
                 self._send_will = False
                 self.request_close()
@@ -337,7 +338,7 @@ class MqttSession(Session):
 
     def _on_consumer_cancelled(self, tag: str) -> None:
         # Only a queue deleted under a live consumer cancels it (an admin, or the Python API). RabbitMQ 3.10's
-        # MQTT connection dies of the basic.cancel: the socket closes and the will is not published.
+        # MQTT connection dies of the basic.cancel: the socket closes, with the will over WebSocket only.
         for qos, t in list(self._consumer_tags.items()):
             if t == tag:
                 del self._consumer_tags[qos]
