@@ -80,9 +80,9 @@ class MqttSession(Session):
         self._last_activity = self.clock.now()
         self._keepalive_timer: TimerHandle | None = None
         self._send_will = True
-        self.websocket = info.transport == "websocket"
+        self._over_websocket = info.transport == "websocket"
         # Ends that publish no will over TCP (DISCONNECT, takeover, a deleted queue) still do over web_mqtt.
-        self._will_on_every_close = self.websocket and self.profile.websocket_will_on_every_close
+        self._will_on_every_close = self._over_websocket and self.profile.websocket_will_on_every_close
         self.taken_over = False
 
     # -- bytes in ---------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ class MqttSession(Session):
         if logged.refused and self.profile.refused_publish_unacked:
             # RabbitMQ 3.10 PUBACKs when the publisher confirm comes back. A nack gets no PUBACK; it closes a
             # TCP connection and leaves a WebSocket one open.
-            if not self.websocket:
+            if not self._over_websocket:
                 self.close_reason = f"a queue refused a QoS 1 message ({', '.join(logged.refused)}: reject-publish)"
                 self._send_will = False
                 self.request_close()
