@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from .base import Criterion, ListenerSpec, ProtocolSpec
 from .mqtt import PROTOCOL as MQTT
+from .stomp import PROTOCOL as STOMP
 
-PROTOCOLS: tuple[ProtocolSpec, ...] = (MQTT,)
+PROTOCOLS: tuple[ProtocolSpec, ...] = (MQTT, STOMP)
 
 
 def listener_specs() -> tuple[ListenerSpec, ...]:
