@@ -121,6 +121,26 @@ def test_ttl_zero_message_is_never_fetched_with_basic_get(backend: Backend, ttl:
     assert backend.get(name) is None
 
 
+@pytest.mark.parametrize("ttl", ["x-message-ttl", "expiration"])
+def test_ttl_zero_reaches_a_stomp_consumer_with_room_only(backend: Backend, ttl: str) -> None:
+    # The rule is the queue's, whatever the consumer's protocol.
+    backend.declare_queue("ttl0", arguments={"x-message-ttl": 0} if ttl == "x-message-ttl" else None)
+    props = {"expiration": "0"} if ttl == "expiration" else None
+    c = backend.stomp_client().connected()
+    c.send("SUBSCRIBE", {"destination": "/amq/queue/ttl0", "id": "t", "ack": "client-individual",
+                         "prefetch-count": "1", "receipt": "s"})
+    c.receipt("s")
+    backend.publish("", "ttl0", b"taken", props)
+    first = c.recv_command("MESSAGE")
+    assert first.body == b"taken"
+    backend.publish("", "ttl0", b"window full", props)
+    c.expect_nothing()
+    c.send("ACK", {"id": first.get("ack"), "receipt": "a"})
+    c.receipt("a")
+    c.expect_nothing()  # dropped, not kept for when there is room
+    assert backend.get("ttl0") is None
+
+
 def test_expiration_zero_behind_another_message_expires_when_it_reaches_the_head(backend: Backend) -> None:
     name = f"contract-ttl0-{backend.prefix}"
     backend.declare_queue(name)
