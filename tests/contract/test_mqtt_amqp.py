@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import amqpkit
+import pika
 import pytest
 from contractlib import Backend, Got
 
@@ -139,6 +141,27 @@ def test_ttl_zero_reaches_a_stomp_consumer_with_room_only(backend: Backend, ttl:
     c.receipt("a")
     c.expect_nothing()  # dropped, not kept for when there is room
     assert backend.get("ttl0") is None
+
+
+@pytest.mark.parametrize("ttl", ["x-message-ttl", "expiration"])
+def test_ttl_zero_reaches_an_amqp_consumer_with_room_only(backend: Backend, ttl: str) -> None:
+    conn = amqpkit.connect(backend)
+    ch = conn.channel()
+    ch.queue_declare("ttl0", arguments={"x-message-ttl": 0} if ttl == "x-message-ttl" else None)
+    props = pika.BasicProperties(expiration="0" if ttl == "expiration" else None)
+    ch.basic_publish("", "ttl0", b"nobody there", props)
+    assert ch.basic_get("ttl0", auto_ack=True) == (None, None, None)  # basic.get never sees it
+    ch.basic_qos(prefetch_count=1)
+    got = amqpkit.Collector(conn)
+    ch.basic_consume("ttl0", got)
+    ch.basic_publish("", "ttl0", b"taken", props)
+    [(method, _, _)] = got.wait(1)
+    ch.basic_publish("", "ttl0", b"window full", props)
+    ch.basic_ack(method.delivery_tag)
+    ch.basic_publish("", "ttl0", b"room again", props)
+    got.wait(2)
+    conn.process_data_events(time_limit=backend.quiet)
+    assert got.bodies == [b"taken", b"room again"]
 
 
 def test_expiration_zero_behind_another_message_expires_when_it_reaches_the_head(backend: Backend) -> None:
