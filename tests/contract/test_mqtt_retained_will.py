@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from contractlib import TIMEOUT, Backend, Got, RawClient
+from contractlib import TIMEOUT, Backend, Got, RawClient, wait_until
+from managementlib import api, q
 
 from fakebroker.protocols.mqtt.codec import Connack, Disconnect, Publish, Suback, Subscribe, Will
 
@@ -206,6 +209,25 @@ def test_websocket_will_on_close_frame_without_disconnect(backend: Backend) -> N
     c.send_close_frame()
     assert c.expect_closed() == []
     assert watcher.recv_publish() == Publish("will/abrupt", b"closed", 1, False, False, 1)
+
+
+def test_no_will_when_an_operator_closes_a_websocket_connection(backend: Backend) -> None:
+    # The one end without a will over WebSocket too (over TCP: test_management_api.py).
+    watcher = backend.watcher(("will/#", 1))
+    cid = backend.cid("forced")
+    c = backend.raw(websocket=True)
+    c.connect(cid, will=Will("will/forced", b"never", 1, False))
+
+    def listed() -> dict[str, Any] | None:
+        found = [conn for conn in api(backend, "GET", "/api/connections").json()
+                 if (conn.get("client_properties") or {}).get("client_id") == cid]
+        return found[0] if found else None
+
+    conn = wait_until(listed, what="the connection in /api/connections")
+    assert conn["protocol"] == "Web MQTT 3.1.1"
+    assert api(backend, "DELETE", f"/api/connections/{q(conn['name'])}").status_code == 204
+    assert c.expect_closed() == []
+    watcher.expect_nothing()
 
 
 @TRANSPORTS

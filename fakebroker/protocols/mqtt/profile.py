@@ -23,9 +23,9 @@ class MqttProfile:
     dollar_topics_match_wildcards: bool = True
     #: The old connection's will is published when another takes its client id over.
     will_on_takeover: bool = False
-    #: Over WebSocket the will is published however an accepted connection ends, DISCONNECT, takeover and a
-    #: deleted subscription queue included (RabbitMQ 3.10's web_mqtt; over TCP those ends publish none).
-    websocket_will_on_every_close: bool = True
+    #: Over WebSocket the will is also published on a DISCONNECT, a takeover and a deleted subscription queue
+    #: (RabbitMQ 3.10's web_mqtt; over TCP those ends publish none). A force-close by an operator publishes none.
+    websocket_will_on_disconnect: bool = True
     #: A QoS 1 PUBLISH that a queue refuses (``x-overflow: reject-publish``) gets no PUBACK; over TCP the
     #: connection is closed with no will, over WebSocket it stays open (RabbitMQ 3.10 on a confirm nack).
     refused_publish_unacked: bool = True

@@ -82,7 +82,7 @@ class MqttSession(Session):
         self._send_will = True
         self._over_websocket = info.transport == "websocket"
         # Ends that publish no will over TCP (DISCONNECT, takeover, a deleted queue) still do over web_mqtt.
-        self._will_on_every_close = self._over_websocket and self.profile.websocket_will_on_every_close
+        self._will_on_disconnect = self._over_websocket and self.profile.websocket_will_on_disconnect
         self.taken_over = False
 
     # -- bytes in ---------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ class MqttSession(Session):
         elif isinstance(packet, Pingreq):
             self._write(Pingresp())
         elif isinstance(packet, Disconnect):
-            self._send_will = self._will_on_every_close
+            self._send_will = self._will_on_disconnect
             self.request_close()
         elif isinstance(packet, Connect):
             self._protocol_error(MqttProtocolError("second CONNECT on one connection"))
@@ -217,7 +217,7 @@ class MqttSession(Session):
                 continue
             old.taken_over = True
             old.close_reason = "taken over by a new connection with the same client id"
-            old._send_will = self.profile.will_on_takeover or old._will_on_every_close
+            old._send_will = self.profile.will_on_takeover or old._will_on_disconnect
             # Close the old connection first so its unacknowledged messages are requeued for this one.
             old.abort_transport()
         self.registry.sessions[key] = self
@@ -344,7 +344,7 @@ class MqttSession(Session):
                 del self._consumer_tags[qos]
         if not self.closed:
             self.close_reason = "subscription queue deleted"
-            self._send_will = self._will_on_every_close
+            self._send_will = self._will_on_disconnect
             self.abort_transport()
 
     def _send_retained(self, topic_filter: str, granted: int) -> None:
