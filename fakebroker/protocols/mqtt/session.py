@@ -12,7 +12,7 @@ from typing import Any
 
 from ...clock import TimerHandle
 from ...errors import AmqpError
-from ...model import Channel, Delivery, Message, VHost
+from ...model import Channel, Delivery, LoggedMessage, Message, VHost
 from ...model.vhost import generated_name
 from ..base import ConnectionInfo, Session, SessionHost
 from . import MqttSettings
@@ -79,6 +79,9 @@ class MqttSession(Session):
         self._last_activity = self.clock.now()
         self._keepalive_timer: TimerHandle | None = None
         self._send_will = True
+        self._over_websocket = info.transport == "websocket"
+        # Ends that publish no will over TCP (DISCONNECT, takeover, a deleted queue) still do over web_mqtt.
+        self._will_on_disconnect = self._over_websocket and self.profile.websocket_will_on_disconnect
         self.taken_over = False
 
     # -- bytes in ---------------------------------------------------------------------------------
@@ -129,7 +132,7 @@ class MqttSession(Session):
         elif isinstance(packet, Pingreq):
             self._write(Pingresp())
         elif isinstance(packet, Disconnect):
-            self._send_will = False
+            self._send_will = self._will_on_disconnect
             self.request_close()
         elif isinstance(packet, Connect):
             self._protocol_error(MqttProtocolError("second CONNECT on one connection"))
@@ -213,7 +216,7 @@ class MqttSession(Session):
                 continue
             old.taken_over = True
             old.close_reason = "taken over by a new connection with the same client id"
-            old._send_will = self.profile.will_on_takeover
+            old._send_will = self.profile.will_on_takeover or old._will_on_disconnect
             # Close the old connection first so its unacknowledged messages are requeued for this one.
             old.abort_transport()
         self.registry.sessions[key] = self
@@ -242,15 +245,25 @@ class MqttSession(Session):
         assert self.vhost is not None
         qos = min(p.qos, self.profile.max_qos)
         try:
-            self._route(p.topic, p.payload, qos, p.dup, p.retain, protocol="mqtt")
+            logged = self._route(p.topic, p.payload, qos, p.dup, p.retain, protocol="mqtt")
         except AmqpError as exc:
             self.close_reason = str(exc)
             self.request_close()
             return
-        if qos >= 1 and p.packet_id is not None:
-            self._write(Puback(p.packet_id))
+        if qos < 1 or p.packet_id is None:
+            return
+        if logged.refused and self.profile.refused_publish_unacked:
+            # RabbitMQ 3.10 PUBACKs when the publisher confirm comes back. A nack gets no PUBACK; it closes a
+            # TCP connection and leaves a WebSocket one open.
+            if not self._over_websocket:
+                self.close_reason = f"a queue refused a QoS 1 message ({', '.join(logged.refused)}: reject-publish)"
+                self._send_will = False
+                self.request_close()
+            return
+        self._write(Puback(p.packet_id))
 
-    def _route(self, topic: str, payload: bytes, qos: int, dup: bool, retain: bool, protocol: str) -> None:
+    def _route(self, topic: str, payload: bytes, qos: int, dup: bool, retain: bool,
+               protocol: str) -> LoggedMessage:
         assert self.vhost is not None
         headers: dict[str, Any] = {}
         if self.profile.publish_headers:
@@ -259,7 +272,7 @@ class MqttSession(Session):
         key = to_amqp(topic)
         if retain:
             self._retain(to_mqtt(key), payload, qos)
-        self.host.model.publish(
+        return self.host.model.publish(
             self.settings.exchange, key, payload, properties,
             vhost=self.vhost.name, protocol=protocol, client_id=self.client_id,
         )
@@ -293,7 +306,10 @@ class MqttSession(Session):
             return
         self._write(Suback(p.packet_id, granted))
         self.host.emit("client", self)
-        for (topic_filter, _), qos in zip(p.topics, granted, strict=True):
+        subscribed = list(zip((f for f, _ in p.topics), granted, strict=True))
+        if self.profile.retained_in_reverse_filter_order:
+            subscribed.reverse()
+        for topic_filter, qos in subscribed:
             self._send_retained(topic_filter, qos)
 
     def _ensure_queue(self, qos: int) -> str:
@@ -321,13 +337,13 @@ class MqttSession(Session):
 
     def _on_consumer_cancelled(self, tag: str) -> None:
         # Only a queue deleted under a live consumer cancels it (an admin, or the Python API). RabbitMQ 3.10's
-        # MQTT connection dies of the basic.cancel: the socket closes and the will is not published.
+        # MQTT connection dies of the basic.cancel: the socket closes, with the will over WebSocket only.
         for qos, t in list(self._consumer_tags.items()):
             if t == tag:
                 del self._consumer_tags[qos]
         if not self.closed:
             self.close_reason = "subscription queue deleted"
-            self._send_will = False
+            self._send_will = self._will_on_disconnect
             self.abort_transport()
 
     def _send_retained(self, topic_filter: str, granted: int) -> None:
