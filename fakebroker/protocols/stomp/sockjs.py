@@ -207,7 +207,15 @@ class SockJSRegistry:
 class SockJSHttpSession(Session, Receiver):
     """HTTP/1.1 requests under ``/stomp``, one at a time per connection, with keep-alive."""
 
-    protocol = "stomp"
+    @property
+    def protocol(self) -> str:
+        """``stomp`` while this connection carries a SockJS session's frames; plain ``http`` otherwise (info,
+        xhr_send), so that listings show one STOMP connection per session."""
+        return "stomp" if self.__dict__.get("_session") is not None else "http"
+
+    @protocol.setter
+    def protocol(self, value: str) -> None:
+        pass
 
     def __init__(self, info: ConnectionInfo, host: SessionHost) -> None:
         super().__init__(info)
@@ -492,7 +500,14 @@ class SockJSWebSocketInner(Session, Receiver):
 class WebStompFront(Session):
     """Reads the first request head, then becomes raw Web STOMP, SockJS over WebSocket or SockJS over HTTP."""
 
-    protocol = "stomp"
+    @property
+    def protocol(self) -> str:
+        delegate = self.__dict__.get("delegate")
+        return delegate.protocol if delegate is not None else "stomp"
+
+    @protocol.setter
+    def protocol(self, value: str) -> None:
+        pass
 
     def __init__(self, info: ConnectionInfo, host: SessionHost,
                  raw_websocket: Callable[[ConnectionInfo], Session]) -> None:
@@ -581,7 +596,6 @@ class WebStompFront(Session):
         self.delegate = delegate
         delegate.wakeup = lambda: self.wakeup()
         delegate.abort_transport = lambda: self.abort_transport()
-        self.protocol = delegate.protocol
         head, self._head = bytes(self._head), bytearray()
         delegate.receive_data(head)
         self.wakeup()
