@@ -201,3 +201,17 @@ def test_the_page_sees_a_stomp_py_client(fakebroker: ThreadedBroker, chromium: C
         chromium.wait_for("results.ws.received.some(m => m.from === 'stomp.py')", "the stomp.py message")
     finally:
         conn.disconnect()
+
+
+def test_the_books_stomp_over_sockjs_code(fakebroker: ThreadedBroker, chromium: Chromium, page_server: str) -> None:
+    """stomp.js's Stomp.over(SockJS) with connect(login, passcode, onConnect, onError, vhost), as the book's page
+    was written, beside a modern client over /ws."""
+    open_page(chromium, page_server, legacy=fakebroker.sockjs_url, ws=fakebroker.web_stomp_url)
+    chromium.wait_for("window.results && results.legacy && results.legacy.subscribed && results.ws.subscribed",
+                      "both subscriptions")
+    state = json.loads(chromium.wait_for(
+        "results.legacy.received.length >= 2 && results.ws.received.length >= 2 && JSON.stringify(results)",
+        "the messages"))
+    assert state["errors"] == []
+    for name in ("legacy", "ws"):
+        assert sorted(m["body"] for m in state[name]["received"]) == ["hello from legacy", "hello from ws"]
