@@ -97,6 +97,67 @@ class BrokerCore:
         """
         return self._listener_attribute("web_mqtt_url")  # type: ignore[no-any-return]
 
+    @property
+    def stomp(self) -> Address:
+        """The STOMP listener's ``(host, port)``.
+
+        Examples:
+            >>> broker.stomp.host
+            '127.0.0.1'
+        """
+        return self._listener_attribute("stomp")  # type: ignore[no-any-return]
+
+    @property
+    def web_stomp_url(self) -> str:
+        """The Web STOMP listener's URL, ``ws://host:port/ws`` (subprotocols ``v12.stomp``, ``v11.stomp``, ...).
+
+        Examples:
+            >>> broker.web_stomp_url
+            'ws://127.0.0.1:.../ws'
+        """
+        return self._listener_attribute("web_stomp_url")  # type: ignore[no-any-return]
+
+    @property
+    def amqp(self) -> Address:
+        """The AMQP 0-9-1 listener's ``(host, port)``.
+
+        Examples:
+            >>> broker.amqp.host
+            '127.0.0.1'
+        """
+        return self._listener_attribute("amqp")  # type: ignore[no-any-return]
+
+    @property
+    def amqp_url(self) -> str:
+        """An AMQP URL for the default user and vhost, as pika, kombu and rabbitpy take it.
+
+        Examples:
+            >>> broker.amqp_url
+            'amqp://guest:guest@127.0.0.1:.../%2F'
+        """
+        return self._listener_attribute("amqp_url")  # type: ignore[no-any-return]
+
+    @property
+    def http_url(self) -> str:
+        """The statelessd listener's base URL: ``POST {http_url}/<vhost>/<exchange>/<routing key>``.
+
+        Examples:
+            >>> broker.http_url
+            'http://127.0.0.1:...'
+        """
+        return self._listener_attribute("http_url")  # type: ignore[no-any-return]
+
+    @property
+    def management_url(self) -> str:
+        """The management listener's base URL: RabbitMQ's management API under ``/api/``, the control plane
+        under ``/api/fakebroker/`` and the live page at ``/``.
+
+        Examples:
+            >>> broker.management_url
+            'http://127.0.0.1:...'
+        """
+        return self._listener_attribute("management_url")  # type: ignore[no-any-return]
+
     def listener_urls(self) -> dict[str, str]:
         """Every open listener, by name, as the text a client is given: ``host:port`` or a URL.
 

@@ -63,7 +63,6 @@ class MqttSession(Session):
         self.decoder = MqttDecoder(
             self.settings.max_packet_size, allow_wildcards_in_publish_topic=self.profile.wildcards_in_publish_topic
         )
-        self.connected = False
         self.protocol_level = 0
         self.clean_session = True
         self.keepalive = 0
@@ -104,7 +103,7 @@ class MqttSession(Session):
 
     def _protocol_error(self, exc: MqttProtocolError) -> None:
         if (
-            not self.connected
+            not self.established
             and exc.connack_code is not None
             and self.profile.connack_on_bad_protocol_level
         ):
@@ -116,7 +115,7 @@ class MqttSession(Session):
         self.send(encode(packet))
 
     def _handle(self, packet: Packet) -> None:
-        if not self.connected:
+        if not self.established:
             if isinstance(packet, Connect):
                 self._connect(packet)
             else:
@@ -170,7 +169,7 @@ class MqttSession(Session):
                 vhost.delete_queue(queue_name(client_id, qos))
         else:
             self.session_present = q1 in vhost.queues
-        self.connected = self._established = True
+        self._established = True  # CONNACK 0 sent: the handshake timeout no longer applies
         self._write(Connack(self.session_present, ConnackCode.ACCEPTED))
         self.host.emit("client", self)
         if self.keepalive:
@@ -414,7 +413,7 @@ class MqttSession(Session):
     def _on_connection_lost(self) -> None:
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
-        if not self.connected:
+        if not self.established:
             return
         # A node going down (stop, restart) publishes no will: RabbitMQ 3.10 stops its MQTT plugin first.
         if self._send_will and self.will is not None and not self.host.stopping:
