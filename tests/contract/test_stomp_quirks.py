@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from contractlib import Backend
-from stompkit import as_tuple, error_frame
+from kit.stomp import as_tuple, error_frame
 
 pytestmark = pytest.mark.rabbitmq
 

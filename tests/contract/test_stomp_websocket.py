@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import websocket
 from contractlib import Backend
-from stompkit import frame_bytes
+from kit.stomp import frame_bytes
 
 pytestmark = pytest.mark.rabbitmq
 
