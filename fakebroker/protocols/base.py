@@ -174,6 +174,10 @@ class Session:
         # what was queued for a client that stopped reading must not be kept with it.
         self._out = bytearray()
 
+    def transport_received(self, count: int) -> None:
+        """``count`` bytes arrived on the socket for this session inside a wrapper (WebSocket frames, pings):
+        traffic for a protocol whose liveness check counts socket bytes (STOMP heart-beats). Nothing by default."""
+
     def describe(self) -> dict[str, Any]:
         """Protocol-specific fields for ``broker.clients`` (``vhost`` and ``subscriptions`` are read by name)."""
         return {}

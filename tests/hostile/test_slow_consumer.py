@@ -111,7 +111,7 @@ def test_packet_size_limits_are_checked(option):
 
 
 @pytest.mark.fakebroker(output_buffer_limit=LIMIT)
-@pytest.mark.parametrize("protocol", ["stomp", "amqp"])
+@pytest.mark.parametrize("protocol", ["stomp", "amqp", "web_stomp"])
 def test_stomp_and_amqp_hold_deliveries_in_the_queue_while_the_client_does_not_read(
         broker: ThreadedBroker, bystander, protocol):
     # No-ack consumers (STOMP ack:auto, AMQP no_ack) have no prefetch window: the channel stops delivering once
