@@ -177,7 +177,7 @@ class Harness:
         new = self.errors.records
         if new:
             result.crashes += len(new)
-            result.failures += [f"ERROR logged: {r.getMessage()} {r.exc_text or ''}"[:300] for r in new]
+            result.failures += [f"ERROR logged: {r.getMessage()}{_last_frames(r)}" for r in new]
             self.errors.records = []
 
     def _settle(self, result: Result) -> None:
@@ -413,6 +413,14 @@ class Harness:
                 result.failures.append(f"heap grew {after - before:.2f} MB over {inputs} inputs")
 
         return self._run("leak", target, body)
+
+
+def _last_frames(record: logging.LogRecord) -> str:
+    """The end of a record's traceback: where the broker failed, and with what."""
+    if not record.exc_info:
+        return ""
+    text = logging.Formatter().formatException(record.exc_info)
+    return "\n      " + "\n      ".join(text.splitlines()[-6:])
 
 
 def _drain(sock: socket.socket) -> None:
