@@ -186,7 +186,8 @@ class HttpSession(Session):
                     headers[name] = f"{headers[name]}, {value}"
                     continue
                 if name == "content-length":
-                    if not value.isdigit() or len(value) > 15:
+                    # isascii(): "³9".isdigit() is true, and int() refuses it.
+                    if not (value.isascii() and value.isdigit()) or len(value) > 15:
                         return data
                     length = int(value)
                 headers[name] = value
