@@ -132,6 +132,11 @@ def test_established_once_open() -> None:
     assert client.session.established
 
 
+def test_update_secret_is_acknowledged() -> None:
+    client = Client().open()
+    assert isinstance(client.call(0, c.Connection.UpdateSecret("new-token", "refresh")), c.Connection.UpdateSecretOk)
+
+
 def test_close_from_the_client() -> None:
     client = Client().open()
     [(_, ok)] = client.send(method(0, c.Connection.Close(200, "bye", 0, 0)))

@@ -196,3 +196,10 @@ def test_immediate_is_not_implemented(backend: Backend) -> None:
 def test_channel_flow_off_is_not_implemented(backend: Backend) -> None:
     ch = connect(backend).channel()
     assert connection_error(lambda: ch.flow(False)) == (540, "NOT_IMPLEMENTED - active=false")
+
+
+def test_update_secret(backend: Backend) -> None:
+    raw = RawAmqp(backend)
+    c = raw.c
+    raw.send(0, c.Connection.UpdateSecret("guest", "refresh"))
+    raw.expect(c.Connection.UpdateSecretOk)

@@ -316,6 +316,9 @@ class AmqpSession(Session):
             self.request_close("closed by the client")
         elif isinstance(m, c.Connection.CloseOk):
             self.request_close(self.close_reason)
+        elif isinstance(m, c.Connection.UpdateSecret):
+            # RabbitMQ's extension for refreshing an expiring token; users here have passwords, nothing expires.
+            self._method(0, c.Connection.UpdateSecretOk())
         else:
             raise _HardError(ChannelStateError("unexpected method in connection state running"), m)
 
