@@ -379,7 +379,13 @@ def test_a_blocked_connection_is_told_and_unblocked(broker: Any) -> None:
     broker.block(client, "low on disk")
     eventually(lambda: conn.process_data_events(time_limit=0) or bool(events))
     assert client.id == broker.clients[0].id and events == ["blocked: low on disk"]
+    ch = conn.channel()
+    ch.queue_declare("held")
+    ch.basic_publish("", "held", b"waits for the alarm to clear")
+    conn.process_data_events(time_limit=0.1)
+    assert broker.queues["held"].messages == 0
     broker.unblock(client)
     eventually(lambda: conn.process_data_events(time_limit=0) or len(events) == 2)
     assert events == ["blocked: low on disk", "unblocked"]
+    eventually(lambda: broker.queues["held"].messages == 1)
     conn.close()

@@ -605,6 +605,25 @@ def test_reply_to_without_the_reply_consumer_is_406() -> None:
     closed_with(frames, 406, "PRECONDITION_FAILED - fast reply consumer does not exist", (60, 40))
 
 
+def test_a_blocked_connection_is_not_read_after_its_first_publish() -> None:
+    host = FakeHost()
+    client = Client(host).open()
+    client.call(1, c.Queue.Declare(queue="q"))
+    session = client.session
+    assert isinstance(session, AmqpSession)
+    session.block("low on memory")
+    client.driver.drain()
+    # Other methods still work until a publish arrives; then nothing is read, that publish included.
+    assert isinstance(client.call(1, c.Queue.Declare(queue="q", passive=True)), c.Queue.DeclareOk)
+    assert client.send(content(1, c.Basic.Publish(exchange="", routing_key="q"), b"held"),
+                       method(1, c.Queue.Declare(queue="q", passive=True))) == []
+    assert host.model.vhost("/").queues["q"].message_count == 0
+    session.unblock()
+    frames = parse(client.driver.drain())
+    assert isinstance(frames[0][1], c.Connection.Unblocked)
+    assert frames[1][1].message_count == 1  # the held publish went first, then the declare
+
+
 def test_blocked_and_unblocked() -> None:
     client = Client().open()
     session = client.session

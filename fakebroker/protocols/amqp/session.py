@@ -145,6 +145,7 @@ class AmqpSession(Session):
         self._hb_send: TimerHandle | None = None
         self._hb_recv: TimerHandle | None = None
         self._final_consumers: dict[str, str] = {}
+        self._held = False  # blocked by a resource alarm after a publish: frames wait in the reader
 
     # -- capabilities the client announced ----------------------------------------------------------
     def _client_capability(self, name: str) -> bool:
@@ -155,8 +156,12 @@ class AmqpSession(Session):
     def _on_data(self, data: bytes) -> None:
         self._received = True
         self.reader.feed(data)
+        self._process()
+
+    def _process(self) -> None:
         try:
-            while self.state == "open":
+            # A blocked connection that published is not read any further until the alarm clears.
+            while self.state == "open" and not self._held:
                 frame = self.reader.next_frame()
                 if self.phase == "header" and self.reader.header_seen:
                     self.start()
@@ -600,6 +605,10 @@ class AmqpSession(Session):
         if m.immediate:
             raise NotImplementedByBroker("immediate=true")
         ch.content = _Publish(m)
+        if self.blocked_reason is not None:
+            # rabbit_reader: under a resource alarm, the first publish moves the connection from "blocking" to
+            # "blocked", and nothing more is read from it (the rest of this publish included).
+            self._held = True
 
     def _published(self, ch: _AmqpChannel, pending: _Publish, body: bytes) -> None:
         assert self.vhost is not None and pending.properties is not None
@@ -740,8 +749,8 @@ class AmqpSession(Session):
 
     # -- the broker's side ------------------------------------------------------------------------------
     def block(self, reason: str = "low on memory") -> None:
-        """connection.blocked, as RabbitMQ sends it when a resource alarm goes off (to clients that announced
-        the ``connection.blocked`` capability)."""
+        """A resource alarm: connection.blocked to clients that announced the ``connection.blocked`` capability;
+        from the next basic.publish on, nothing more is read from the connection until :meth:`unblock`."""
         self.blocked_reason = reason
         if self.phase == "running" and self._client_capability("connection.blocked"):
             self._method(0, c.Connection.Blocked(reason))
@@ -751,6 +760,9 @@ class AmqpSession(Session):
                 and self._client_capability("connection.blocked"):
             self._method(0, c.Connection.Unblocked())
         self.blocked_reason = None
+        if self._held:
+            self._held = False
+            self._process()
 
     def close_connection(self, reason: str = "Closed via management plugin") -> None:
         """connection.close 320 CONNECTION_FORCED, as ``rabbitmqctl close_connection`` sends it."""
