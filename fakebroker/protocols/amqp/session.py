@@ -33,6 +33,7 @@ from ...errors import (
     UnexpectedFrame,
 )
 from ...model import Channel, Delivery, Message, VHost
+from ...model.arguments import amqp_type
 from ...model.message import parse_expiration
 from ..base import ConnectionInfo, Session, SessionHost
 from . import AmqpSettings
@@ -556,10 +557,11 @@ class AmqpSession(Session):
             self._consume_reply_to(ch, m, tag)
             return
         queue = self._queue_name(ch, m.queue)
+        priority = self._consumer_priority(queue, dict(m.arguments or {}))
         ch.deferred = []
         try:
             ch.model.consume(queue, lambda d, ch=ch: self._deliver(ch, d), no_ack=m.no_ack,  # type: ignore[misc]
-                             prefetch=ch.prefetch, tag=tag, exclusive=m.exclusive)
+                             prefetch=ch.prefetch, tag=tag, exclusive=m.exclusive, priority=priority)
             deferred = ch.deferred
         finally:
             ch.deferred = None
@@ -567,6 +569,17 @@ class AmqpSession(Session):
             self._method(ch.number, c.Basic.ConsumeOk(tag))
         for data in deferred:
             self._write(data)
+
+    def _consumer_priority(self, queue: str, arguments: dict[str, Any]) -> int:
+        """basic.consume's ``x-priority``, checked as ``rabbit_amqqueue``'s consumer argument validators do."""
+        assert self.vhost is not None
+        value = arguments.get("x-priority", 0)
+        kind = amqp_type(value)
+        if kind not in ("signedint", "long"):
+            self.vhost.queue_for(queue, self)  # a missing queue is reported first
+            raise PreconditionFailed(f"invalid arg 'x-priority' for queue '{queue}' in vhost '{self.vhost.name}': "
+                                     f'"expected integer, got {kind}"')
+        return int(value)
 
     def _consume_reply_to(self, ch: _AmqpChannel, m: c.Basic.Consume, tag: str) -> None:
         # Direct reply-to: a pseudo-queue, consumed with no-ack only, once per channel.
