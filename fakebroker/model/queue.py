@@ -264,6 +264,9 @@ class Queue:
 
     # -- consumers ----------------------------------------------------------------------------
     def _has_active(self) -> bool:
+        order = self._order
+        if len(order) == 1:  # no consumer priorities in use: the common case, on every enqueue
+            return bool(self._tiers[order[0]])
         return any(self._tiers.values())
 
     def _activate(self, consumer: Consumer) -> None:
