@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--subscription-ttl", type=int, default=86_400_000,
                    help="persistent MQTT session expiry in ms (default 86400000)")
     s.add_argument("--prefetch", type=int, default=10, help="unacknowledged QoS 1 deliveries per MQTT client")
+    s.add_argument("--clock", choices=("wall", "virtual"), default="wall",
+                   help="wall (default): timers run in real time; virtual: time moves only when a test advances it "
+                        "(POST /api/fakebroker/clock/advance on the management listener)")
     s.add_argument("-v", "--verbose", action="store_true",
                    help="print connections, subscriptions and messages as they happen")
     return parser
@@ -58,7 +61,7 @@ async def _serve(args: argparse.Namespace) -> None:
              for spec in listener_specs()}
     async with serve(
         host=args.host,
-        clock="wall",
+        clock=args.clock,
         users=users,
         vhosts=("/", *args.vhost),
         allow_anonymous=not args.no_anonymous,
@@ -68,14 +71,17 @@ async def _serve(args: argparse.Namespace) -> None:
     ) as broker:
         specs = {spec.name: spec for spec in listener_specs()}
         lines = []
+        width = max((len(name) for name in broker.addresses), default=0) + 2
         for name, address in broker.addresses.items():
             spec = specs[name]
             text = spec.url.format(host=address.host, port=address.port) if spec.url else \
                 f"{spec.protocol}://{address.host}:{address.port}"
-            lines.append(f"{name.replace('_', '-'):<10}{text}")
+            lines.append(f"{name.replace('_', '-'):<{width}}{text}")
         login = ", ".join(f"{u}/{p}" for u, p in users.items())
         print("fakebroker is serving:\n  " + "\n  ".join(lines), flush=True)
-        print(f"clock: wall (timers run in real time); users: {login}"
+        clock = "wall (timers run in real time)" if args.clock == "wall" else \
+            "virtual (time moves on POST /api/fakebroker/clock/advance)"
+        print(f"clock: {clock}; users: {login}"
               f"{'; anonymous MQTT allowed' if not args.no_anonymous else ''}; stop with Ctrl-C or SIGTERM",
               flush=True)
         if args.verbose:

@@ -127,7 +127,7 @@ class BrokerCore:
 async def _run_node(options: Options) -> AsyncIterator[tuple[Node, Journal]]:
     node = Node(options)
     node.thread_id = threading.get_ident()
-    journal = Journal(node)
+    journal = node.journal = Journal(node)
     journal.attach()  # before the listeners open: the journal sees every connection
     async with anyio.create_task_group() as tg:
         await node.start(tg)
