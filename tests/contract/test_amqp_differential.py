@@ -26,7 +26,7 @@ from amqpkit import connect
 from contractlib import Backend, FakeBackend, RabbitBackend
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 from pika.exceptions import ChannelClosedByBroker, NackError, UnroutableError
 
 QUEUES = ("q0", "q1", "q2")
@@ -86,6 +86,9 @@ class AmqpDifferential(RuleBasedStateMachine):
         super().__init__()
         self.sides = [Side(FakeBackend()), Side(RabbitBackend())]
         self.n = 0
+        # A QoS 1 MQTT publish that a reject-publish queue refuses is a documented difference (RabbitMQ 3.10's
+        # MQTT connection dies of the nack): once such a queue may exist, MQTT publishes stop.
+        self.refusing_queue = False
 
     def _same(self, action: Any) -> None:
         outcomes = [side.do(action) for side in self.sides]
@@ -94,6 +97,8 @@ class AmqpDifferential(RuleBasedStateMachine):
     @rule(queue=st.sampled_from(QUEUES), durable=st.booleans(), args=st.sampled_from(ARGUMENTS),
           passive=st.sampled_from([False, False, True]))
     def declare(self, queue: str, durable: bool, args: dict[str, Any] | None, passive: bool) -> None:
+        self.refusing_queue = self.refusing_queue or (args or {}).get("x-overflow") == "reject-publish"
+
         def run(ch: Any) -> Any:
             ok = ch.queue_declare(queue, passive=passive, durable=durable, arguments=args).method
             return (ok.queue, ok.message_count, ok.consumer_count)
@@ -118,6 +123,7 @@ class AmqpDifferential(RuleBasedStateMachine):
         body = b"m%d" % self.n
         self._same(lambda ch: ch.basic_publish(exchange, key, body, mandatory=mandatory))
 
+    @precondition(lambda self: not self.refusing_queue)
     @rule(topic=st.sampled_from(("a", "a/b", "b/c", "a/b/c", "q0")))
     def mqtt_publish(self, topic: str) -> None:
         """A device publishes at QoS 1: the PUBACK comes once the message is enqueued, on both brokers."""

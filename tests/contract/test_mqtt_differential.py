@@ -1,16 +1,17 @@
-"""Differential state machine: random MQTT client sessions run in lockstep on fakebroker and on the real
-RabbitMQ, and every client must receive the same messages from both (as fakeredis's hypothesis machines
-compare the fake with a real Redis).
+"""Differential state machine: random MQTT client sessions, and an AMQP 0-9-1 backend consuming and publishing
+beside them, run in lockstep on fakebroker and on the real RabbitMQ, and every client must receive the same
+messages from both (as fakeredis's hypothesis machines compare the fake with a real Redis).
 
 The steps: a client id connects (clean or persistent session, with or without a will), takes a live
 connection over, subscribes or unsubscribes (QoS 0/1, filters with wildcards), publishes (QoS 0/1, sometimes
 retained), disconnects (DISCONNECT, or a dropped TCP connection) or lets time pass while persistent sessions
-are offline (up to past their expiry); an observer subscribed to ``#`` sees every
-message. Each step runs on both brokers, then waits until the deliveries it caused have arrived (the fake's first,
-then the real node's, up to the same counts, then a short quiet period) and compares, per client id, the
-multiset of (topic, payload, QoS, retain) received so far, plus every CONNACK and SUBACK. Order is not
-compared: one client's messages come from up to two queues (one per QoS level), and RabbitMQ does not order
-deliveries across queues.
+are offline (up to past their expiry), or the AMQP backend publishes to ``amq.topic`` (pika, with a
+confirm); an MQTT observer subscribed to ``#`` and an AMQP consumer of a queue bound with ``#`` see every
+message (the AMQP one with the MQTT plugin's QoS header and the delivery mode). Each step runs on both
+brokers, then waits until the deliveries it caused have arrived (the fake's first, then the real node's, up
+to the same counts, then a short quiet period) and compares, per client id, the multiset of (topic, payload,
+QoS, retain) received so far, plus every CONNACK and SUBACK. Order is not compared: one client's messages
+come from up to two queues (one per QoS level), and RabbitMQ does not order deliveries across queues.
 
 Time: the fake's virtual clock is moved to the wall-clock time elapsed since the example started, before each
 step, so persistent sessions expire (subscription_ttl 5 s) on both. A step is never run while an offline
@@ -19,10 +20,14 @@ session is within reach of its expiry on one broker but not the other: the machi
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
+import amqpkit
+import pika
 import pytest
 from contractlib import SUBSCRIPTION_TTL_MS, Backend, FakeBackend, PahoClient, RabbitBackend, Received
 from hypothesis import HealthCheck, Phase, settings
@@ -31,6 +36,9 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_s
 
 CLIENTS = ("c0", "c1", "c2")
 OBSERVER = "observer"
+#: The AMQP consumer's label: what it got is kept as Received(routing key, body, the x-mqtt-publish-qos header
+#: or -1 when there is none, persistent) and compared like the MQTT clients' messages.
+AMQP = "amqp"
 TOPICS = ("a", "a/b", "a/c", "b/x", "a/b/c", "w/c0")
 FILTERS = ("a", "a/+", "a/#", "#", "+/x", "a/b", "+/+", "w/#")
 EXPIRY = SUBSCRIPTION_TTL_MS / 1000
@@ -41,18 +49,51 @@ REAL_QUIET = 0.15
 CATCH_UP = 2.0
 
 
+class AmqpTap:
+    """An AMQP 0-9-1 consumer (pika, in its own thread) of a queue bound to amq.topic with "#"."""
+
+    def __init__(self, backend: Backend, sink: list[Received]) -> None:
+        self.sink = sink
+        self.stopped = threading.Event()
+        self.conn = amqpkit.connect(backend)
+        ch = self.conn.channel()
+        queue = ch.queue_declare("", exclusive=True).method.queue
+        ch.queue_bind(queue, "amq.topic", "#")
+        ch.basic_consume(queue, self._on_message, auto_ack=True)
+        # From here on only the thread touches the connection, until close() has joined it.
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _on_message(self, ch: Any, method: Any, props: Any, body: bytes) -> None:
+        qos = (props.headers or {}).get("x-mqtt-publish-qos", -1)
+        self.sink.append(Received(method.routing_key, body, qos if isinstance(qos, int) else -1,
+                                  props.delivery_mode == 2))
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            self.conn.process_data_events(time_limit=0.02)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+
+
 class Side:
     """One broker's half of the machine: its backend, its live clients, what each client id received."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.clients: dict[str, PahoClient] = {}
-        self.received: dict[str, list[Received]] = {label: [] for label in (*CLIENTS, OBSERVER)}
+        self.received: dict[str, list[Received]] = {label: [] for label in (*CLIENTS, OBSERVER, AMQP)}
         # The observer sees every message routed on amq.topic (wills and retained publishes included), at the
         # QoS it was published with; the random clients come and go around it.
         observer = backend.paho(OBSERVER, sink=self.received[OBSERVER])
         assert observer.connect() == (False, 0)
         assert observer.subscribe("#", 1) == [1]
+        # An AMQP backend beside them: it consumes every routed message, and publishes now and then.
+        backend._owned.append(AmqpTap(backend, self.received[AMQP]))
+        self.amqp = amqpkit.connect(backend).channel()
+        self.amqp.confirm_delivery()
 
     def counts(self) -> dict[str, int]:
         return {label: len(msgs) for label, msgs in self.received.items()}
@@ -128,7 +169,7 @@ class MqttDifferential(RuleBasedStateMachine):
         fake_seen, real_seen = self.fake.observed(), self.real.observed()
         if fake_seen != real_seen:
             lines = []
-            for label in (*CLIENTS, OBSERVER):
+            for label in (*CLIENTS, OBSERVER, AMQP):
                 only_fake = fake_seen[label] - real_seen[label]
                 only_real = real_seen[label] - fake_seen[label]
                 if only_fake or only_real:
@@ -206,6 +247,17 @@ class MqttDifferential(RuleBasedStateMachine):
         payload = b"m%d" % self.n
         for side in self.sides:
             side.clients[label].publish(topic, payload, qos, retain)
+        self._settle_and_compare()
+
+    @rule(topic=st.sampled_from(TOPICS), persistent=st.booleans())
+    def amqp_publish(self, topic: str, persistent: bool) -> None:
+        """The AMQP backend publishes to amq.topic (MQTT topic a/b is routing key a.b), with a confirm."""
+        self._sync_clock()
+        self.n += 1
+        payload = b"a%d" % self.n
+        props = pika.BasicProperties(delivery_mode=2 if persistent else 1)
+        for side in self.sides:
+            side.amqp.basic_publish("amq.topic", topic.replace("/", "."), payload, props)
         self._settle_and_compare()
 
     @precondition(lambda self: any(self.connected.values()))
