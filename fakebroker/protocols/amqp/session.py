@@ -669,10 +669,10 @@ class AmqpSession(Session):
         if found is not None:
             session, target = found
             if target.reply_consumer is not None and not session.close_requested:
-                target.model._next_tag += 1  # the reply uses the channel's delivery tag sequence
+                tag = target.model.next_delivery_tag()  # the reply uses the channel's delivery tag sequence
                 session._write(encode_content(
                     target.number,
-                    c.Basic.Deliver(target.reply_consumer, target.model._next_tag, False, "", m.routing_key),
+                    c.Basic.Deliver(target.reply_consumer, tag, False, "", m.routing_key),
                     message.body, message.properties, session.frame_max, message.wire))
         elif m.mandatory:
             self._write(encode_content(ch.number, c.Basic.Return(312, "NO_ROUTE", "", m.routing_key),
