@@ -598,6 +598,22 @@ def test_direct_reply_to() -> None:
     assert frames[2][1].value == b"answer"
 
 
+def test_a_reply_to_a_closed_channel_goes_nowhere() -> None:
+    host = FakeHost()
+    requester = Client(host).open()
+    server = Client(host).open()
+    requester.call(1, c.Basic.Consume(queue="amq.rabbitmq.reply-to", consumer_tag="r", no_ack=True))
+    requester.call(1, c.Queue.Declare(queue="rpc"))
+    requester.send(content(1, c.Basic.Publish(exchange="", routing_key="rpc"), b"ask",
+                           reply_to="amq.rabbitmq.reply-to"))
+    _, header, _ = server.send(method(1, c.Basic.Get(queue="rpc", no_ack=True)))
+    assert isinstance(requester.call(1, c.Channel.Close(200, "", 0, 0)), c.Channel.CloseOk)
+    frames = server.send(content(1, c.Basic.Publish(exchange="", routing_key=header[1].properties.reply_to,
+                                                    mandatory=True), b"late"))
+    assert isinstance(frames[0][1], c.Basic.Return)  # nobody consumes that address any more
+    assert requester.driver.drain() == b""
+
+
 def test_reply_to_without_the_reply_consumer_is_406() -> None:
     client = Client().open()
     frames = client.send(content(1, c.Basic.Publish(exchange="", routing_key="q"), b"x",

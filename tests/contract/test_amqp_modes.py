@@ -208,3 +208,21 @@ def test_update_secret(backend: Backend) -> None:
     c = raw.c
     raw.send(0, c.Connection.UpdateSecret("guest", "refresh"))
     raw.expect(c.Connection.UpdateSecretOk)
+
+
+def test_a_reply_to_a_requester_that_went_away(backend: Backend) -> None:
+    conn = connect(backend)
+    requester = conn.channel()
+    requester.queue_declare("rpc")
+    requester.basic_consume("amq.rabbitmq.reply-to", lambda *a: None, auto_ack=True)
+    requester.basic_publish("", "rpc", b"ask", pika.BasicProperties(reply_to="amq.rabbitmq.reply-to"))
+    server = connect(backend).channel()
+    server.confirm_delivery()
+    _, props, _ = server.basic_get("rpc", auto_ack=True)
+    requester.close()
+    try:
+        server.basic_publish("", props.reply_to, b"late", mandatory=True)
+        outcome = "accepted"
+    except UnroutableError:
+        outcome = "returned"
+    assert outcome == "returned"

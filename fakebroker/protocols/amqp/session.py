@@ -392,6 +392,9 @@ class AmqpSession(Session):
 
     def _release(self, ch: _AmqpChannel) -> None:
         """What closing a channel does in the model: consumers go, unacknowledged messages are requeued."""
+        if ch.reply_consumer is not None:
+            self.host.state(ReplyRegistry).consumers.pop(self._reply_address(ch), None)
+            ch.reply_consumer = None
         for taken, _ in ch.tx_settles:
             ch.model.restore(taken)
         ch.tx_settles.clear()
