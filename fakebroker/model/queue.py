@@ -162,8 +162,14 @@ class Queue:
     def _deliver_at_once(self, qm: QueuedMessage) -> bool:
         """Hand a message with TTL 0 to the next consumer that can take it now, as RabbitMQ's
         ``deliver_or_enqueue`` does before the message is ever queued; False when none can."""
-        active = self._active
-        while active and not self.deleted:
+        tiers = self._tiers
+        while not self.deleted:
+            for priority in self._order:
+                active = tiers[priority]
+                if active:
+                    break
+            else:
+                return False
             consumer = active[0]
             if not consumer.has_capacity():
                 active.popleft()

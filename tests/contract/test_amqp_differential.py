@@ -86,8 +86,8 @@ class AmqpDifferential(RuleBasedStateMachine):
         super().__init__()
         self.sides = [Side(FakeBackend()), Side(RabbitBackend())]
         self.n = 0
-        # A QoS 1 MQTT publish that a reject-publish queue refuses is a documented difference (RabbitMQ 3.10's
-        # MQTT connection dies of the nack): once such a queue may exist, MQTT publishes stop.
+        # A QoS 1 MQTT publish that a reject-publish queue refuses closes the MQTT connection (RabbitMQ 3.10's
+        # dies of the nack; fakebroker's closes the same way): once such a queue may exist, MQTT publishes stop.
         self.refusing_queue = False
 
     def _same(self, action: Any) -> None:
