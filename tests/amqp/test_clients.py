@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,18 @@ TIMEOUT = 10
 def broker() -> Any:
     with fakebroker.start() as b:
         yield b
+
+
+@pytest.fixture(autouse=True)
+def no_threads_left_behind() -> Any:
+    """Client libraries end some of their threads a moment after a close (rabbitpy's channel threads): wait for
+    them, so that what they release (sockets) is not released during a later test that counts file
+    descriptors."""
+    before = set(threading.enumerate())
+    yield
+    for thread in set(threading.enumerate()) - before:
+        thread.join(TIMEOUT)
+    gc.collect()
 
 
 def eventually(predicate: Callable[[], bool]) -> None:
