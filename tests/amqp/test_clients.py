@@ -402,3 +402,16 @@ def test_a_blocked_connection_is_told_and_unblocked(broker: Any) -> None:
     assert events == ["blocked: low on disk", "unblocked"]
     eventually(lambda: broker.queues["held"].messages == 1)
     conn.close()
+
+
+@pytest.mark.parametrize("via", ["client", "broker"])
+def test_heartbeats_off_survive_a_long_clock_jump(via: str) -> None:
+    options = {"amqp_heartbeat": 0} if via == "broker" else {}
+    with fakebroker.start(**options) as broker:
+        url = broker.amqp_url + ("?heartbeat=0" if via == "client" else "")
+        conn = pika.BlockingConnection(pika.URLParameters(url))
+        ch = conn.channel()
+        broker.clock.advance(86_400)
+        ch.queue_declare("after-a-day")
+        assert len(broker.clients) == 1
+        conn.close()
