@@ -226,3 +226,23 @@ def test_a_reply_to_a_requester_that_went_away(backend: Backend) -> None:
     except UnroutableError:
         outcome = "returned"
     assert outcome == "returned"
+
+
+@pytest.mark.parametrize("mechanism", ["AMQPLAIN", "PLAIN"])
+def test_py_amqp_logs_in_with_each_mechanism(backend: Backend, mechanism: str) -> None:
+    import amqp
+    from amqpkit import address
+
+    host, port = address(backend)
+    conn = amqp.Connection(f"{host}:{port}", userid="guest", password="guest", virtual_host=backend.vhost,
+                           login_method=mechanism)
+    conn.connect()
+    try:
+        ch = conn.channel()
+        assert ch.queue_declare("q").queue == "q"
+    finally:
+        conn.close()
+    with pytest.raises(amqp.exceptions.AccessRefused, match="ACCESS_REFUSED - Login was refused using "
+                                                            f"authentication mechanism {mechanism}"):
+        amqp.Connection(f"{host}:{port}", userid="guest", password="wrong", virtual_host=backend.vhost,
+                        login_method=mechanism).connect()
