@@ -596,3 +596,17 @@ def test_an_amqp_connection_is_listed_and_force_closed_with_connection_forced(ba
                headers={"X-Reason": "closed by a test"}).status_code == 204
     assert amqpkit.connection_error(lambda: amqpkit.pump(conn, lambda: False)) == (
         320, "CONNECTION_FORCED - closed by a test")
+
+
+@pytest.mark.parametrize("transport", ["tcp", "websocket"])
+def test_a_stomp_connection_is_listed(backend: Backend, transport: str) -> None:
+    client = backend.stomp_client() if transport == "tcp" else backend.web_stomp_client()
+    client.connected("1.2")
+
+    def listed() -> list[dict[str, Any]]:
+        return [c for c in api(backend, "GET", "/api/vhosts/{vhost}/connections").json()
+                if c.get("protocol", "").endswith("STOMP 1.2")]
+
+    [c] = wait_until(listed, what="the STOMP connection in /api/connections")
+    assert (c["protocol"], c["type"], c["user"], c["client_properties"]) == (
+        "STOMP 1.2" if transport == "tcp" else "Web STOMP 1.2", "direct", "guest", {"product": "STOMP client"})
