@@ -524,11 +524,13 @@ class ManagementApi:
         body = call.body()
         _key_missing(body, ("count", "ackmode", "encoding"))
         count, ackmode, encoding = body["count"], body["ackmode"], body["encoding"]
-        if isinstance(count, bool) or not isinstance(count, int):
+        if isinstance(count, str):
             try:
                 count = int(count)
-            except (TypeError, ValueError):
-                raise bad_request(["not_integer", body["count"]]) from None
+            except ValueError:
+                raise bad_request(["not_integer", count]) from None
+        elif isinstance(count, bool) or not isinstance(count, int):
+            raise bad_request(["not_integer", count])
         if encoding not in ("auto", "base64"):
             raise bad_request("Unsupported encoding. Please use auto or base64.")
         if ackmode not in GET_ACKMODES:
