@@ -224,3 +224,28 @@ def test_reset_empties_the_broker_between_tests(broker: fakebroker.ThreadedBroke
     broker.publish("", "fresh", b"not dropped")
     assert [m.body for m in broker.peek("fresh")] == [b"not dropped"]
     client.loop_stop()
+
+
+def test_waiting_for_a_client_to_connect_subscribe_and_leave(broker: fakebroker.ThreadedBroker) -> None:
+    answer: dict[str, requests.Response] = {}
+    waiter = threading.Thread(target=lambda: answer.setdefault("r", ctl(
+        broker, "POST", "/clients/wait", {"client_id": "late", "subscribed": "news/#", "timeout": 10})))
+    waiter.start()
+    client = device(broker, "late")
+    client.subscribe("news/#", qos=1)
+    waiter.join(10)
+    assert answer["r"].status_code == 200
+    assert answer["r"].json()["subscriptions"] == {"news/#": 1}
+    client.loop_stop()
+    client.disconnect()
+    assert ctl(broker, "POST", "/clients/wait-disconnect", {"client_id": "late", "timeout": 5}).status_code == 204
+    missing = ctl(broker, "POST", "/clients/wait", {"client_id": "never", "timeout": 0.1})
+    assert missing.status_code == 408 and "never" in missing.json()["reason"]
+    assert ctl(broker, "POST", "/clients/wait", {"timeout": 1}).status_code == 400
+
+
+def test_the_traffic_report(broker: fakebroker.ThreadedBroker) -> None:
+    broker.publish("amq.topic", "report.me", b"x")
+    r = ctl(broker, "GET", "/report")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert "report.me" in r.text

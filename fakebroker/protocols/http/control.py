@@ -59,6 +59,9 @@ class ControlPlane:
         r("GET", "/api/fakebroker/messages", self.messages)
         r("POST", "/api/fakebroker/messages/wait", self.wait)
         r("GET", "/api/fakebroker/clients", self.clients)
+        r("POST", "/api/fakebroker/clients/wait", self.wait_client)
+        r("POST", "/api/fakebroker/clients/wait-disconnect", self.wait_disconnect)
+        r("GET", "/api/fakebroker/report", self.report)
         r("POST", "/api/fakebroker/clients/{client_id}/disconnect", self.disconnect)
         r("POST", "/api/fakebroker/clients/{client_id}/stall", self.stall)
         r("POST", "/api/fakebroker/clients/{client_id}/resume", self.resume)
@@ -197,6 +200,53 @@ class ControlPlane:
                      "stalled": c.stalled, "subscriptions": c.subscriptions, "details": _jsonable(c.details)}
             out.append(entry)
         return Response.json(200, out)
+
+    def wait_client(self, call: Call) -> Pending:
+        """Long poll until ``client_id`` is connected (and subscribed to ``subscribed``, when given)."""
+        from ...observe.matching import MessageTimeout
+
+        body = call.body()
+        client_id, subscribed, timeout = self._client_wait_args(body)
+
+        async def work() -> Response:
+            try:
+                found = await self.broker.wait_for_client(client_id, subscribed=subscribed, timeout=timeout)
+            except MessageTimeout as exc:
+                return Response.json(408, {"error": "timeout", "reason": str(exc)})
+            return Response.json(200, {"id": found.id, "client_id": found.client_id, "protocol": found.protocol,
+                                       "subscriptions": found.subscriptions})
+
+        return self._later(work)
+
+    def wait_disconnect(self, call: Call) -> Pending:
+        """Long poll until no connection with ``client_id`` is left."""
+        from ...observe.matching import MessageTimeout
+
+        client_id, _, timeout = self._client_wait_args(call.body())
+
+        async def work() -> Response:
+            try:
+                await self.broker.wait_for_disconnect(client_id, timeout=timeout)
+            except MessageTimeout as exc:
+                return Response.json(408, {"error": "timeout", "reason": str(exc)})
+            return Response(204)
+
+        return self._later(work)
+
+    @staticmethod
+    def _client_wait_args(body: dict[str, Any]) -> tuple[str, str | None, float]:
+        client_id = body.get("client_id")
+        subscribed = body.get("subscribed")
+        if not isinstance(client_id, str) or not (subscribed is None or isinstance(subscribed, str)):
+            raise bad_request("client_id (and subscribed, when given) must be strings")
+        timeout = float(body.get("timeout", 5.0))
+        if not 0 <= timeout <= 3600:
+            raise bad_request("timeout must be between 0 and 3600 seconds")
+        return client_id, subscribed, timeout
+
+    def report(self, call: Call) -> Response:
+        """The fixture's traffic report as text: connections, faults, queues, the last ``messages`` messages."""
+        return Response.text(200, self.broker.traffic_report(_int(call.query.get("messages", "50"), "messages")))
 
     def _target(self, call: Call) -> str | int:
         raw = call.params["client_id"]
