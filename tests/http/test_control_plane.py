@@ -249,3 +249,15 @@ def test_the_traffic_report(broker: fakebroker.ThreadedBroker) -> None:
     r = ctl(broker, "GET", "/report")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert "report.me" in r.text
+
+
+def test_bad_requests_say_what_is_wrong(broker: fakebroker.ThreadedBroker) -> None:
+    r = ctl(broker, "POST", "/faults/delay", {"count": 1})
+    assert (r.status_code, r.json()["reason"]) == (400, "missing field 'seconds'")
+    r = ctl(broker, "POST", "/faults/drop", {"colour": "red"})
+    assert (r.status_code, r.json()["reason"]) == (400, "unknown criteria: colour")
+    r = ctl(broker, "POST", "/clock/advance", {"seconds": "soon"})
+    assert r.status_code == 400
+    r = ctl(broker, "GET", "/messages?limit=x")
+    assert (r.status_code, r.json()["reason"]) == (400, "limit must be an integer, not 'x'")
+    assert ctl(broker, "POST", "/clients/nobody/stall").status_code == 404

@@ -109,9 +109,12 @@ class ControlPlane:
             return handler(Call(self.api, request, params, user, session))
         except ApiError as exc:
             return _error(exc)
-        except (TypeError, ValueError, LookupError) as exc:
-            return _error(bad_request(str(exc)) if not isinstance(exc, LookupError)
-                          else ApiError(404, "not_found", str(exc.args[0]) if exc.args else "not found"))
+        except KeyError as exc:  # a field the request needs
+            return _error(bad_request(f"missing field {exc.args[0]!r}"))
+        except (TypeError, ValueError) as exc:  # a criterion or value the broker refuses
+            return _error(bad_request(str(exc)))
+        except LookupError as exc:  # no such client
+            return _error(ApiError(404, "not_found", str(exc.args[0]) if exc.args else "not found"))
 
     def _later(self, work: Callable[[], Awaitable[Response]]) -> Pending:
         """Run ``work`` on the node's loop; the response is what it returns (or the error it raises)."""
@@ -154,6 +157,14 @@ class ControlPlane:
             criteria["headers"] = {**criteria.get("headers", {}), **headers}
         return criteria
 
+    def _strict_criteria(self, call: Call, body: dict[str, Any]) -> dict[str, Any]:
+        """The criteria of a JSON body in which every other key is an error."""
+        criteria = self._criteria(call, body)
+        unknown = sorted(set(body) - set(criteria) - {k for k in body if k.startswith("header.")})
+        if unknown:
+            raise bad_request(f"unknown criteria: {', '.join(unknown)}")
+        return criteria
+
     # -- the message log -----------------------------------------------------------------------------------
     def messages(self, call: Call) -> Response:
         from ...observe.matching import matches
@@ -175,10 +186,7 @@ class ControlPlane:
         timeout = float(body.pop("timeout", 5.0))
         if count < 1 or not 0 <= timeout <= 3600:
             raise bad_request("count must be at least 1 and timeout between 0 and 3600 seconds")
-        criteria = self._criteria(call, body)
-        unknown = sorted(set(body) - set(criteria) - {k for k in body if k.startswith("header.")})
-        if unknown:
-            raise bad_request(f"unknown criteria: {', '.join(unknown)}")
+        criteria = self._strict_criteria(call, body)
 
         async def work() -> Response:
             try:
@@ -300,14 +308,14 @@ class ControlPlane:
     def drop(self, call: Call) -> Response:
         body = call.body()
         count = _int(body.pop("count", 1), "count")
-        fault = self.broker.drop_next(count, **self._criteria(call, body))
+        fault = self.broker.drop_next(count, **self._strict_criteria(call, body))
         return Response.json(201, {"fault": repr(fault)})
 
     def delay(self, call: Call) -> Response:
         body = call.body()
         count = _int(body.pop("count", 1), "count")
         seconds = float(body.pop("seconds"))
-        fault = self.broker.delay_next(count, seconds, **self._criteria(call, body))
+        fault = self.broker.delay_next(count, seconds, **self._strict_criteria(call, body))
         return Response.json(201, {"fault": repr(fault)})
 
     # -- time ----------------------------------------------------------------------------------------------
