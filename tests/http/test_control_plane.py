@@ -261,3 +261,11 @@ def test_bad_requests_say_what_is_wrong(broker: fakebroker.ThreadedBroker) -> No
     r = ctl(broker, "GET", "/messages?limit=x")
     assert (r.status_code, r.json()["reason"]) == (400, "limit must be an integer, not 'x'")
     assert ctl(broker, "POST", "/clients/nobody/stall").status_code == 404
+
+
+def test_a_connection_is_named_by_its_id_too(broker: fakebroker.ThreadedBroker) -> None:
+    client = device(broker, "by-id")
+    [conn] = [c for c in ctl(broker, "GET", "/clients").json() if c["client_id"] == "by-id"]
+    assert ctl(broker, "POST", f"/clients/%23{conn['id']}/disconnect").status_code == 204
+    assert broker.clients.get("by-id") is None
+    client.loop_stop()
