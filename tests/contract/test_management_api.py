@@ -610,3 +610,12 @@ def test_a_stomp_connection_is_listed(backend: Backend, transport: str) -> None:
     [c] = wait_until(listed, what="the STOMP connection in /api/connections")
     assert (c["protocol"], c["type"], c["user"], c["client_properties"]) == (
         "STOMP 1.2" if transport == "tcp" else "Web STOMP 1.2", "direct", "guest", {"product": "STOMP client"})
+
+
+def test_header_values_of_every_json_type_round_trip(backend: Backend) -> None:
+    put_queue(backend, "typed-headers")
+    headers = {"int": 7, "negative": -3, "big": 2**40, "float": 1.5, "true": True, "false": False, "text": "x",
+               "empty": "", "list": [1, "two", [3]], "table": {"nested": {"deeper": 1}}, "unicode": "caf\u00e9"}
+    assert publish(backend, "amq.default", "typed-headers", "h", {"headers": headers}).json() == {"routed": True}
+    [got] = get(backend, "typed-headers").json()
+    assert got["properties"] == {"headers": headers}
