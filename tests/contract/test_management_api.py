@@ -45,6 +45,13 @@ def test_a_method_the_path_does_not_take_is_405_with_allow(backend: Backend) -> 
     assert (r.status_code, r.headers["allow"]) == (405, "DELETE, OPTIONS")
 
 
+def test_options_lists_the_methods_without_credentials(backend: Backend) -> None:
+    r = api(backend, "OPTIONS", "/api/overview", auth=None)
+    assert (r.status_code, r.headers["allow"], r.content) == (200, "HEAD, GET, OPTIONS", b"")
+    r = api(backend, "OPTIONS", "/api/queues/{vhost}/anything", auth=None)
+    assert (r.status_code, r.headers["allow"]) == (200, "HEAD, GET, PUT, DELETE, OPTIONS")
+
+
 def test_an_unknown_path_is_404_object_not_found(backend: Backend) -> None:
     assert error(api(backend, "GET", "/api/no-such-thing")) == (404, "Object Not Found", "Not Found")
 

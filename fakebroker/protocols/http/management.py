@@ -270,7 +270,8 @@ class ManagementApi:
         if isinstance(found, list):
             allowed = ", ".join(sorted({*found, "OPTIONS"} | ({"HEAD"} if "GET" in found else set()),
                                        key=["HEAD", "GET", "PUT", "POST", "DELETE", "OPTIONS"].index))
-            return Response(405, headers=[("Allow", allowed)])
+            # OPTIONS needs no credentials and says what the path takes, as Cowboy answers it.
+            return Response(200 if request.method == "OPTIONS" else 405, headers=[("Allow", allowed)])
         handler, params = found
         user = self.authenticate(request)
         if isinstance(user, Response):
