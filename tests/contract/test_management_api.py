@@ -626,3 +626,28 @@ def test_header_values_of_every_json_type_round_trip(backend: Backend) -> None:
     assert publish(backend, "amq.default", "typed-headers", "h", {"headers": headers}).json() == {"routed": True}
     [got] = get(backend, "typed-headers").json()
     assert got["properties"] == {"headers": headers}
+
+
+@pytest.mark.parametrize("path", ["/api/healthchecks/node", "/api/health/checks/alarms",
+                                  "/api/health/checks/local-alarms", "/api/health/checks/virtual-hosts",
+                                  "/api/health/checks/certificate-expiration/1/months"])
+def test_health_checks(backend: Backend, path: str) -> None:
+    r = api(backend, "GET", path)
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+
+
+def test_listener_health_checks(backend: Backend) -> None:
+    port = backend.mqtt[1]
+    assert api(backend, "GET", f"/api/health/checks/port-listener/{port}").json() == {"status": "ok", "port": port}
+    r = api(backend, "GET", "/api/health/checks/port-listener/1")
+    assert r.status_code == 503
+    body = r.json()
+    assert (body["status"], body["reason"], body["missing"]) == ("failed", "No active listener", 1)
+    assert port in body["ports"]
+    for protocol in ("mqtt", "http", "http/web-mqtt"):
+        assert api(backend, "GET", f"/api/health/checks/protocol-listener/{q(protocol)}").json() == {
+            "status": "ok", "protocol": protocol}
+    r = api(backend, "GET", "/api/health/checks/protocol-listener/nope")
+    assert r.status_code == 503 and r.json()["missing"] == "nope" and "mqtt" in r.json()["protocols"]
+    single = api(backend, "GET", "/api/health/checks/node-is-quorum-critical").json()
+    assert single == {"status": "ok", "reason": "single node cluster"}

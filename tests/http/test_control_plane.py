@@ -269,3 +269,13 @@ def test_a_connection_is_named_by_its_id_too(broker: fakebroker.ThreadedBroker) 
     assert ctl(broker, "POST", f"/clients/%23{conn['id']}/disconnect").status_code == 204
     assert broker.clients.get("by-id") is None
     client.loop_stop()
+
+
+def test_the_listener_health_check_fails_while_the_broker_refuses_connections(
+        broker: fakebroker.ThreadedBroker) -> None:
+    path = f"{broker.management_url}/api/health/checks/port-listener/{broker.mqtt.port}"
+    assert requests.get(path, auth=AUTH, timeout=5).status_code == 200
+    ctl(broker, "POST", "/refuse-connections")
+    assert requests.get(path, auth=AUTH, timeout=5).status_code == 503
+    ctl(broker, "DELETE", "/refuse-connections")
+    assert requests.get(path, auth=AUTH, timeout=5).status_code == 200

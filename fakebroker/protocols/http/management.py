@@ -258,6 +258,13 @@ class ManagementApi:
         r("GET", "/api/consumers", self.consumers)
         r("GET", "/api/consumers/{vhost}", self.consumers)
         r("GET", "/api/aliveness-test/{vhost}", self.aliveness)
+        r("GET", "/api/healthchecks/node", self.healthy)
+        for check in ("alarms", "local-alarms", "virtual-hosts", "certificate-expiration/{within}/{unit}"):
+            r("GET", f"/api/health/checks/{check}", self.healthy)
+        r("GET", "/api/health/checks/node-is-quorum-critical", self.single_node)
+        r("GET", "/api/health/checks/node-is-mirror-sync-critical", self.single_node)
+        r("GET", "/api/health/checks/port-listener/{port}", self.port_listener)
+        r("GET", "/api/health/checks/protocol-listener/{protocol}", self.protocol_listener)
 
     # -- dispatch ------------------------------------------------------------------------------------------
     def handle(self, request: Request, session: HttpSession) -> Response | Pending:
@@ -436,6 +443,40 @@ class ManagementApi:
         vh = call.vhost()
         self._model(lambda: vh.declare_queue("aliveness-test", owner=self.owner))
         return Response.json(200, {"status": "ok"})
+
+    # -- health checks (what container health checks and wait-for scripts poll) ----------------------------
+    def healthy(self, call: Call) -> Response:
+        return Response.json(200, {"status": "ok"})
+
+    def single_node(self, call: Call) -> Response:
+        return Response.json(200, {"status": "ok", "reason": "single node cluster"})
+
+    def _active_listeners(self) -> dict[str, int]:
+        """Listener name -> port of the listeners accepting connections now (not while the broker refuses)."""
+        from ...node import OPERATOR_LISTENERS
+
+        addresses = getattr(getattr(self.host, "runtime", None), "addresses", {}) or {}
+        refusing = bool(getattr(self.host, "refusing", False))
+        return {name: a[1] for name, a in addresses.items() if not refusing or name in OPERATOR_LISTENERS}
+
+    def port_listener(self, call: Call) -> Response:
+        try:
+            port = int(call.params["port"])
+        except ValueError:
+            raise bad_request(f"invalid port {call.params['port']!r}") from None
+        ports = list(self._active_listeners().values())
+        if port in ports:
+            return Response.json(200, {"status": "ok", "port": port})
+        return Response.json(503, {"status": "failed", "reason": "No active listener", "missing": port,
+                                   "ports": ports})
+
+    def protocol_listener(self, call: Call) -> Response:
+        wanted = call.params["protocol"]
+        protocols = [LISTENER_PROTOCOLS[n] for n in self._active_listeners() if n in LISTENER_PROTOCOLS]
+        if wanted in protocols:
+            return Response.json(200, {"status": "ok", "protocol": wanted})
+        return Response.json(503, {"status": "failed", "reason": "No active listener", "missing": wanted,
+                                   "protocols": protocols})
 
     # -- queues --------------------------------------------------------------------------------------------
     def queue_json(self, vh: VHost, q: Queue) -> dict[str, Any]:
