@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -154,21 +152,3 @@ def test_chunked_publish_with_requests(broker: fakebroker.ThreadedBroker) -> Non
     assert r.status_code == 204
     [m] = broker.peek("q")
     assert (m.body, m.properties) == (b"chunked", {"type": "t"})
-
-
-def test_the_chapter_example_publishes_into_the_queue_the_management_api_shows() -> None:
-    with fakebroker.start() as broker:
-        broker.declare_queue("statelessd-messages")
-        broker.bind("statelessd-messages", "amq.topic", "#")
-        out = subprocess.run([sys.executable, str(EXAMPLES / "statelessd_publisher.py"), "--url", broker.http_url,
-                              "--count", "3"], capture_output=True, text=True, timeout=30)
-        assert out.returncode == 0, out.stderr
-        assert "published 3 message(s)" in out.stdout
-        queue = requests.get(f"{broker.management_url}/api/queues/%2F/statelessd-messages",
-                             auth=("guest", "guest"), timeout=TIMEOUT).json()
-        assert queue["messages"] == 3
-        got = requests.post(f"{broker.management_url}/api/queues/%2F/statelessd-messages/get",
-                            json={"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"},
-                            auth=("guest", "guest"), timeout=TIMEOUT).json()
-        assert got[0]["payload"] == "message 0 via statelessd"
-        assert got[0]["properties"]["app_id"] == "statelessd-example"
