@@ -143,3 +143,11 @@ def test_deleting_a_vhost_forgets_its_retained_messages(broker: fakebroker.Threa
     device.loop_stop()
     assert call(broker, "PUT", "/api/vhosts/tenant", {}).status_code == 201
     assert broker.retained(vhost="tenant") == {}
+
+
+def test_json_integers_are_amqp_longs_in_error_texts(broker: fakebroker.ThreadedBroker) -> None:
+    # RabbitMQ's management API types every JSON integer as long; its inequivalence texts name that type.
+    assert call(broker, "PUT", "/api/queues/%2F/typed", {}).status_code == 201
+    r = call(broker, "PUT", "/api/queues/%2F/typed", {"arguments": {"x-max-length": 1}})
+    assert r.json()["reason"] == ("inequivalent arg 'x-max-length' for queue 'typed' in vhost '/': received the value "
+                                  "'1' of type 'long' but current is none")

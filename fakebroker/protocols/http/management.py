@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from ...errors import AccessRefused, ChannelError, CommandInvalid, NotFound
 from ...model import Channel, Queue, VHost
+from ...model.arguments import Long
 from ...model.exchange import Binding
 from ..base import Session, SessionHost
 from .router import DecodeError, Router, parse_form
@@ -135,6 +136,24 @@ class Call:
         if not isinstance(value, dict):
             raise bad_request("not_json")
         return value
+
+
+def _arguments(body: dict[str, Any]) -> dict[str, Any]:
+    """The ``arguments`` table of a request, its JSON integers typed as AMQP longs as RabbitMQ types them."""
+    arguments = body.get("arguments") or {}
+    if not isinstance(arguments, dict):
+        raise bad_request("arguments must be an object")
+    return {k: _longs(v) for k, v in arguments.items()}
+
+
+def _longs(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Long(value)
+    if isinstance(value, dict):
+        return {k: _longs(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_longs(v) for v in value]
+    return value
 
 
 def _bool(body: dict[str, Any], key: str, default: bool = False) -> bool:
@@ -533,9 +552,7 @@ class ManagementApi:
         body = call.body()
         name = call.params["name"]
         durable, auto_delete = _bool(body, "durable"), _bool(body, "auto_delete")
-        arguments = body.get("arguments") or {}
-        if not isinstance(arguments, dict):
-            raise bad_request("arguments must be an object")
+        arguments = _arguments(body)
         if name.startswith("amq."):
             raise ACCESS_REFUSED
         existed = name in vh.queues
@@ -638,9 +655,7 @@ class ManagementApi:
         kind = body.get("type", "direct")
         durable, auto_delete = _bool(body, "durable"), _bool(body, "auto_delete")
         internal = _bool(body, "internal")
-        arguments = body.get("arguments") or {}
-        if not isinstance(arguments, dict):
-            raise bad_request("arguments must be an object")
+        arguments = _arguments(body)
         if name == "" or (name.startswith("amq.") and name not in vh.exchanges):
             raise ACCESS_REFUSED
         existed = name in vh.exchanges
@@ -747,9 +762,7 @@ class ManagementApi:
         if exchange in ("", "amq.default"):
             raise ACCESS_REFUSED
         routing_key = str(body.get("routing_key", ""))
-        arguments = body.get("arguments") or {}
-        if not isinstance(arguments, dict):
-            raise bad_request("arguments must be an object")
+        arguments = _arguments(body)
         if exchange not in vh.exchanges:
             raise ApiError(404, "not_found", f"no exchange '{exchange}' in vhost '{vh.name}'")
         if queue not in vh.queues:
