@@ -25,7 +25,8 @@ QUEUES = ("q0", "q1", "q2")
 EXCHANGES = ("x1", "x2")
 KEYS = ("a", "a.b", "b.c", "q0", "q1")
 PATTERNS = ("a", "a.*", "#", "*.c")
-ARGUMENTS = ({}, {"x-max-length": 1}, {"x-max-length": 2, "x-overflow": "reject-publish"})
+ARGUMENTS = ({}, {"x-max-length": 1}, {"x-max-length": 2, "x-overflow": "reject-publish"},
+             {"x-message-ttl": 60000}, {"x-dead-letter-exchange": "x1"})
 
 
 class Side:
@@ -62,13 +63,13 @@ class ManagementDifferential(RuleBasedStateMachine):
     def delete_queue(self, queue: str, if_empty: bool) -> None:
         self._same("DELETE", f"/api/queues/{{vhost}}/{queue}" + ("?if-empty=true" if if_empty else ""))
 
-    @rule(exchange=st.sampled_from(EXCHANGES), kind=st.sampled_from(("fanout", "topic")))
-    def put_exchange(self, exchange: str, kind: str) -> None:
-        self._same("PUT", f"/api/exchanges/{{vhost}}/{exchange}", {"type": kind})
+    @rule(exchange=st.sampled_from(EXCHANGES), kind=st.sampled_from(("fanout", "topic")), durable=st.booleans())
+    def put_exchange(self, exchange: str, kind: str, durable: bool) -> None:
+        self._same("PUT", f"/api/exchanges/{{vhost}}/{exchange}", {"type": kind, "durable": durable})
 
-    @rule(exchange=st.sampled_from(EXCHANGES))
-    def delete_exchange(self, exchange: str) -> None:
-        self._same("DELETE", f"/api/exchanges/{{vhost}}/{exchange}")
+    @rule(exchange=st.sampled_from(EXCHANGES), if_unused=st.booleans())
+    def delete_exchange(self, exchange: str, if_unused: bool) -> None:
+        self._same("DELETE", f"/api/exchanges/{{vhost}}/{exchange}" + ("?if-unused=true" if if_unused else ""))
 
     @rule(queue=st.sampled_from(QUEUES), exchange=st.sampled_from((*EXCHANGES, "amq.topic")),
           pattern=st.sampled_from(PATTERNS))
@@ -83,18 +84,21 @@ class ManagementDifferential(RuleBasedStateMachine):
             key = listed[which % len(listed)]["properties_key"]
             self._same("DELETE", f"/api/bindings/{{vhost}}/e/{exchange}/q/{queue}/{q(key)}")
 
-    @rule(exchange=st.sampled_from(("amq.default", "amq.topic", *EXCHANGES)), key=st.sampled_from(KEYS))
-    def publish(self, exchange: str, key: str) -> None:
+    @rule(exchange=st.sampled_from(("amq.default", "amq.topic", *EXCHANGES)), key=st.sampled_from(KEYS),
+          properties=st.sampled_from(({}, {"delivery_mode": 2, "headers": {"n": 1}}, {"expiration": "60000"},
+                                      {"priority": 3, "content_type": "text/plain"})))
+    def publish(self, exchange: str, key: str, properties: dict[str, Any]) -> None:
         self.n += 1
         self._same("POST", f"/api/exchanges/{{vhost}}/{exchange}/publish",
-                   {"routing_key": key, "payload": f"m{self.n}", "payload_encoding": "string", "properties": {}})
+                   {"routing_key": key, "payload": f"m{self.n}", "payload_encoding": "string",
+                    "properties": properties})
 
     @rule(queue=st.sampled_from(QUEUES), count=st.integers(1, 3),
           ackmode=st.sampled_from(("ack_requeue_false", "ack_requeue_true", "reject_requeue_true",
-                                   "reject_requeue_false")))
-    def get(self, queue: str, count: int, ackmode: str) -> None:
+                                   "reject_requeue_false")), encoding=st.sampled_from(("auto", "base64")))
+    def get(self, queue: str, count: int, ackmode: str, encoding: str) -> None:
         self._same("POST", f"/api/queues/{{vhost}}/{queue}/get", {"count": count, "ackmode": ackmode,
-                                                                   "encoding": "auto"})
+                                                                   "encoding": encoding})
 
     @rule(queue=st.sampled_from(QUEUES))
     def purge(self, queue: str) -> None:
