@@ -151,3 +151,15 @@ def test_json_integers_are_amqp_longs_in_error_texts(broker: fakebroker.Threaded
     r = call(broker, "PUT", "/api/queues/%2F/typed", {"arguments": {"x-max-length": 1}})
     assert r.json()["reason"] == ("inequivalent arg 'x-max-length' for queue 'typed' in vhost '/': received the value "
                                   "'1' of type 'long' but current is none")
+
+
+def test_a_permission_for_a_limited_user_lets_it_in_without_touching_the_options(
+        broker: fakebroker.ThreadedBroker) -> None:
+    limited = ("limited", "pw")
+    assert call(broker, "GET", "/api/queues/other", auth=limited).status_code == 401
+    r = call(broker, "PUT", "/api/permissions/other/limited", {"configure": ".*", "write": ".*", "read": ".*"})
+    assert r.status_code == 201
+    assert call(broker, "GET", "/api/queues/other", auth=limited).status_code == 200
+    assert broker.options.users["limited"]["vhosts"] == ["/"]
+    requests.post(f"{broker.management_url}/api/fakebroker/reset", auth=AUTH, timeout=10)
+    assert call(broker, "GET", "/api/queues/other", auth=limited).status_code == 401

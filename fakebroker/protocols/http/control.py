@@ -376,8 +376,8 @@ class ControlPlane:
 
 async def reset_node(node: Node) -> None:
     """Empty the broker as if it had just started: every client connection dropped (no wills), every queue,
-    exchange, binding, retained message, message fault and log entry gone; the operator's connections stay and
-    the clock keeps its time."""
+    exchange, binding, retained message, message fault and log entry gone, vhosts and users as the options give
+    them; the operator's connections stay and the clock keeps its time."""
     from ...model import VHost
     from ...node import OPERATOR_LISTENERS, ApiOwner
 
@@ -399,6 +399,7 @@ async def reset_node(node: Node) -> None:
     model.vhosts = {name: VHost(model, name) for name in model.vhosts if name in node.options.vhosts}
     for name in node.options.vhosts:
         model.add_vhost(name)
+    model.users = dict(node.options.users)  # permissions granted over HTTP are forgotten
     model.log.clear()
     model.publish_hooks.clear()
     for state in list(node._states.values()):

@@ -427,9 +427,10 @@ class ManagementApi:
 
     def _grant(self, user: str, vhost: str, permission: dict[str, str]) -> bool:
         """Record ``user``'s permission on ``vhost`` (and let a user limited to some vhosts use it); True when new."""
-        entry = self.host.model.users.get(user)
+        users = self.host.model.users
+        entry = users.get(user)
         if isinstance(entry, dict) and entry.get("vhosts") is not None and vhost not in entry["vhosts"]:
-            entry["vhosts"] = [*entry["vhosts"], vhost]
+            users[user] = {**entry, "vhosts": [*entry["vhosts"], vhost]}  # a new entry: the options stay as given
         permissions = self.host.state(ManagementState).permissions
         new = (vhost, user) not in permissions
         permissions[(vhost, user)] = permission
