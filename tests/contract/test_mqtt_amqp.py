@@ -147,6 +147,9 @@ def test_ttl_zero_reaches_a_stomp_consumer_with_room_only(backend: Backend, ttl:
 def test_ttl_zero_reaches_an_amqp_consumer_with_room_only(backend: Backend, ttl: str) -> None:
     conn = amqpkit.connect(backend)
     ch = conn.channel()
+    # Each publish returns once the queue has taken or dropped the message: otherwise the ack below could
+    # reach the queue first (RabbitMQ sends the two on different paths) and make room for "window full".
+    ch.confirm_delivery()
     ch.queue_declare("ttl0", arguments={"x-message-ttl": 0} if ttl == "x-message-ttl" else None)
     props = pika.BasicProperties(expiration="0" if ttl == "expiration" else None)
     ch.basic_publish("", "ttl0", b"nobody there", props)
