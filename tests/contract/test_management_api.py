@@ -653,3 +653,26 @@ def test_listener_health_checks(backend: Backend) -> None:
     assert r.status_code == 503 and r.json()["missing"] == "nope" and "mqtt" in r.json()["protocols"]
     single = api(backend, "GET", "/api/health/checks/node-is-quorum-critical").json()
     assert single == {"status": "ok", "reason": "single node cluster"}
+
+
+def test_exchange_to_exchange_bindings(backend: Backend) -> None:
+    for name, kind in (("src", "topic"), ("dst", "fanout")):
+        api(backend, "PUT", f"/api/exchanges/{{vhost}}/{name}", {"type": kind})
+    put_queue(backend, "behind")
+    api(backend, "POST", "/api/bindings/{vhost}/e/dst/q/behind", {"routing_key": ""})
+    r = api(backend, "POST", "/api/bindings/{vhost}/e/src/e/dst", {"routing_key": "orders.#"})
+    assert (r.status_code, r.headers["location"]) == (201, "dst/orders.%2523")
+    [binding] = api(backend, "GET", "/api/bindings/{vhost}/e/src/e/dst").json()
+    assert binding == {"source": "src", "vhost": backend.vhost, "destination": "dst", "destination_type": "exchange",
+                       "routing_key": "orders.#", "arguments": {}, "properties_key": "orders.%23"}
+    destination = api(backend, "GET", "/api/exchanges/{vhost}/dst/bindings/destination").json()
+    assert [(b["source"], b["destination"]) for b in destination] == [("src", "dst")]
+    source = api(backend, "GET", "/api/exchanges/{vhost}/src/bindings/source").json()
+    assert [(b["destination"], b["destination_type"]) for b in source] == [("dst", "exchange")]
+    assert publish(backend, "src", "orders.new", "through two exchanges").json() == {"routed": True}
+    assert get(backend, "behind").json()[0]["payload"] == "through two exchanges"
+    assert error(api(backend, "POST", "/api/bindings/{vhost}/e/src/e/nowhere", {})) == (
+        404, "not_found", f"no exchange 'nowhere' in vhost '{backend.vhost}'")
+    assert api(backend, "DELETE", "/api/bindings/{vhost}/e/src/e/dst/orders.%2523").status_code == 204
+    assert api(backend, "GET", "/api/bindings/{vhost}/e/src/e/dst").json() == []
+    assert publish(backend, "src", "orders.new", "x").json() == {"routed": False}

@@ -203,11 +203,12 @@ def properties_key(binding: Binding) -> str:
 
 def sorted_bindings(bindings: Iterable[Binding]) -> list[Binding]:
     """In RabbitMQ's order: by source, destination, routing key, then arguments."""
-    return sorted(bindings, key=lambda b: (b.source, b.destination, b.routing_key, repr(b.arguments)))
+    return sorted(bindings, key=lambda b: (b.source, b.destination_type, b.destination, b.routing_key,
+                                           repr(b.arguments)))
 
 
 def binding_json(vhost: str, b: Binding) -> dict[str, Any]:
-    return {"source": b.source, "vhost": vhost, "destination": b.destination, "destination_type": "queue",
+    return {"source": b.source, "vhost": vhost, "destination": b.destination, "destination_type": b.destination_type,
             "routing_key": b.routing_key, "arguments": _jsonable(b.args), "properties_key": properties_key(b)}
 
 
@@ -269,6 +270,10 @@ class ManagementApi:
         r("POST", "/api/bindings/{vhost}/e/{exchange}/q/{queue}", self.post_binding)
         r("GET", "/api/bindings/{vhost}/e/{exchange}/q/{queue}/{props}", self.binding)
         r("DELETE", "/api/bindings/{vhost}/e/{exchange}/q/{queue}/{props}", self.delete_binding)
+        r("GET", "/api/bindings/{vhost}/e/{exchange}/e/{queue}", self.bindings_between)
+        r("POST", "/api/bindings/{vhost}/e/{exchange}/e/{queue}", self.post_binding)
+        r("GET", "/api/bindings/{vhost}/e/{exchange}/e/{queue}/{props}", self.binding)
+        r("DELETE", "/api/bindings/{vhost}/e/{exchange}/e/{queue}/{props}", self.delete_binding)
         r("GET", "/api/connections", self.connections)
         r("GET", "/api/connections/{name}", self.connection)
         r("DELETE", "/api/connections/{name}", self.close_connection)
@@ -577,7 +582,7 @@ class ManagementApi:
     def queue_bindings(self, call: Call) -> Response:
         vh, q = self._queue(call)
         return self._list(call, [binding_json(vh.name, b) for b in sorted_bindings(vh.bindings())
-                                 if b.destination == q.name], sort=False)
+                                 if b.destination == q.name and b.destination_type == "queue"], sort=False)
 
     def get(self, call: Call) -> Response:
         vh = call.vhost()
@@ -690,9 +695,11 @@ class ManagementApi:
 
     def exchange_bindings_destination(self, call: Call) -> Response:
         vh = call.vhost()
-        if self._exchange_name(call) not in vh.exchanges:
+        name = self._exchange_name(call)
+        if name not in vh.exchanges:
             raise NOT_FOUND
-        return self._list(call, [], sort=False)  # exchange-to-exchange bindings are not modelled
+        return self._list(call, [binding_json(vh.name, b) for b in sorted_bindings(vh.bindings())
+                                 if b.destination == name and b.destination_type == "exchange"], sort=False)
 
     def publish(self, call: Call) -> Response:
         vh = call.vhost()
@@ -744,11 +751,17 @@ class ManagementApi:
                                  for b in sorted_bindings(vh.bindings())],
                           sort=False)
 
+    @staticmethod
+    def _destination_type(call: Call) -> str:
+        """``/e/{source}/q/{queue}`` binds a queue, ``/e/{source}/e/{exchange}`` an exchange."""
+        return "exchange" if "/e/" in call.request.path.split("/e/", 1)[1] else "queue"
+
     def _between(self, call: Call) -> tuple[VHost, list[Binding]]:
         vh = call.vhost()
         exchange = "" if call.params["exchange"] == "amq.default" else call.params["exchange"]
-        queue = call.params["queue"]
-        found = [b for b in sorted_bindings(vh.bindings()) if b.source == exchange and b.destination == queue]
+        destination, kind = call.params["queue"], self._destination_type(call)
+        found = [b for b in sorted_bindings(vh.bindings())
+                 if b.source == exchange and b.destination == destination and b.destination_type == kind]
         return vh, found
 
     def bindings_between(self, call: Call) -> Response:
@@ -764,12 +777,18 @@ class ManagementApi:
             raise ACCESS_REFUSED
         routing_key = str(body.get("routing_key", ""))
         arguments = _arguments(body)
+        kind = self._destination_type(call)
         if exchange not in vh.exchanges:
             raise ApiError(404, "not_found", f"no exchange '{exchange}' in vhost '{vh.name}'")
-        if queue not in vh.queues:
+        if kind == "queue" and queue not in vh.queues:
             raise ApiError(404, "not_found", f"no queue '{queue}' in vhost '{vh.name}'")
-        self._model(lambda: vh.bind(queue, exchange, routing_key, arguments, owner=self.owner))
-        key = properties_key(Binding(exchange, queue, routing_key, _freeze(arguments)))
+        if kind == "exchange" and queue not in vh.exchanges:
+            raise ApiError(404, "not_found", f"no exchange '{queue}' in vhost '{vh.name}'")
+        if kind == "queue":
+            self._model(lambda: vh.bind(queue, exchange, routing_key, arguments, owner=self.owner))
+        else:
+            self._model(lambda: vh.bind_exchange(queue, exchange, routing_key, arguments))
+        key = properties_key(Binding(exchange, queue, routing_key, _freeze(arguments), kind))
         # The key quoted once more, its "~" separator left as it is.
         return Response(201, headers=[("Location", f"{quote(queue, safe='')}/{quote(key, safe='-_.~')}")])
 
@@ -786,7 +805,10 @@ class ManagementApi:
 
     def delete_binding(self, call: Call) -> Response:
         vh, b = self._binding(call)
-        self._model(lambda: vh.unbind(b.destination, b.source, b.routing_key, b.args, owner=self.owner))
+        if b.destination_type == "exchange":
+            self._model(lambda: vh.unbind_exchange(b.destination, b.source, b.routing_key, b.args))
+        else:
+            self._model(lambda: vh.unbind(b.destination, b.source, b.routing_key, b.args, owner=self.owner))
         return Response(204)
 
     # -- connections, channels, consumers ------------------------------------------------------------------
