@@ -84,6 +84,17 @@ class ManagementDifferential(RuleBasedStateMachine):
             key = listed[which % len(listed)]["properties_key"]
             self._same("DELETE", f"/api/bindings/{{vhost}}/e/{exchange}/q/{queue}/{q(key)}")
 
+    @rule(source=st.sampled_from((*EXCHANGES, "amq.topic")), destination=st.sampled_from(EXCHANGES),
+          pattern=st.sampled_from(PATTERNS), unbind=st.booleans())
+    def bind_exchange(self, source: str, destination: str, pattern: str, unbind: bool) -> None:
+        path = f"/api/bindings/{{vhost}}/e/{source}/e/{destination}"
+        if not unbind:
+            self._same("POST", path, {"routing_key": pattern})
+            return
+        status, listed = self._same("GET", path)
+        if status == 200 and listed:
+            self._same("DELETE", f"{path}/{q(listed[0]['properties_key'])}")
+
     @rule(exchange=st.sampled_from(("amq.default", "amq.topic", *EXCHANGES)), key=st.sampled_from(KEYS),
           properties=st.sampled_from(({}, {"delivery_mode": 2, "headers": {"n": 1}}, {"expiration": "60000"},
                                       {"priority": 3, "content_type": "text/plain"})))
