@@ -30,8 +30,8 @@ from typing import Any, ClassVar, TypeVar, cast
 
 import paho.mqtt.client as mqtt
 import rabbitmq
-import stompkit
 import websocket
+from kit import stomp as stompkit
 from kit.wait import TIMEOUT, wait_until
 
 import fakebroker
