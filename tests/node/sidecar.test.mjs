@@ -15,6 +15,7 @@ let managementUrl;
 
 before(async () => {
   sidecar = spawn(process.env.FAKEBROKER ?? 'fakebroker',
+    // Every listener on a free port (RabbitMQ's own ports may be taken here).
     ['serve', '--clock', 'virtual', '--free-ports'],
     { stdio: ['ignore', 'pipe', 'inherit'] });
   // The banner names each listener; it ends with the clock line.
