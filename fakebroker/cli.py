@@ -14,6 +14,7 @@ import anyio
 from . import __version__
 from .facade import serve
 from .protocols import listener_specs
+from .protocols.base import ListenerSpec
 
 
 def _user(value: str) -> tuple[str, str]:
@@ -36,10 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     for spec in listener_specs():
         where = f" at {spec.websocket_path}" if spec.websocket_path else ""
-        s.add_argument(spec.cli_flag, type=int, default=spec.default_port, dest=spec.option, metavar="PORT",
+        s.add_argument(spec.cli_flag, type=int, default=None, dest=spec.option, metavar="PORT",
                        help=f"{spec.description}{where} (default {spec.default_port})")
         s.add_argument(f"--no-{spec.name.replace('_', '-')}", action="store_true", dest=f"no_{spec.name}",
                        help=f"do not open the {spec.description} listener")
+    s.add_argument("--free-ports", action="store_true",
+                   help="open every listener not given a port on a free one (printed in the banner), as a sidecar "
+                        "beside a test suite does when RabbitMQ's ports may be taken")
     s.add_argument("--user", action="append", default=[], type=_user, metavar="NAME:PASSWORD",
                    help="a user (repeatable); default guest:guest")
     s.add_argument("--vhost", action="append", default=[], help="an extra virtual host (repeatable)")
@@ -57,8 +61,14 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _serve(args: argparse.Namespace) -> None:
     users = dict(args.user) if args.user else {"guest": "guest"}
-    ports = {spec.option: None if getattr(args, f"no_{spec.name}") else getattr(args, spec.option)
-             for spec in listener_specs()}
+
+    def port(spec: ListenerSpec) -> int | None:
+        if getattr(args, f"no_{spec.name}"):
+            return None
+        given: int | None = getattr(args, spec.option)
+        return given if given is not None else 0 if args.free_ports else spec.default_port
+
+    ports = {spec.option: port(spec) for spec in listener_specs()}
     async with serve(
         host=args.host,
         clock=args.clock,

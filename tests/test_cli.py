@@ -124,3 +124,22 @@ def test_help_has_a_description_and_no_markup() -> None:
         out = subprocess.run([sys.executable, "-m", "fakebroker", *argv], capture_output=True, text=True,
                              timeout=30).stdout
         assert "RabbitMQ" in out and "``" not in out and ":func:" not in out
+
+
+def test_free_ports_opens_every_listener_on_a_free_port() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "fakebroker", "serve", "--free-ports", "--mqtt-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        banner = []
+        while not (line := proc.stdout.readline()).startswith("clock:"):
+            assert line, proc.stderr.read() if proc.stderr else "no banner"
+            banner.append(line)
+        ports = [int(m.group(1)) for line in banner if (m := re.search(r":(\d+)(?:/\S*)?$", line.strip()))]
+        # Some listeners print more than one URL (SockJS beside Web STOMP): count the distinct ports.
+        assert len(set(ports)) == len(listener_specs())
+        defaults = {spec.default_port for spec in listener_specs()}
+        assert not defaults & set(ports)
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -15,9 +15,8 @@ let managementUrl;
 
 before(async () => {
   sidecar = spawn(process.env.FAKEBROKER ?? 'fakebroker',
-    // Only the listeners this suite uses, each on a free port (RabbitMQ's own ports may be taken here).
-    ['serve', '--clock', 'virtual', '--mqtt-port', '0', '--management-port', '0', '--no-web-mqtt', '--no-stomp',
-      '--no-web-stomp', '--no-amqp', '--no-http'],
+    // Every listener on a free port (RabbitMQ's own ports may be taken here).
+    ['serve', '--clock', 'virtual', '--free-ports'],
     { stdio: ['ignore', 'pipe', 'inherit'] });
   // The banner names each listener; it ends with the clock line.
   const lines = createInterface({ input: sidecar.stdout });

@@ -59,6 +59,9 @@ class ControlPlane:
         r("GET", "/api/fakebroker/messages", self.messages)
         r("POST", "/api/fakebroker/messages/wait", self.wait)
         r("GET", "/api/fakebroker/clients", self.clients)
+        r("POST", "/api/fakebroker/clients/wait", self.wait_client)
+        r("POST", "/api/fakebroker/clients/wait-disconnect", self.wait_disconnect)
+        r("GET", "/api/fakebroker/report", self.report)
         r("POST", "/api/fakebroker/clients/{client_id}/disconnect", self.disconnect)
         r("POST", "/api/fakebroker/clients/{client_id}/stall", self.stall)
         r("POST", "/api/fakebroker/clients/{client_id}/resume", self.resume)
@@ -106,9 +109,12 @@ class ControlPlane:
             return handler(Call(self.api, request, params, user, session))
         except ApiError as exc:
             return _error(exc)
-        except (TypeError, ValueError, LookupError) as exc:
-            return _error(bad_request(str(exc)) if not isinstance(exc, LookupError)
-                          else ApiError(404, "not_found", str(exc.args[0]) if exc.args else "not found"))
+        except KeyError as exc:  # a field the request needs
+            return _error(bad_request(f"missing field {exc.args[0]!r}"))
+        except (TypeError, ValueError) as exc:  # a criterion or value the broker refuses
+            return _error(bad_request(str(exc)))
+        except LookupError as exc:  # no such client
+            return _error(ApiError(404, "not_found", str(exc.args[0]) if exc.args else "not found"))
 
     def _later(self, work: Callable[[], Awaitable[Response]]) -> Pending:
         """Run ``work`` on the node's loop; the response is what it returns (or the error it raises)."""
@@ -151,6 +157,14 @@ class ControlPlane:
             criteria["headers"] = {**criteria.get("headers", {}), **headers}
         return criteria
 
+    def _strict_criteria(self, call: Call, body: dict[str, Any]) -> dict[str, Any]:
+        """The criteria of a JSON body in which every other key is an error."""
+        criteria = self._criteria(call, body)
+        unknown = sorted(set(body) - set(criteria) - {k for k in body if k.startswith("header.")})
+        if unknown:
+            raise bad_request(f"unknown criteria: {', '.join(unknown)}")
+        return criteria
+
     # -- the message log -----------------------------------------------------------------------------------
     def messages(self, call: Call) -> Response:
         from ...observe.matching import matches
@@ -172,10 +186,7 @@ class ControlPlane:
         timeout = float(body.pop("timeout", 5.0))
         if count < 1 or not 0 <= timeout <= 3600:
             raise bad_request("count must be at least 1 and timeout between 0 and 3600 seconds")
-        criteria = self._criteria(call, body)
-        unknown = sorted(set(body) - set(criteria) - {k for k in body if k.startswith("header.")})
-        if unknown:
-            raise bad_request(f"unknown criteria: {', '.join(unknown)}")
+        criteria = self._strict_criteria(call, body)
 
         async def work() -> Response:
             try:
@@ -197,6 +208,53 @@ class ControlPlane:
                      "stalled": c.stalled, "subscriptions": c.subscriptions, "details": _jsonable(c.details)}
             out.append(entry)
         return Response.json(200, out)
+
+    def wait_client(self, call: Call) -> Pending:
+        """Long poll until ``client_id`` is connected (and subscribed to ``subscribed``, when given)."""
+        from ...observe.matching import MessageTimeout
+
+        body = call.body()
+        client_id, subscribed, timeout = self._client_wait_args(body)
+
+        async def work() -> Response:
+            try:
+                found = await self.broker.wait_for_client(client_id, subscribed=subscribed, timeout=timeout)
+            except MessageTimeout as exc:
+                return Response.json(408, {"error": "timeout", "reason": str(exc)})
+            return Response.json(200, {"id": found.id, "client_id": found.client_id, "protocol": found.protocol,
+                                       "subscriptions": found.subscriptions})
+
+        return self._later(work)
+
+    def wait_disconnect(self, call: Call) -> Pending:
+        """Long poll until no connection with ``client_id`` is left."""
+        from ...observe.matching import MessageTimeout
+
+        client_id, _, timeout = self._client_wait_args(call.body())
+
+        async def work() -> Response:
+            try:
+                await self.broker.wait_for_disconnect(client_id, timeout=timeout)
+            except MessageTimeout as exc:
+                return Response.json(408, {"error": "timeout", "reason": str(exc)})
+            return Response(204)
+
+        return self._later(work)
+
+    @staticmethod
+    def _client_wait_args(body: dict[str, Any]) -> tuple[str, str | None, float]:
+        client_id = body.get("client_id")
+        subscribed = body.get("subscribed")
+        if not isinstance(client_id, str) or not (subscribed is None or isinstance(subscribed, str)):
+            raise bad_request("client_id (and subscribed, when given) must be strings")
+        timeout = float(body.get("timeout", 5.0))
+        if not 0 <= timeout <= 3600:
+            raise bad_request("timeout must be between 0 and 3600 seconds")
+        return client_id, subscribed, timeout
+
+    def report(self, call: Call) -> Response:
+        """The fixture's traffic report as text: connections, faults, queues, the last ``messages`` messages."""
+        return Response.text(200, self.broker.traffic_report(_int(call.query.get("messages", "50"), "messages")))
 
     def _target(self, call: Call) -> str | int:
         raw = call.params["client_id"]
@@ -250,14 +308,14 @@ class ControlPlane:
     def drop(self, call: Call) -> Response:
         body = call.body()
         count = _int(body.pop("count", 1), "count")
-        fault = self.broker.drop_next(count, **self._criteria(call, body))
+        fault = self.broker.drop_next(count, **self._strict_criteria(call, body))
         return Response.json(201, {"fault": repr(fault)})
 
     def delay(self, call: Call) -> Response:
         body = call.body()
         count = _int(body.pop("count", 1), "count")
         seconds = float(body.pop("seconds"))
-        fault = self.broker.delay_next(count, seconds, **self._criteria(call, body))
+        fault = self.broker.delay_next(count, seconds, **self._strict_criteria(call, body))
         return Response.json(201, {"fault": repr(fault)})
 
     # -- time ----------------------------------------------------------------------------------------------
@@ -318,8 +376,8 @@ class ControlPlane:
 
 async def reset_node(node: Node) -> None:
     """Empty the broker as if it had just started: every client connection dropped (no wills), every queue,
-    exchange, binding, retained message, message fault and log entry gone; the operator's connections stay and
-    the clock keeps its time."""
+    exchange, binding, retained message, message fault and log entry gone, vhosts and users as the options give
+    them; the operator's connections stay and the clock keeps its time."""
     from ...model import VHost
     from ...node import OPERATOR_LISTENERS, ApiOwner
 
@@ -341,6 +399,7 @@ async def reset_node(node: Node) -> None:
     model.vhosts = {name: VHost(model, name) for name in model.vhosts if name in node.options.vhosts}
     for name in node.options.vhosts:
         model.add_vhost(name)
+    model.users = dict(node.options.users)  # permissions granted over HTTP are forgotten
     model.log.clear()
     model.publish_hooks.clear()
     for state in list(node._states.values()):
