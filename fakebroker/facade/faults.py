@@ -191,6 +191,29 @@ class Faults(BrokerCore):
         clock.advance(seconds)
         await self._node.runtime.flush()
 
+    async def _disconnect(self, target: Target, how: str = "") -> None:
+        """Drop the connection(s) with no protocol goodbye, once what they sent is read; return once closed."""
+        connections = self._connections(target)
+        await self._node.runtime.settle()
+        self._journal.note(f"fault: disconnect({target!r}){how}")
+        for conn in connections:
+            await self._node.runtime.disconnect(conn)
+
+    @property
+    def refusing(self) -> bool:
+        """True inside :meth:`refuse_connections`.
+
+        Examples:
+            >>> broker.refusing
+            False
+        """
+        return self._node.refusing
+
+    async def _reset(self) -> None:
+        await self._node.runtime.settle()
+        await self._node.reset()
+        self._journal.note("fault: reset")
+
     async def _restart(self) -> None:
         await self._node.runtime.settle()
         self._journal.note("fault: restart")

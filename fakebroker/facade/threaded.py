@@ -138,14 +138,21 @@ class ThreadedBroker(BrokerAPI):
             >>> broker.wait_for_message(topic="status/device-1").body
             b'offline'
         """
+        self._call_async(self._disconnect, client_id)
 
-        async def run() -> None:
-            await self._node.runtime.settle()
-            self._journal.note(f"fault: disconnect({client_id!r})")
-            for conn in self._connections(client_id):
-                await self._node.runtime.disconnect(conn)
+    def reset(self) -> None:
+        """Empty the broker between tests as if it had just started: every client connection dropped (no Last
+        Wills), every queue, exchange, binding, retained message, message fault and log entry gone; vhosts and
+        users as the options give them. The clock keeps its time.
 
-        self._call_async(run)
+        Examples:
+            >>> broker.declare_queue("leftover")
+            'leftover'
+            >>> broker.reset()
+            >>> "leftover" in broker.queues, len(broker.messages)
+            (False, 0)
+        """
+        self._call_async(self._reset)
 
     def wait_for_message(self, timeout: float = 5.0, **criteria: Any) -> LoggedMessage:
         """Block until a message matching ``criteria`` has been routed, and return its log entry.

@@ -23,7 +23,6 @@ from .server import HttpSession, Pending, Request, Response
 if TYPE_CHECKING:
     from ...facade.aio import AsyncBroker
     from ...model import LoggedMessage
-    from ...node import Node
 
 Handler = Callable[["Call"], "Response | Pending"]
 #: Criteria given as query parameters that are not strings.
@@ -77,21 +76,12 @@ class ControlPlane:
 
     # -- plumbing ------------------------------------------------------------------------------------------
     @property
-    def node(self) -> Node:
-        from ...node import Node
-
-        if not isinstance(self.host, Node) or self.host.journal is None or self.host.task_group is None:
-            raise ApiError(501, "not_implemented", "the control plane needs a running broker node")
-        return self.host
-
-    @property
     def broker(self) -> AsyncBroker:
         if self._broker is None:
-            from ...facade.aio import AsyncBroker
-
-            node = self.node
-            assert node.journal is not None
-            self._broker = AsyncBroker(node, node.journal)
+            try:
+                self._broker = self.host.operator()
+            except RuntimeError as exc:
+                raise ApiError(501, "not_implemented", str(exc)) from None
         return self._broker
 
     def handle(self, request: Request, session: HttpSession, authenticate: Callable[[Request], str | Response],
@@ -133,9 +123,7 @@ class ControlPlane:
                     response = _error(ApiError(500, "internal_error", repr(exc)))
                 pending.resolve(response)
 
-        task_group = self.node.task_group
-        assert task_group is not None
-        task_group.start_soon(run)
+        self.host.spawn(run)
         return pending
 
     @staticmethod
@@ -264,10 +252,7 @@ class ControlPlane:
         target = self._target(call)
 
         async def work() -> Response:
-            connections = self.broker._connections(target)
-            self.broker._journal.note(f"fault: disconnect({target!r}) over HTTP")
-            for conn in connections:
-                await self.node.runtime.disconnect(conn)
+            await self.broker._disconnect(target, " over HTTP")
             return Response(204)
 
         return self._later(work)
@@ -292,7 +277,7 @@ class ControlPlane:
 
     def accept(self, call: Call) -> Pending:
         async def work() -> Response:
-            if self.node.refusing:
+            if self.broker.refusing:
                 await self.broker._refuse(False)
             return Response(204)
 
@@ -368,47 +353,11 @@ class ControlPlane:
     # -- reset ---------------------------------------------------------------------------------------------
     def reset(self, call: Call) -> Pending:
         async def work() -> Response:
-            await reset_node(self.node)
+            await self.broker.reset()
+            self.broker._journal.note("reset over HTTP")
             return Response(204)
 
         return self._later(work)
-
-
-async def reset_node(node: Node) -> None:
-    """Empty the broker as if it had just started: every client connection dropped (no wills), every queue,
-    exchange, binding, retained message, message fault and log entry gone, vhosts and users as the options give
-    them; the operator's connections stay and the clock keeps its time."""
-    from ...model import VHost
-    from ...node import OPERATOR_LISTENERS, ApiOwner
-
-    if node.refusing:
-        await node.refuse(False)
-    node.stopping = True
-    try:
-        await node.runtime.drop_all(keep=OPERATOR_LISTENERS)
-    finally:
-        node.stopping = False
-    for channel in node.api_channels.values():
-        channel.close()
-    node.api_channels.clear()
-    node.api_owner = ApiOwner()
-    model = node.model
-    for vhost in model.vhosts.values():
-        for queue in vhost.queues.values():
-            queue.on_deleted()  # cancels its timers
-    model.vhosts = {name: VHost(model, name) for name in model.vhosts if name in node.options.vhosts}
-    for name in node.options.vhosts:
-        model.add_vhost(name)
-    model.users = dict(node.options.users)  # permissions granted over HTTP are forgotten
-    model.log.clear()
-    model.publish_hooks.clear()
-    for state in list(node._states.values()):
-        reset = getattr(state, "reset", None)
-        if callable(reset):
-            reset()
-    if node.journal is not None:
-        node.journal.events.clear()
-        node.journal.note("reset over HTTP")
 
 
 def _int(value: Any, name: str) -> int:
@@ -424,4 +373,4 @@ def _error(exc: ApiError) -> Response:
     return Response.json(exc.status, {"error": exc.error, "reason": exc.reason})
 
 
-__all__ = ["ControlPlane", "message_json", "reset_node"]
+__all__ = ["ControlPlane", "message_json"]

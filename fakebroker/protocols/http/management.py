@@ -478,11 +478,7 @@ class ManagementApi:
 
     def _active_listeners(self) -> dict[str, int]:
         """Listener name -> port of the listeners accepting connections now (not while the broker refuses)."""
-        from ...node import OPERATOR_LISTENERS
-
-        addresses = getattr(getattr(self.host, "runtime", None), "addresses", {}) or {}
-        refusing = bool(getattr(self.host, "refusing", False))
-        return {name: a[1] for name, a in addresses.items() if not refusing or name in OPERATOR_LISTENERS}
+        return self.host.listening()
 
     def port_listener(self, call: Call) -> Response:
         try:
