@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
-import anyio
-
 from . import __version__
-from .facade import serve
 from .protocols import listener_specs
+
+# Everything else is imported inside the functions that need it: `fakebroker serve` is often started by a test
+# suite that waits for its port, and `fakebroker --help` should answer at once.
 
 
 def _user(value: str) -> tuple[str, str]:
@@ -47,16 +45,25 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--subscription-ttl", type=int, default=86_400_000,
                    help="persistent MQTT session expiry in ms (default 86400000)")
     s.add_argument("--prefetch", type=int, default=10, help="unacknowledged QoS 1 deliveries per MQTT client")
+    s.add_argument("--loop", choices=("auto", "asyncio", "uvloop", "trio"), default="auto",
+                   help="event loop: auto (uvloop when installed, else asyncio), asyncio, uvloop or trio")
     s.add_argument("-v", "--verbose", action="store_true",
                    help="print connections, subscriptions and messages as they happen")
     return parser
 
 
 async def _serve(args: argparse.Namespace) -> None:
+    import signal
+
+    import anyio
+
+    from .config import Options
+    from .facade.core import _run_node  # the node alone: the handle's methods are not needed here
+
     users = dict(args.user) if args.user else {"guest": "guest"}
     ports = {spec.option: None if getattr(args, f"no_{spec.name}") else getattr(args, spec.option)
              for spec in listener_specs()}
-    async with serve(
+    options = Options.from_kwargs(
         host=args.host,
         clock="wall",
         users=users,
@@ -65,10 +72,11 @@ async def _serve(args: argparse.Namespace) -> None:
         mqtt_subscription_ttl=args.subscription_ttl,
         mqtt_prefetch=args.prefetch,
         **ports,
-    ) as broker:
+    )
+    async with _run_node(options) as (node, _journal):
         specs = {spec.name: spec for spec in listener_specs()}
         lines = []
-        for name, address in broker.addresses.items():
+        for name, address in node.addresses.items():
             spec = specs[name]
             text = spec.url.format(host=address.host, port=address.port) if spec.url else \
                 f"{spec.protocol}://{address.host}:{address.port}"
@@ -76,21 +84,31 @@ async def _serve(args: argparse.Namespace) -> None:
         login = ", ".join(f"{u}/{p}" for u, p in users.items())
         print("fakebroker is serving:\n  " + "\n  ".join(lines), flush=True)
         print(f"clock: wall (timers run in real time); users: {login}"
-              f"{'; anonymous MQTT allowed' if not args.no_anonymous else ''}; stop with Ctrl-C or SIGTERM",
-              flush=True)
+              f"{'; anonymous MQTT allowed' if not args.no_anonymous else ''}; event loop: {_loop_name(args)}; "
+              "stop with Ctrl-C or SIGTERM", flush=True)
         if args.verbose:
-            _log_traffic(broker)
+            _log_traffic(node.model)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 print(f"fakebroker: {signal.Signals(signum).name}, stopping", flush=True)
                 return
 
 
-def _log_traffic(broker: Any) -> None:
+def _log_traffic(model: Any) -> None:
     """--verbose: one line per connection, change of subscriptions, and routed message."""
+    import time
 
     def say(text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
+
+    def on(event: str, callback: Any) -> None:
+        def guarded(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception as exc:  # printing must never break the broker
+                print(f"fakebroker: --verbose could not print a {event} event: {exc!r}", file=sys.stderr)
+
+        model.on(event, guarded)
 
     def who(conn: Any) -> str:
         return f"conn#{conn.id} {conn.protocol} {conn.peer[0]}:{conn.peer[1]}"
@@ -103,20 +121,39 @@ def _log_traffic(broker: Any) -> None:
     def on_route(entry: Any) -> None:
         say(entry.describe())
 
-    broker.on("connect", lambda conn: say(f"connected {who(conn)}"))
     def on_disconnect(conn: Any) -> None:
         reason = conn.session.close_reason
         say(f"closed {who(conn)} client_id={conn.client_id!r}" + (f" ({reason})" if reason else ""))
 
-    broker.on("disconnect", on_disconnect)
-    broker.on("client", on_client)
-    broker.on("route", on_route)
+    on("connect", lambda conn: say(f"connected {who(conn)}"))
+    on("disconnect", on_disconnect)
+    on("client", on_client)
+    on("route", on_route)
+
+
+def _has_uvloop() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("uvloop") is not None
+
+
+def _loop_name(args: argparse.Namespace) -> str:
+    if args.loop == "auto":
+        return "uvloop" if _has_uvloop() else "asyncio"
+    return str(args.loop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    import anyio
+
+    loop = _loop_name(args)
+    if loop == "uvloop" and not _has_uvloop():
+        print("fakebroker: --loop uvloop needs uvloop: pip install 'fakebroker[fast]'", file=sys.stderr)
+        return 2
+    backend = "trio" if loop == "trio" else "asyncio"
     try:
-        anyio.run(_serve, args)
+        anyio.run(_serve, args, backend=backend, backend_options={"use_uvloop": True} if loop == "uvloop" else {})
     except Exception as exc:
         os_error = _find_os_error(exc)
         if os_error is None:

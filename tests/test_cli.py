@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import queue
 import re
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 
 import paho.mqtt.client as mqtt
+import pytest
 
 
 def test_serve_prints_listeners_serves_mqtt_and_stops_on_sigterm() -> None:
@@ -99,3 +101,28 @@ def test_help_has_a_description_and_no_markup() -> None:
         out = subprocess.run([sys.executable, "-m", "fakebroker", *argv], capture_output=True, text=True,
                              timeout=30).stdout
         assert "RabbitMQ" in out and "``" not in out and ":func:" not in out
+
+
+@pytest.mark.parametrize("loop", ["auto", "asyncio", "trio", "uvloop"])
+def test_serve_on_each_event_loop(loop: str) -> None:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", "--no-web-mqtt", "--loop", loop],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = [proc.stdout.readline() for _ in range(3)]
+        port = int(re.search(r"mqtt://127\.0\.0\.1:(\d+)", banner[1]).group(1))  # type: ignore[union-attr]
+        expected = loop if loop != "auto" else ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
+        assert f"event loop: {expected};" in banner[2]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(bytes([0x10, 13, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 0, 0, 1]) + b"c")
+            assert s.recv(4) == b"\x20\x02\x00\x00"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
@@ -51,15 +54,14 @@ class ClockProxy:
 class ThreadedBroker(BrokerAPI):
     """A broker running on its own event loop in a background thread; see :func:`start`."""
 
-    def __init__(self, node: Node, journal: Journal, portal: anyio.from_thread.BlockingPortal,
-                 portal_cm: AbstractContextManager[Any],
+    def __init__(self, node: Node, journal: Journal, loop: _LoopThread,
                  serve_cm: AbstractContextManager[tuple[Node, Journal]]) -> None:
-        self._portal = portal
-        self._portal_cm = portal_cm
+        self._portal = loop.portal
+        self._loop = loop
         self._serve_cm = serve_cm
         self._loop_thread = node.thread_id
         #: The thread running the broker's event loop (gone once :meth:`stop` returns).
-        self.thread = next((t for t in threading.enumerate() if t.ident == node.thread_id), None)
+        self.thread: threading.Thread | None = loop.thread
         self.stopped = False
         self._setup(node, journal)
 
@@ -171,7 +173,8 @@ class ThreadedBroker(BrokerAPI):
             self._serve_cm.__exit__(None, None, None)
         finally:
             self.stopped = True
-            self._portal_cm.__exit__(None, None, None)
+            _running.pop(id(self), None)
+            self._loop.close()
 
     def __enter__(self) -> ThreadedBroker:
         return self
@@ -186,19 +189,65 @@ class ThreadedBroker(BrokerAPI):
 
 
 
+class _LoopThread:
+    """An event loop in a daemon thread, reached through a blocking portal.
+
+    Daemon, so that a process which never stops its broker still exits; :func:`_stop_at_exit` stops such brokers
+    first (atexit handlers run while daemon threads still do), closing their sockets in order.
+    """
+
+    def __init__(self) -> None:
+        found: Future[anyio.from_thread.BlockingPortal] = Future()
+
+        async def run_portal() -> None:
+            async with anyio.from_thread.BlockingPortal() as portal:
+                found.set_result(portal)
+                await portal.sleep_until_stopped()
+
+        def run() -> None:
+            try:
+                anyio.run(run_portal, backend="asyncio")
+            except BaseException as exc:  # reaches the starting thread through the future
+                if not found.done():
+                    found.set_exception(exc)
+
+        self.thread = threading.Thread(target=run, name="fakebroker", daemon=True)
+        self.thread.start()
+        self.portal = found.result()
+
+    def close(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has already ended
+            self.portal.call(self.portal.stop, True)
+        self.thread.join()
+
+
+#: Brokers started and not stopped yet, by id: stopped at interpreter exit.
+_running: dict[int, ThreadedBroker] = {}
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    for broker in list(_running.values()):
+        try:
+            broker.stop()
+        except Exception as exc:  # exiting anyway: say why the broker did not stop cleanly, then go on
+            print(f"fakebroker: stopping a broker at exit failed: {exc!r}", file=sys.stderr)
+
+
 def start(**options: Any) -> ThreadedBroker:
     """Start a broker on its own event loop thread; returns once every listener accepts connections.
 
-    Use it as a context manager, or call ``.stop()``.
+    Use it as a context manager, or call ``.stop()``. A broker still running when the interpreter exits is
+    stopped then; it never keeps a process alive.
     """
     opts = Options.from_kwargs(**options)
-    portal_cm = anyio.from_thread.start_blocking_portal("asyncio")
-    portal = portal_cm.__enter__()
+    loop = _LoopThread()
     try:
-        serve_cm = portal.wrap_async_context_manager(_run_node(opts))
+        serve_cm = loop.portal.wrap_async_context_manager(_run_node(opts))
         node, journal = serve_cm.__enter__()
     except BaseException:
-        portal_cm.__exit__(*sys.exc_info())
+        loop.close()
         raise
-    return ThreadedBroker(node, journal, portal, portal_cm, serve_cm)
-
+    broker = ThreadedBroker(node, journal, loop, serve_cm)
+    _running[id(broker)] = broker
+    return broker
