@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import anyio
@@ -54,16 +54,14 @@ class ClockProxy:
 class ThreadedBroker(BrokerAPI):
     """A broker running on its own event loop in a background thread; see :func:`start`."""
 
-    def __init__(self, node: Node, journal: Journal, loop: _LoopThread,
-                 serve_cm: AbstractContextManager[tuple[Node, Journal]]) -> None:
+    def __init__(self, loop: _LoopThread) -> None:
         self._portal = loop.portal
         self._loop = loop
-        self._serve_cm = serve_cm
-        self._loop_thread = node.thread_id
+        self._loop_thread = loop.node.thread_id
         #: The thread running the broker's event loop (gone once :meth:`stop` returns).
         self.thread: threading.Thread | None = loop.thread
         self.stopped = False
-        self._setup(node, journal)
+        self._setup(loop.node, loop.journal)
 
     def _on_loop(self) -> bool:
         return threading.get_ident() == self._loop_thread
@@ -170,11 +168,10 @@ class ThreadedBroker(BrokerAPI):
         if self._on_loop():
             raise RuntimeError("a broker cannot be stopped from its own callbacks; stop it from the test's thread")
         try:
-            self._serve_cm.__exit__(None, None, None)
+            self._loop.close()
         finally:
             self.stopped = True
             _running.pop(id(self), None)
-            self._loop.close()
 
     def __enter__(self) -> ThreadedBroker:
         return self
@@ -190,35 +187,42 @@ class ThreadedBroker(BrokerAPI):
 
 
 class _LoopThread:
-    """An event loop in a daemon thread, reached through a blocking portal.
+    """A node on an event loop in a daemon thread, reached through a blocking portal.
 
     Daemon, so that a process which never stops its broker still exits; :func:`_stop_at_exit` stops such brokers
-    first (atexit handlers run while daemon threads still do), closing their sockets in order.
+    first (atexit handlers run while daemon threads still do), closing their sockets in order. The node starts
+    and stops inside the thread's main task: one hand-over between threads each way.
     """
 
-    def __init__(self) -> None:
-        found: Future[anyio.from_thread.BlockingPortal] = Future()
+    def __init__(self, options: Options) -> None:
+        ready: Future[tuple[anyio.from_thread.BlockingPortal, Node, Journal]] = Future()
+        self._error: BaseException | None = None
 
-        async def run_portal() -> None:
-            async with anyio.from_thread.BlockingPortal() as portal:
-                found.set_result(portal)
+        async def main() -> None:
+            async with _run_node(options) as (node, journal), anyio.from_thread.BlockingPortal() as portal:
+                ready.set_result((portal, node, journal))
                 await portal.sleep_until_stopped()
 
         def run() -> None:
             try:
-                anyio.run(run_portal, backend="asyncio")
-            except BaseException as exc:  # reaches the starting thread through the future
-                if not found.done():
-                    found.set_exception(exc)
+                anyio.run(main, backend="asyncio")
+            except BaseException as exc:  # reaches the caller of start() or stop()
+                if ready.done():
+                    self._error = exc
+                else:
+                    ready.set_exception(exc)
 
         self.thread = threading.Thread(target=run, name="fakebroker", daemon=True)
         self.thread.start()
-        self.portal = found.result()
+        self.portal, self.node, self.journal = ready.result()
 
     def close(self) -> None:
+        """Stop the node and its loop; raises what went wrong while the node shut down."""
         with contextlib.suppress(RuntimeError):  # the loop has already ended
-            self.portal.call(self.portal.stop, True)
+            self.portal.start_task_soon(self.portal.stop)
         self.thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 #: Brokers started and not stopped yet, by id: stopped at interpreter exit.
@@ -240,14 +244,6 @@ def start(**options: Any) -> ThreadedBroker:
     Use it as a context manager, or call ``.stop()``. A broker still running when the interpreter exits is
     stopped then; it never keeps a process alive.
     """
-    opts = Options.from_kwargs(**options)
-    loop = _LoopThread()
-    try:
-        serve_cm = loop.portal.wrap_async_context_manager(_run_node(opts))
-        node, journal = serve_cm.__enter__()
-    except BaseException:
-        loop.close()
-        raise
-    broker = ThreadedBroker(node, journal, loop, serve_cm)
+    broker = ThreadedBroker(_LoopThread(Options.from_kwargs(**options)))
     _running[id(broker)] = broker
     return broker
