@@ -157,6 +157,13 @@ def running(broker: Broker, tmp: str) -> Iterator[tuple[int, subprocess.Popen[by
             proc.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -168,8 +175,8 @@ def rss_kib(pid: int) -> int:
 # -- the clients ----------------------------------------------------------------------------------------------
 
 
-def connect_loop(port: int, seconds: float) -> float:
-    """Sequential connect/CONNECT/CONNACK/DISCONNECT/close for ``seconds``; connections per second."""
+def connect_loop(port: int, seconds: float) -> tuple[int, float]:
+    """Sequential connect/CONNECT/CONNACK/DISCONNECT/close for ``seconds``; (connections, seconds taken)."""
     addr = ("127.0.0.1", port)
     packets = [connect(f"c{i}") for i in range(64)]
     n = 0
@@ -191,7 +198,7 @@ def connect_loop(port: int, seconds: float) -> float:
         s.close()
         n += 1
         if n % 16 == 0 and time.perf_counter() >= end:
-            return n / (time.perf_counter() - start)
+            return n, time.perf_counter() - start
 
 
 class Counter(asyncio.Protocol):
@@ -269,8 +276,8 @@ async def _until(predicate: Callable[[], bool], progress: asyncio.Event, timeout
             raise RuntimeError("the broker stopped delivering") from None
 
 
-async def qos0(port: int, count: int, subscribers: int, payload: bytes, tag: str) -> float:
-    """QoS 0 from one publisher to ``subscribers`` subscribers; deliveries per second."""
+async def qos0(port: int, count: int, subscribers: int, payload: bytes, tag: str) -> tuple[int, float]:
+    """QoS 0 from one publisher to ``subscribers`` subscribers; (deliveries, seconds taken)."""
     progress = asyncio.Event()
     pub_packet = publish0(TOPIC, payload)
     size = len(pub_packet)
@@ -306,11 +313,11 @@ async def qos0(port: int, count: int, subscribers: int, payload: bytes, tag: str
         c.transport.close()
     if delivered() != total:
         raise RuntimeError(f"{delivered()} deliveries, expected {total}")
-    return total / elapsed
+    return total, elapsed
 
 
-async def qos1(port: int, count: int, payload: bytes, tag: str) -> float:
-    """QoS 1 one publisher -> one subscriber, both sides acknowledging; messages per second."""
+async def qos1(port: int, count: int, payload: bytes, tag: str) -> tuple[int, float]:
+    """QoS 1 one publisher -> one subscriber, both sides acknowledging; (messages, seconds taken)."""
     progress = asyncio.Event()
     head, body = publish1_parts(TOPIC, payload)
     size = len(head) + 2 + len(body)
@@ -341,7 +348,7 @@ async def qos1(port: int, count: int, payload: bytes, tag: str) -> float:
         c.transport.close()
     if sub.messages != count:
         raise RuntimeError(f"{sub.messages} messages, expected {count}")
-    return count / elapsed
+    return count, elapsed
 
 
 def idle(port: int, pid: int, n: int) -> tuple[float, float, float]:
@@ -413,25 +420,29 @@ def run(args: argparse.Namespace, brokers: list[Broker], tmp: str) -> list[Figur
         figures.append(f)
         return f
 
-    throughput = [s for s in ("connect", "qos0", "fanout", "qos1") if s in only]
-    if throughput:
-        f_conn = fig("sequential connect + CONNACK + DISCONNECT", "conn/s", True) if "connect" in only else None
-        f_q0 = fig(f"QoS 0, {args.payload} B, 1 -> 1", "msg/s", True) if "qos0" in only else None
-        f_fan = fig(f"QoS 0 fan-out 1 -> {args.fanout}", "deliveries/s", True) if "fanout" in only else None
-        f_q1 = fig(f"QoS 1 with PUBACKs, {args.payload} B, 1 -> 1", "msg/s", True) if "qos1" in only else None
+    scenarios: list[tuple[str, str, str, Callable[[int, str], tuple[int, float]]]] = [
+        ("connect", "sequential connect + CONNACK + DISCONNECT", "conn",
+         lambda port, tag: connect_loop(port, args.seconds)),
+        ("qos0", f"QoS 0, {args.payload} B, 1 -> 1", "msg",
+         lambda port, tag: asyncio.run(qos0(port, args.messages, 1, payload, tag + "q0"))),
+        ("fanout", f"QoS 0 fan-out 1 -> {args.fanout}", "delivery",
+         lambda port, tag: asyncio.run(qos0(port, max(1, args.messages * 5 // args.fanout), args.fanout, payload,
+                                            tag + "fan"))),
+        ("qos1", f"QoS 1 with PUBACKs, {args.payload} B, 1 -> 1", "msg",
+         lambda port, tag: asyncio.run(qos1(port, args.messages // 2, payload, tag + "q1"))),
+    ]
+    chosen = [(fig(title, f"{unit}/s", True), fig(f"  broker CPU per {unit}", "µs", False), fn)
+              for key, title, unit, fn in scenarios if key in only]
+    if chosen:
         with contextlib.ExitStack() as stack:
-            ports = {b.name: stack.enter_context(running(b, tmp))[0] for b in brokers}
+            started = {b.name: stack.enter_context(running(b, tmp)) for b in brokers}
             for r, b in interleave(brokers, args.rounds):
-                port, tag = ports[b.name], f"r{r}"
-                if f_conn:
-                    f_conn.values[b.name].append(connect_loop(port, args.seconds))
-                if f_q0:
-                    f_q0.values[b.name].append(asyncio.run(qos0(port, args.messages, 1, payload, tag + "q0")))
-                if f_fan:
-                    f_fan.values[b.name].append(asyncio.run(
-                        qos0(port, max(1, args.messages // args.fanout * 5), args.fanout, payload, tag + "fan")))
-                if f_q1:
-                    f_q1.values[b.name].append(asyncio.run(qos1(port, args.messages // 2, payload, tag + "q1")))
+                port, proc = started[b.name]
+                for rate, cost, fn in chosen:
+                    cpu0 = cpu_seconds(proc.pid)
+                    ops, seconds = fn(port, f"r{r}")
+                    rate.values[b.name].append(ops / seconds)
+                    cost.values[b.name].append((cpu_seconds(proc.pid) - cpu0) / ops * 1e6)
                 print(f"  round {r + 1} {b.name}: done", file=sys.stderr, flush=True)
     if "idle" in only:
         per = fig(f"extra RSS per idle connection, {args.idle:,} open", "KiB", False)

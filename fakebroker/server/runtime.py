@@ -14,6 +14,7 @@ import itertools
 import logging
 import select
 import socket
+from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
@@ -54,8 +55,8 @@ class Connection:
     asyncio backend, :class:`_TaskConnection` (a reader task and a writer task on anyio streams) elsewhere.
     """
 
-    __slots__ = ("__weakref__", "_done", "_ended", "_handshake", "_runtime", "_slots", "finished", "id", "listener",
-                 "opened_at", "peer", "raw", "reads", "session", "stalled", "waiting")
+    __slots__ = ("__weakref__", "_done", "_ended", "_runtime", "_slots", "finished", "id", "listener", "opened_at",
+                 "peer", "raw", "reads", "session", "stalled", "waiting")
 
     def __init__(self, runtime: Runtime, conn_id: int, listener: str, session: Session, peer: tuple[str, int],
                  opened_at: float, raw: Any, slots: anyio.Semaphore | None) -> None:
@@ -73,7 +74,6 @@ class Connection:
         self.finished = False  # the transport is gone or going
         self._ended = False  # everything about the connection is done (on_disconnect called)
         self._done: anyio.Event | None = None  # made only when someone waits for the end
-        self._handshake: TimerHandle | None = None
         self._slots = slots  # the listener's max_connections semaphore, released when the connection ends
         session.wakeup = self.wake
         session.abort_transport = self.abort
@@ -113,11 +113,6 @@ class Connection:
             self._done = anyio.Event()
         await self._done.wait()
 
-    def _handshake_check(self) -> None:
-        if self._handshake is not None and self.session.established:
-            self._handshake.cancel()
-            self._handshake = None
-
 
 def _lose(conn: Connection) -> None:
     """Tell the session its transport is gone. A bug in its clean-up must cost only this connection: raised
@@ -129,10 +124,13 @@ def _lose(conn: Connection) -> None:
         logger.exception("fakebroker: session error on connection %s while closing it", conn.id)
 
 
-class _ProtocolConnection(Connection, asyncio.Protocol):
+class _ProtocolConnection(Connection, asyncio.BufferedProtocol):
     """A connection driven by asyncio's transport callbacks: reading, writing and closing cost no task, no
     cancel scope and no event. Output produced while handling input is written at the end of that input;
-    output from elsewhere (a message routed by another client, a timer) is written once per loop turn."""
+    output from elsewhere (a message routed by another client, a timer) is written once per loop turn.
+
+    Reads go into one buffer the runtime shares between its connections (a plain protocol makes the loop
+    allocate 256 KiB per read)."""
 
     __slots__ = ("_flush_pending", "_held", "_loop", "_paused", "_receiving", "_transport")
 
@@ -152,6 +150,12 @@ class _ProtocolConnection(Connection, asyncio.Protocol):
         self.raw = transport.get_extra_info("socket")
         self.waiting = True  # the event loop reads whenever bytes arrive
         self._runtime._opened(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._runtime._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._runtime._read_buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         self.reads += 1
@@ -232,8 +236,6 @@ class _ProtocolConnection(Connection, asyncio.Protocol):
             self.abort()
             return
         self._receiving = False
-        if self._handshake is not None:
-            self._handshake_check()
         if data:
             self._flush()
 
@@ -339,6 +341,11 @@ class Runtime:
         self._listener_closed: dict[str, anyio.Event] = {}
         self._timer_wake = anyio.Event()
         self._timer_deadline: float | None = None  # what the timer task sleeps until (None: no timer)
+        # Connections still to complete their opening, oldest first, as (deadline, id); one clock timer sweeps
+        # them, rather than one timer per connection to schedule and cancel.
+        self._handshakes: deque[tuple[float, int]] = deque()
+        self._handshake_timer: TimerHandle | None = None
+        self._read_buffer = memoryview(bytearray(65536))  # the protocol path's reads, one at a time
         self.on_connect: Callable[[Connection], None] = lambda c: None
         self.accept_failures = 0  # failed accept() calls (e.g. out of file descriptors) since the start
         self.on_disconnect: Callable[[Connection], None] = lambda c: None
@@ -469,16 +476,33 @@ class Runtime:
         self.connections[conn.id] = conn
         self.on_connect(conn)
         if self.handshake_timeout is not None and not conn.finished:
-            conn._handshake = self.clock.call_later(self.handshake_timeout, self._handshake_expired, conn)
+            deadline = self.clock.now() + self.handshake_timeout
+            self._handshakes.append((deadline, conn.id))
+            if self._handshake_timer is None:
+                self._handshake_timer = self.clock.call_at(deadline + self._sweep_slack(), self._sweep_handshakes)
+
+    def _sweep_slack(self) -> float:
+        # On the wall clock one sweep takes every connection due within 50 ms, instead of a wake-up for each of
+        # a stream of connections; a test's virtual clock is exact.
+        return 0.05 if isinstance(self.clock, WallClock) else 0.0
+
+    def _sweep_handshakes(self) -> None:
+        self._handshake_timer = None
+        now, pending, live = self.clock.now(), self._handshakes, self.connections
+        while pending and pending[0][0] <= now:
+            conn = live.get(pending.popleft()[1])
+            if conn is not None:
+                self._handshake_expired(conn)
+        while pending and pending[0][1] not in live:
+            pending.popleft()  # gone already: no need to wake up for it
+        if pending:
+            self._handshake_timer = self.clock.call_at(pending[0][0] + self._sweep_slack(), self._sweep_handshakes)
 
     def _ended(self, conn: Connection) -> None:
         """The transport is closed: settle the session, forget the connection, tell the observers."""
         if conn._ended:
             return
         conn.finished = True
-        if conn._handshake is not None:
-            conn._handshake.cancel()
-            conn._handshake = None
         _lose(conn)
         self.connections.pop(conn.id, None)
         conn._ended = True
@@ -584,7 +608,6 @@ class Runtime:
                 conn.abort()
                 return
             conn.wake()
-            conn._handshake_check()
             if not data:
                 return
 
@@ -637,7 +660,6 @@ class Runtime:
                 await anyio.sleep(0)
 
     def _handshake_expired(self, conn: Connection) -> None:
-        conn._handshake = None
         if conn.finished or conn.session.established:
             return
         if conn.session.close_reason is None:
