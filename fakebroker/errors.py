@@ -70,3 +70,22 @@ class CommandInvalid(ConnectionLevelError):
 
     code = 503
     name = "COMMAND_INVALID"
+
+
+class ChannelStateError(ConnectionLevelError):
+    """A method on a channel in the wrong state (AMQP's hard ``channel-error``): the connection closes."""
+
+    code = 504
+    name = "CHANNEL_ERROR"
+
+
+class UnexpectedFrame(ConnectionLevelError):
+    code = 505
+    name = "UNEXPECTED_FRAME"
+
+
+class NotImplementedByBroker(ConnectionLevelError):
+    """A method or flag RabbitMQ does not implement (``immediate``, ``prefetch_size``, ``channel.flow`` off)."""
+
+    code = 540
+    name = "NOT_IMPLEMENTED"

@@ -13,20 +13,42 @@ import sys
 import paho.mqtt.client as mqtt
 import pytest
 
+from fakebroker.protocols import listener_specs
+
+#: Every listener on a free port: RabbitMQ's own ports may be taken on a developer's machine (or in CI).
+FREE_PORTS = [arg for spec in listener_specs() for arg in (spec.cli_flag, "0")]
+#: Every listener but MQTT's off.
+ONLY_MQTT = [f"--no-{spec.name.replace('_', '-')}" for spec in listener_specs() if spec.name != "mqtt"]
+
+
+def _line(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise AssertionError(f"fakebroker serve ended: {proc.stderr.read() if proc.stderr else ''}")
+    return line
+
 
 def test_serve_prints_listeners_serves_mqtt_and_stops_on_sigterm() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", "--web-mqtt-port", "0"],
+        [sys.executable, "-m", "fakebroker", "serve", *FREE_PORTS],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         assert proc.stdout is not None
-        banner = [proc.stdout.readline() for _ in range(3)]
+        banner = [proc.stdout.readline() for _ in range(6)]
         assert banner[0].startswith("fakebroker is serving")
         mqtt_port = int(re.search(r"mqtt://127\.0\.0\.1:(\d+)", banner[1]).group(1))  # type: ignore[union-attr]
-        assert re.search(r"ws://127\.0\.0\.1:\d+/ws", banner[2])
+        assert re.search(r"web-mqtt +ws://127\.0\.0\.1:\d+/ws", banner[2])
+        stomp_port = int(re.search(r"stomp +stomp://127\.0\.0\.1:(\d+)", banner[3]).group(1))  # type: ignore[union-attr]
+        assert re.search(r"web-stomp +ws://127\.0\.0\.1:\d+/ws", banner[4])
+        assert re.search(r"amqp +amqp://127\.0\.0\.1:\d+", banner[5])
+
+        with socket.create_connection(("127.0.0.1", stomp_port), timeout=5) as s:
+            s.sendall(b"CONNECT\naccept-version:1.2\nhost:/\n\n\x00")
+            assert s.recv(4096).startswith(b"CONNECTED\nserver:RabbitMQ/3.10.8\nsession:session-")
 
         received: queue.Queue[bytes] = queue.Queue()
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cli-test")
@@ -59,7 +81,7 @@ def test_serve_reports_a_taken_port_without_a_traceback() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", str(port), "--no-web-mqtt"],
+            [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", str(port), *ONLY_MQTT],
             capture_output=True, text=True, timeout=30,
         )
     assert proc.returncode == 1
@@ -69,14 +91,16 @@ def test_serve_reports_a_taken_port_without_a_traceback() -> None:
 
 def test_serve_verbose_logs_connections_subscriptions_and_messages() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", "--no-web-mqtt", "--verbose"],
+        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", *ONLY_MQTT, "--verbose"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         assert proc.stdout is not None
-        banner = [proc.stdout.readline() for _ in range(3)]
+        banner = [_line(proc)]
+        while not banner[-1].startswith("clock:"):
+            banner.append(_line(proc))
         port = int(re.search(r"mqtt://127\.0\.0\.1:(\d+)", banner[1]).group(1))  # type: ignore[union-attr]
-        assert "clock: wall" in banner[2] and "guest/guest" in banner[2] and "Ctrl-C" in banner[2]
+        assert "clock: wall" in banner[-1] and "guest/guest" in banner[-1] and "Ctrl-C" in banner[-1]
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="chatty")
         client.connect("127.0.0.1", port)
         client.loop_start()
@@ -86,7 +110,7 @@ def test_serve_verbose_logs_connections_subscriptions_and_messages() -> None:
         client.loop_stop()
         seen: list[str] = []
         while not any("closed conn#" in line for line in seen):
-            seen.append(proc.stdout.readline())
+            seen.append(_line(proc))
         text = "".join(seen)
         assert "connected conn#1 mqtt" in text
         assert "client 'chatty' (mqtt, user 'guest') subscriptions {'v/#': 1}" in text

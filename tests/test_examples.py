@@ -117,3 +117,52 @@ def test_subscriber_with_several_filters_as_in_the_chapter():
             for proc in procs.values():
                 proc.kill()
                 proc.wait()
+
+
+def stomp_script(name: str, broker: fakebroker.ThreadedBroker, *args: str) -> list[str]:
+    host, port = broker.stomp
+    return [sys.executable, str(EXAMPLES / name), "--host", host, "--port", str(port), *args]
+
+
+def test_stomp_publisher_declares_the_book_queue():
+    with fakebroker.start() as broker:
+        out = subprocess.run(stomp_script("stomp_publisher.py", broker), capture_output=True, text=True,
+                             timeout=TIMEOUT)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == "published to /queue/stomp-messages: Example Message\n"
+        q = broker.queues["stomp-messages"]
+        assert (q.durable, q.auto_delete, q.messages) == (True, False, 1)
+        message = broker.get("stomp-messages")
+        assert message.body == b"Example Message"
+        assert message.properties["app_id"] == "rabbitmq-in-depth"
+
+
+def test_stomp_publisher_to_a_missing_exchange_fails():
+    with fakebroker.start() as broker:
+        out = subprocess.run(stomp_script("stomp_publisher.py", broker, "--destination", "/exchange/stomp-routing/x"),
+                             capture_output=True, text=True, timeout=TIMEOUT)
+        assert out.returncode == 1
+        assert "not_found" in out.stderr
+
+
+def test_stomp_consumer_gets_what_the_publisher_sent():
+    with fakebroker.start() as broker:
+        consumer = subprocess.Popen(stomp_script("stomp_consumer.py", broker, "--count", "2"),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            lines = Lines(consumer)
+            assert lines.next() == "subscribed to /queue/stomp-messages"
+            eventually(lambda: broker.queues.get("stomp-messages") is not None
+                       and broker.queues["stomp-messages"].consumers == 1)
+            out = subprocess.run(stomp_script("stomp_publisher.py", broker, "--count", "2"), capture_output=True,
+                                 text=True, timeout=TIMEOUT)
+            assert out.returncode == 0, out.stderr
+            expected = "/queue/stomp-messages: Example Message (app-id=rabbitmq-in-depth, redelivered=false)"
+            assert [lines.next(), lines.next()] == [expected, expected]
+            assert consumer.wait(TIMEOUT) == 0
+        finally:
+            if consumer.poll() is None:
+                consumer.kill()
+            consumer.wait()
+        eventually(lambda: broker.queues["stomp-messages"].unacked == 0)
+        assert broker.queues["stomp-messages"].messages == 0

@@ -58,6 +58,36 @@ class Faults(BrokerCore):
 
         self._call(run)
 
+    def block(self, client_id: Target, reason: str = "low on memory") -> None:
+        """A resource alarm as an AMQP client sees it: ``connection.blocked`` with ``reason``, sent to connections
+        that announced the ``connection.blocked`` capability (pika, aio-pika and py-amqp do). Publishing still
+        works: fakebroker only tells, it does not stop reading as RabbitMQ would."""
+
+        def run() -> None:
+            for conn in self._connections(client_id):
+                self._amqp_session(conn).block(reason)
+            self._journal.note(f"fault: block({client_id!r}, {reason!r})")
+
+        self._call(run)
+
+    def unblock(self, client_id: Target) -> None:
+        """The alarm clears: ``connection.unblocked``."""
+
+        def run() -> None:
+            for conn in self._connections(client_id):
+                self._amqp_session(conn).unblock()
+            self._journal.note(f"fault: unblock({client_id!r})")
+
+        self._call(run)
+
+    @staticmethod
+    def _amqp_session(conn: Connection) -> Any:
+        session = conn.session
+        if not hasattr(session, "block"):
+            raise TypeError(f"connection {conn.id} speaks {session.protocol}: only AMQP 0-9-1 connections can be "
+                            "blocked")
+        return session
+
     def drop_next(self, n: int = 1, **criteria: Any) -> MessageFault:
         """Drop the next ``n`` published messages matching ``criteria`` (checked before routing: ``topic``,
         ``routing_key``, ``exchange``, ``protocol``, ``client_id``, ``vhost``, ``payload``, ``headers``).

@@ -291,10 +291,12 @@ class Broker:
         for vh in self.vhosts.values():
             gone = {name for name, q in vh.queues.items() if not q.durable or q.exclusive}
             # Transient bindings vanish without triggering auto-delete, as when mnesia's RAM tables are lost.
+            lost = {n for n, e in vh.exchanges.items() if not e.durable}
             for exchange in vh.exchanges.values():
-                for binding in [b for b in exchange.bindings if b.destination in gone]:
+                for binding in [b for b in exchange.bindings
+                                if (b.destination in gone if b.destination_type == "queue" else b.destination in lost)]:
                     exchange.remove_binding(binding)
-            for name in [n for n, e in vh.exchanges.items() if not e.durable]:
+            for name in lost:
                 del vh.exchanges[name]
             for name in sorted(gone):
                 vh.queues.pop(name).on_deleted()

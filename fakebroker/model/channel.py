@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..errors import NotAllowed, PreconditionFailed
+from ..errors import AccessRefused, NotAllowed, PreconditionFailed
 from .message import Delivery
 from .queue import Consumer, Queue, QueuedMessage
 
@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from .vhost import VHost
 
 _tags = itertools.count(1)
+#: An outstanding delivery: its tag, the message, its queue, and the consumer it went to (None: basic.get).
+Unacked = tuple[int, QueuedMessage, Queue, "Consumer | None", "DeliveryRecord | None"]
 
 
 class Channel:
@@ -28,6 +30,9 @@ class Channel:
         self._unacked: dict[int, tuple[QueuedMessage, Queue, Consumer | None, DeliveryRecord | None]] = {}
         self._next_tag = 0
         self.closed = False
+        #: basic.qos with global=true: unacknowledged consumer deliveries the whole channel may hold (0: no limit).
+        self.global_prefetch = 0
+        self.consumer_unacked = 0
         # Told when the broker cancels a consumer because its queue was deleted (the MQTT session reacts).
         self.on_cancel: Callable[[str], None] | None = None
 
@@ -52,13 +57,19 @@ class Channel:
         no_ack: bool = False,
         prefetch: int = 0,
         tag: str | None = None,
+        exclusive: bool = False,
     ) -> str:
         q = self.vhost.queue_for(queue, self.owner)
         tag = tag or f"amq.ctag-{next(_tags)}"
         if tag in self.consumers:
             raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
+        # rabbit_queue_consumers: an exclusive consumer needs the queue to itself, and keeps it.
+        if q.exclusive_consumer is not None or (exclusive and q.consumers):
+            raise AccessRefused(f"queue '{q.name}' in vhost '{self.vhost.name}' in exclusive use")
         consumer = Consumer(tag, q, self, callback, no_ack, prefetch, client_id=self.client_id)
         self.consumers[tag] = consumer
+        if exclusive:
+            q.exclusive_consumer = consumer
         q.add_consumer(consumer)
         return tag
 
@@ -86,6 +97,11 @@ class Channel:
         self._settle(delivery_tag, False, "requeue" if requeue else "reject")
 
     def _settle(self, delivery_tag: int, multiple: bool, outcome: str) -> None:
+        self.settle_taken(self.take(delivery_tag, multiple), outcome)
+
+    def take(self, delivery_tag: int, multiple: bool) -> list[Unacked]:
+        """Remove the deliveries an ack, nack or reject names from the outstanding ones, without settling them
+        (a transaction settles them at commit, or puts them back with :meth:`restore` at rollback)."""
         # rabbit_channel:collect_acks/3: tag 0 with multiple means every outstanding delivery; otherwise the
         # tag itself must be outstanding, even with multiple.
         if multiple and delivery_tag == 0:
@@ -96,11 +112,26 @@ class Channel:
             tags = sorted(t for t in self._unacked if t <= delivery_tag)
         else:
             tags = [delivery_tag]
-        for t in tags:
-            qm, queue, consumer, record = self._unacked.pop(t)
+        return [(t, *self._unacked.pop(t)) for t in tags]
+
+    def settle_taken(self, taken: list[Unacked], outcome: str) -> None:
+        for _, qm, queue, consumer, record in taken:
             if record is not None:
                 record.outcome = outcome
             queue.settle(qm, consumer, outcome)
+        if self.global_prefetch:
+            self.wake_consumers()
+
+    def restore(self, taken: list[Unacked]) -> None:
+        """Make taken deliveries outstanding again (tx.rollback)."""
+        for tag, qm, queue, consumer, record in taken:
+            self._unacked[tag] = (qm, queue, consumer, record)
+
+    def wake_consumers(self) -> None:
+        """Put consumers blocked by the channel's shared window back in rotation once it has room."""
+        for consumer in list(self.consumers.values()):
+            if consumer.blocked and consumer.has_capacity():
+                consumer.queue.unblock(consumer)
 
     def recover(self) -> None:
         """Requeue every unacknowledged message (basic.recover with requeue, or channel close)."""
@@ -110,6 +141,8 @@ class Channel:
             if record is not None:
                 record.outcome = "requeue"
             queue.settle(qm, consumer, "requeue")
+        if self.global_prefetch:
+            self.wake_consumers()
 
     def close(self) -> None:
         """Cancel every consumer and requeue unacknowledged messages, as when a connection goes away."""

@@ -14,15 +14,31 @@ X_MATCH_MODES = ("all", "any", "all-with-x", "any-with-x")
 
 
 @dataclass(frozen=True)
+class ExchangeRef:
+    """A routing destination that is an exchange (exchange-to-exchange binding), not a queue."""
+
+    name: str
+
+
+#: Where an exchange routes to: a queue name, or another exchange.
+Destination = str | ExchangeRef
+
+
+@dataclass(frozen=True)
 class Binding:
     source: str
-    destination: str  # a queue name
+    destination: str  # a queue name, or an exchange name when destination_type is "exchange"
     routing_key: str
     arguments: tuple[tuple[str, Any], ...] = ()
+    destination_type: str = "queue"  # RabbitMQ's names: "queue" or "exchange"
 
     @property
     def args(self) -> dict[str, Any]:
         return dict(self.arguments)
+
+    @property
+    def target(self) -> Destination:
+        return self.destination if self.destination_type == "queue" else ExchangeRef(self.destination)
 
 
 def freeze_arguments(arguments: dict[str, Any] | None) -> tuple[tuple[str, Any], ...]:
@@ -50,8 +66,8 @@ class Exchange:
     bindings: dict[Binding, None] = field(default_factory=dict)  # insertion-ordered set
 
     def __post_init__(self) -> None:
-        self._direct: dict[str, dict[str, int]] = {}
-        self._trie: TopicTrie[str] = TopicTrie()
+        self._direct: dict[str, dict[Destination, int]] = {}
+        self._trie: TopicTrie[Destination] = TopicTrie()
 
     def add_binding(self, binding: Binding) -> bool:
         if binding in self.bindings:
@@ -59,9 +75,10 @@ class Exchange:
         self.bindings[binding] = None
         if self.type == "direct":
             dests = self._direct.setdefault(binding.routing_key, {})
-            dests[binding.destination] = dests.get(binding.destination, 0) + 1
+            target = binding.target
+            dests[target] = dests.get(target, 0) + 1
         elif self.type == "topic":
-            self._trie.add(binding.routing_key, binding.destination)
+            self._trie.add(binding.routing_key, binding.target)
         return True
 
     def remove_binding(self, binding: Binding) -> bool:
@@ -70,25 +87,32 @@ class Exchange:
         del self.bindings[binding]
         if self.type == "direct":
             dests = self._direct[binding.routing_key]
-            dests[binding.destination] -= 1
-            if not dests[binding.destination]:
-                del dests[binding.destination]
+            target = binding.target
+            dests[target] -= 1
+            if not dests[target]:
+                del dests[target]
             if not dests:
                 del self._direct[binding.routing_key]
         elif self.type == "topic":
-            self._trie.remove(binding.routing_key, binding.destination)
+            self._trie.remove(binding.routing_key, binding.target)
         return True
 
-    def route(self, message: Message) -> set[str]:
-        """The names of the queues bound to this exchange that ``message`` should reach."""
+    def route(self, message: Message) -> set[Destination]:
+        """The queues (names) and exchanges (:class:`ExchangeRef`) bound here that ``message`` should reach."""
         if self.type == "direct":
             return set(self._direct.get(message.routing_key, ()))
         if self.type == "topic":
             return self._trie.match(message.routing_key)
         if self.type == "fanout":
-            return {b.destination for b in self.bindings}
+            return {b.target for b in self.bindings}
         headers = message.headers
-        return {b.destination for b in self.bindings if headers_match(b.args, headers)}
+        return {b.target for b in self.bindings if headers_match(b.args, headers)}
+
+    @property
+    def alternate(self) -> str | None:
+        """The ``alternate-exchange`` argument: where messages this exchange cannot route go."""
+        value = self.arguments.get("alternate-exchange")
+        return value if isinstance(value, str) else None
 
 
 def headers_match(binding_args: dict[str, Any], headers: dict[str, Any]) -> bool:

@@ -82,6 +82,9 @@ class Message:
     body: bytes
     properties: dict[str, Any] = field(default_factory=dict)
     log_id: int = 0
+    #: The properties as the publishing protocol encoded them (AMQP: the content header's flags and property
+    #: list), passed on verbatim to consumers of the same protocol, as RabbitMQ does; None: encode afresh.
+    wire: bytes | None = None
 
     @property
     def headers(self) -> dict[str, Any]:

@@ -44,7 +44,13 @@ class Consumer:
     blocked: bool = False
 
     def has_capacity(self) -> bool:
-        return self.no_ack or not self.prefetch or self.unacked < self.prefetch
+        if self.no_ack:
+            return True
+        if self.prefetch and self.unacked >= self.prefetch:
+            return False
+        # basic.qos with global: one window shared by every consumer of the channel.
+        limit = self.channel.global_prefetch
+        return not limit or self.channel.consumer_unacked < limit
 
 
 @dataclass(eq=False)
@@ -59,6 +65,7 @@ class Queue:
     def __post_init__(self) -> None:
         self.messages: deque[QueuedMessage] = deque()
         self.consumers: list[Consumer] = []
+        self.exclusive_consumer: Consumer | None = None
         # The rotation, as rabbit_queue_consumers keeps it: the next consumer to try first; a consumer goes to
         # the back after each delivery, and leaves it when found with a full window.
         self._active: deque[Consumer] = deque()
@@ -186,6 +193,7 @@ class Queue:
                                                    consumer.no_ack)
         if not consumer.no_ack:
             consumer.unacked += 1
+            channel.consumer_unacked += 1
             self.unacked += 1
             channel.track(tag, qm, self, consumer, record)
         delivery = Delivery(qm.message, self.name, tag, qm.redelivered, consumer.tag)
@@ -217,6 +225,7 @@ class Queue:
         self.unacked -= 1
         if consumer is not None:
             consumer.unacked -= 1
+            consumer.channel.consumer_unacked -= 1
             if consumer.blocked and consumer.has_capacity() and consumer in self.consumers:
                 consumer.blocked = False
                 self._active.append(consumer)
@@ -256,7 +265,16 @@ class Queue:
         self.detach_consumer(consumer)
         self.consumers_changed()
 
+    def unblock(self, consumer: Consumer) -> None:
+        """A consumer found with a full window has room again (its channel's shared window opened)."""
+        if consumer.blocked and consumer in self.consumers:
+            consumer.blocked = False
+            self._active.append(consumer)
+            self.dispatch()
+
     def detach_consumer(self, consumer: Consumer) -> None:
+        if self.exclusive_consumer is consumer:
+            self.exclusive_consumer = None
         if consumer in self.consumers:
             self.consumers.remove(consumer)
             if consumer.blocked:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
 from .arguments import args_inequivalence, check_queue_arguments, format_value
-from .exchange import EXCHANGE_TYPES, Binding, Exchange, check_headers_binding, freeze_arguments
+from .exchange import EXCHANGE_TYPES, Binding, Exchange, ExchangeRef, check_headers_binding, freeze_arguments
 from .message import Message
 from .queue import Queue
 
@@ -92,7 +92,9 @@ class VHost:
         # rabbit_channel's order: the type, the default exchange, the reserved prefix (new exchanges only),
         # then equivalence with an existing one.
         if type not in EXCHANGE_TYPES:
-            raise CommandInvalid(f"invalid exchange type '{type}'")
+            # rabbit_exchange:check_type/1: a name that is no registered type ("invalid" is only for an Erlang atom
+            # that exists but is not an exchange type, which no client can tell apart).
+            raise CommandInvalid(f"unknown exchange type '{type}'")
         if name == "":
             raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
         existing = self.exchanges.get(name)
@@ -126,6 +128,9 @@ class VHost:
         if if_unused and exchange.bindings:
             raise PreconditionFailed(f"exchange '{name}' in vhost '{self.name}' in use")
         del self.exchanges[name]
+        # Its bindings as a source go with it; bindings to it from other exchanges go too, which may leave an
+        # auto-delete source with nothing bound (rabbit_binding:remove_for_destination).
+        self._remove_bindings_to(name, "exchange")
 
     # -- queues ---------------------------------------------------------------------------------
     def declare_queue(
@@ -181,10 +186,7 @@ class VHost:
             raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' not empty")
         count = queue.message_count
         del self.queues[name]
-        for exchange in list(self.exchanges.values()):
-            for binding in [b for b in exchange.bindings if b.destination == name]:
-                exchange.remove_binding(binding)
-            self._maybe_auto_delete_exchange(exchange)
+        self._remove_bindings_to(name, "queue")
         queue.on_deleted()
         self.broker.emit("queue_deleted", self.name, name)
         return count
@@ -225,9 +227,43 @@ class VHost:
         if ex.remove_binding(Binding(exchange, queue, routing_key, freeze_arguments(arguments))):
             self._maybe_auto_delete_exchange(ex)
 
+    def bind_exchange(self, destination: str, source: str, routing_key: str = "",
+                      arguments: dict[str, Any] | None = None) -> None:
+        """exchange.bind: messages routed by ``source`` also go through ``destination``."""
+        if source == "" or destination == "":
+            raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
+        # rabbit_binding:add reports the first missing resource, the source before the destination.
+        src = self.exchange(source)
+        self.exchange(destination)
+        if src.type == "headers":
+            problem = check_headers_binding(arguments)
+            if problem:
+                raise PreconditionFailed(problem)
+        src.add_binding(Binding(source, destination, routing_key, freeze_arguments(arguments), "exchange"))
+
+    def unbind_exchange(self, destination: str, source: str, routing_key: str = "",
+                        arguments: dict[str, Any] | None = None) -> None:
+        """exchange.unbind; as with queue.unbind, a missing exchange or binding is not an error in RabbitMQ 3.x."""
+        if source == "" or destination == "":
+            raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
+        src = self.exchanges.get(source)
+        if src is None:
+            return
+        if src.remove_binding(Binding(source, destination, routing_key, freeze_arguments(arguments), "exchange")):
+            self._maybe_auto_delete_exchange(src)
+
+    def _remove_bindings_to(self, name: str, kind: str) -> None:
+        for exchange in list(self.exchanges.values()):
+            gone = [b for b in exchange.bindings if b.destination == name and b.destination_type == kind]
+            for binding in gone:
+                exchange.remove_binding(binding)
+            if gone:
+                self._maybe_auto_delete_exchange(exchange)
+
     def _maybe_auto_delete_exchange(self, exchange: Exchange) -> None:
-        if exchange.auto_delete and not exchange.bindings and exchange.name in self.exchanges:
+        if exchange.auto_delete and not exchange.bindings and self.exchanges.get(exchange.name) is exchange:
             del self.exchanges[exchange.name]
+            self._remove_bindings_to(exchange.name, "exchange")
 
     def bindings(self) -> list[Binding]:
         """Every binding, the implicit default-exchange ones first, as ``rabbitmqctl list_bindings`` shows."""
@@ -238,11 +274,32 @@ class VHost:
 
     # -- routing --------------------------------------------------------------------------------
     def route(self, message: Message) -> list[str]:
-        """Queue names ``message`` goes to, sorted (RabbitMQ gives no order)."""
+        """Queue names ``message`` goes to, sorted (RabbitMQ gives no order).
+
+        As ``rabbit_exchange:route/2``: the exchanges are visited breadth first, each once (a binding cycle
+        ends there); an exchange that routes the message nowhere hands it to its alternate exchange."""
         exchange = self.exchange(message.exchange)
         if exchange.name == "":
             return [message.routing_key] if message.routing_key in self.queues else []
-        return sorted(exchange.route(message))
+        first = exchange.route(message)
+        if exchange.alternate is None and not any(isinstance(d, ExchangeRef) for d in first):
+            return sorted(first)  # type: ignore[arg-type]  # only queue names: the common, fast case
+        queues: set[str] = set()
+        seen = {exchange.name}
+        work: list[tuple[Exchange, set[Any]]] = [(exchange, first)]
+        while work:
+            current, found = work.pop(0)
+            targets: list[Any] = list(found)
+            if not found and current.alternate is not None:
+                targets.append(ExchangeRef(current.alternate))
+            for target in targets:
+                if isinstance(target, str):
+                    queues.add(target)
+                elif target.name not in seen and target.name in self.exchanges:
+                    seen.add(target.name)
+                    nxt = self.exchanges[target.name]
+                    work.append((nxt, nxt.route(message)))
+        return sorted(queues)
 
     def deliver(self, message: Message, queues: list[str]) -> list[str]:
         """Enqueue into each queue; return the ones that accepted it (reject-publish may refuse)."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from .amqp import PROTOCOL as AMQP
 from .base import Criterion, ListenerSpec, ProtocolSpec
 from .mqtt import PROTOCOL as MQTT
+from .stomp import PROTOCOL as STOMP
 
-PROTOCOLS: tuple[ProtocolSpec, ...] = (MQTT,)
+PROTOCOLS: tuple[ProtocolSpec, ...] = (MQTT, STOMP, AMQP)
 
 
 def listener_specs() -> tuple[ListenerSpec, ...]:

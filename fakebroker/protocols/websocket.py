@@ -241,7 +241,9 @@ class WebSocketSession(Session):
         if payload and self._ws.state is ConnectionState.OPEN:
             self._out += self._ws.send(self._message(payload))
         if inner.close_requested and self._ws.state is ConnectionState.OPEN:
-            self._out += self._ws.send(CloseConnection(code=1000, reason=self._close_frame_reason))
+            # A session may name another close than the usual (Web STOMP: 1007 on a malformed frame).
+            code, reason = getattr(inner, "websocket_close", None) or (1000, self._close_frame_reason)
+            self._out += self._ws.send(CloseConnection(code=code, reason=reason or None))
 
     def _message(self, payload: bytes) -> Event:
         if self._frame_type == "text":

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, TypeVar
 
 import paho.mqtt.client as mqtt
 import rabbitmq
+import stompkit
 from kit.wait import TIMEOUT, wait_until
 
 import fakebroker
@@ -52,11 +53,12 @@ from fakebroker.protocols.mqtt.codec import (
     encode,
 )
 
-#: Seconds to wait for something that must happen; reached only when a scenario fails.
 #: The real node's ``mqtt.subscription_ttl`` (scripts/rabbitmq.sh); the fake backend is started with it.
 SUBSCRIPTION_TTL_MS = 5000
 #: The real node's web_mqtt listener (scripts/rabbitmq.sh).
 WEB_MQTT_PORT = 15675
+#: The real node's web_stomp listener.
+WEB_STOMP_PORT = 15674
 #: Vhosts of the real node older than this (seconds) are leftovers of an interrupted run.
 STALE_VHOST_AGE = 600
 
@@ -167,6 +169,28 @@ class Backend(ABC):
     def register(self, client_id: str, client: Aborter) -> None:
         self._clients[client_id] = client
 
+    # STOMP clients
+    @property
+    @abstractmethod
+    def stomp(self) -> tuple[str, int]: ...
+
+    @property
+    @abstractmethod
+    def web_stomp_url(self) -> str: ...
+
+    def stomp_client(self) -> stompkit.StompClient:
+        """A raw STOMP client over TCP (no CONNECT sent yet); it logs into this test's vhost."""
+        client = stompkit.StompClient(self.stomp, self.vhost, self.quiet)
+        self._owned.append(client)
+        return client
+
+    def web_stomp_client(self, subprotocols: list[str] | None = None, binary: bool = False,
+                         url: str | None = None) -> stompkit.WebStompClient:
+        """A STOMP client over WebSocket at ``/ws`` (no CONNECT sent yet)."""
+        client = stompkit.WebStompClient(url or self.web_stomp_url, self.vhost, self.quiet, subprotocols, binary)
+        self._owned.append(client)
+        return client
+
     # operator side
     @abstractmethod
     def declare_queue(self, name: str, *, durable: bool = False, auto_delete: bool = False,
@@ -174,6 +198,9 @@ class Backend(ABC):
 
     @abstractmethod
     def bind(self, queue: str, exchange: str, routing_key: str) -> None: ...
+
+    @abstractmethod
+    def declare_exchange(self, name: str, type: str = "direct") -> None: ...
 
     def tap(self, binding_key: str = "#", exchange: str = "amq.topic") -> str:
         """A queue of our own bound to ``exchange`` with ``binding_key``: it sees what gets published there."""
@@ -258,6 +285,18 @@ class FakeBackend(Backend):
     def bind(self, queue: str, exchange: str, routing_key: str) -> None:
         self.broker.bind(queue, exchange, routing_key, vhost=self.vhost)
 
+    def declare_exchange(self, name: str, type: str = "direct") -> None:
+        self.broker.declare_exchange(name, type, vhost=self.vhost)
+
+    @property
+    def stomp(self) -> tuple[str, int]:
+        host, port = self.broker.stomp
+        return (host, port)
+
+    @property
+    def web_stomp_url(self) -> str:
+        return str(self.broker.web_stomp_url)
+
     def delete_queue(self, name: str) -> None:
         self.broker.delete_queue(name, vhost=self.vhost)
 
@@ -329,6 +368,17 @@ class RabbitBackend(Backend):
 
     def bind(self, queue: str, exchange: str, routing_key: str) -> None:
         rabbitmq.bind(queue, exchange, routing_key, vhost=self.vhost)
+
+    def declare_exchange(self, name: str, type: str = "direct") -> None:
+        rabbitmq.declare_exchange(name, type, vhost=self.vhost)
+
+    @property
+    def stomp(self) -> tuple[str, int]:
+        return (rabbitmq.HOST, rabbitmq.STOMP_PORT)
+
+    @property
+    def web_stomp_url(self) -> str:
+        return f"ws://{rabbitmq.HOST}:{WEB_STOMP_PORT}/ws"
 
     def delete_queue(self, name: str) -> None:
         rabbitmq.delete_queue(name, self.vhost)

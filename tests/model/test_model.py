@@ -298,7 +298,7 @@ def test_access_refused(broker: Broker, vh: VHost) -> None:
 
 
 def test_unknown_exchange_type_is_command_invalid(vh: VHost) -> None:
-    with raises(CommandInvalid, "COMMAND_INVALID - invalid exchange type 'foo'"):
+    with raises(CommandInvalid, "COMMAND_INVALID - unknown exchange type 'foo'"):
         vh.declare_exchange("x", "foo")
 
 

@@ -1,0 +1,317 @@
+"""AMQP 0-9-1 framing: an incremental, strict frame reader and the writers, on top of pamqp's method and property
+codecs. No I/O.
+
+pamqp encodes and decodes method arguments and content-header properties; this module cuts the byte stream into
+frames and checks what RabbitMQ's reader checks (``rabbit_reader``): the protocol header, the frame-end octet,
+``frame_max``, the frame type, and that a method's arguments decode. Each failure carries the reply RabbitMQ gives:
+a :class:`FrameError` is answered with ``connection.close`` and its code and text; a :class:`HeaderMismatch` with
+RabbitMQ's own protocol header and the close of the socket; an :class:`UnknownMethod` with the close of the socket
+alone (RabbitMQ 3.10's reader crashes on one and sends nothing).
+"""
+
+from __future__ import annotations
+
+import datetime
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from pamqp import commands, exceptions
+from pamqp import frame as pframe
+from pamqp.base import Frame as Method
+from pamqp.header import ContentHeader
+
+PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+FRAME_METHOD = 1
+FRAME_HEADER = 2
+FRAME_BODY = 3
+FRAME_HEARTBEAT = 8
+FRAME_END = 0xCE
+_END = bytes([FRAME_END])
+FRAME_MIN_SIZE = 4096  # rabbit_reader's frame_max until connection.tune-ok
+EMPTY_FRAME_SIZE = 8  # frame header (7) and frame end (1)
+HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+
+_HEADER = struct.Struct(">BHI")
+_METHOD_ID = struct.Struct(">HH")
+_CONTENT_HEADER = struct.Struct(">HHQ")
+
+
+class FrameError(Exception):
+    """A connection-level error found while reading frames: close the connection with ``code`` and ``text``."""
+
+    def __init__(self, code: int, text: str, class_id: int = 0, method_id: int = 0) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+        self.class_id = class_id
+        self.method_id = method_id
+
+
+class HeaderMismatch(Exception):
+    """The client did not open with AMQP 0-9-1's protocol header."""
+
+
+class UnknownMethod(Exception):
+    """A method frame with a class or method id AMQP 0-9-1 does not define."""
+
+
+@dataclass(slots=True)
+class MethodFrame:
+    channel: int
+    method: Method
+
+
+@dataclass(slots=True)
+class HeaderFrame:
+    channel: int
+    class_id: int
+    body_size: int
+    properties: commands.Basic.Properties
+    raw: bytes = b""  # the property flags and list as sent, for passing on verbatim
+
+
+@dataclass(slots=True)
+class BodyFrame:
+    channel: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class HeartbeatFrame:
+    channel: int
+
+
+Frame = MethodFrame | HeaderFrame | BodyFrame | HeartbeatFrame
+
+
+def erlang_binary(data: bytes) -> str:
+    """``io_lib:format("~p", [Binary])``: ``<<"text">>`` when every byte is printable Latin-1, else the bytes."""
+    if data and all(32 <= b <= 126 or 160 <= b <= 255 or b in b"\n\r\t\v\b\f\x1b" for b in data):
+        escapes = {ord('"'): '\\"', ord("\\"): "\\\\", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v", 8: "\\b",
+                   12: "\\f", 27: "\\e"}
+        return '<<"' + "".join(escapes.get(b, chr(b)) for b in data) + '">>'
+    return "<<" + ",".join(str(b) for b in data) + ">>"
+
+
+def _snippet(payload: bytes) -> str:
+    # rabbit_reader:payload_snippet/1
+    if len(payload) > 16:
+        return f"first 16 octets = {erlang_binary(payload[:16])}"
+    return f"all octets = {erlang_binary(payload)}"
+
+
+def frame_error(frame_type: int, payload: bytes, reason: str) -> FrameError:
+    return FrameError(501, f"FRAME_ERROR - type {frame_type}, {_snippet(payload)}: {reason}")
+
+
+class FrameReader:
+    """Cuts a byte stream into frames. ``feed()`` bytes, then iterate; iteration stops when a frame is incomplete."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self.header_seen = False
+        #: The negotiated frame_max (0: no limit); rabbit_reader enforces 4096 until tune-ok.
+        self.frame_max = FRAME_MIN_SIZE
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def __iter__(self) -> FrameReader:
+        return self
+
+    def __next__(self) -> Frame:
+        frame = self.next_frame()
+        if frame is None:
+            raise StopIteration
+        return frame
+
+    def next_frame(self) -> Frame | None:
+        buf, pos = self._buf, self._pos
+        if not self.header_seen:
+            if len(buf) - pos < 8:
+                # RabbitMQ answers as soon as the bytes it has cannot begin the right header.
+                if bytes(buf[pos:]) != PROTOCOL_HEADER[: len(buf) - pos]:
+                    raise HeaderMismatch(bytes(buf[pos:]))
+                return None
+            if bytes(buf[pos:pos + 8]) != PROTOCOL_HEADER:
+                raise HeaderMismatch(bytes(buf[pos:pos + 8]))
+            self._pos += 8
+            self.header_seen = True
+            return self.next_frame()
+        if len(buf) - pos < 7:
+            return None
+        frame_type, channel, size = _HEADER.unpack_from(buf, pos)
+        if self.frame_max and size > self.frame_max:
+            # Checked on the header alone, before the payload arrives (rabbit_reader's frame_header clause).
+            raise frame_error(frame_type, b"", f"{{frame_too_large,{size},{self.frame_max - EMPTY_FRAME_SIZE}}}")
+        end = pos + 7 + size
+        if len(buf) < end + 1:
+            return None
+        payload = bytes(buf[pos + 7:end])
+        if buf[end] != FRAME_END:
+            raise frame_error(frame_type, payload, f"{{invalid_frame_end_marker,{buf[end]}}}")
+        self._pos = end + 1
+        return decode_frame(frame_type, channel, payload)
+
+
+def decode_frame(frame_type: int, channel: int, payload: bytes) -> Frame:
+    """One frame's payload, by type (``rabbit_binary_parser`` and ``rabbit_command_assembler``'s checks)."""
+    if frame_type == FRAME_METHOD:
+        return MethodFrame(channel, decode_method(payload))
+    if frame_type == FRAME_HEADER:
+        if len(payload) < 14:
+            raise frame_error(frame_type, payload, "malformed_header")
+        class_id, _weight, body_size = _CONTENT_HEADER.unpack_from(payload)
+        if len(payload) == 14 and payload[12:] == b"\x00\x00":
+            return HeaderFrame(channel, class_id, body_size, _NO_PROPERTIES, b"\x00\x00")
+        header = ContentHeader()
+        try:
+            header.unmarshal(payload)
+        except (exceptions.UnmarshalingException, struct.error, ValueError, UnicodeDecodeError) as exc:
+            raise frame_error(frame_type, payload, "malformed_header") from exc
+        return HeaderFrame(channel, class_id, body_size, header.properties, payload[12:])
+    if frame_type == FRAME_BODY:
+        return BodyFrame(channel, payload)
+    if frame_type == FRAME_HEARTBEAT:
+        return HeartbeatFrame(channel)
+    raise frame_error(frame_type, payload, "unknown_frame")
+
+
+def decode_method(payload: bytes) -> Method:
+    if len(payload) < 4:
+        raise UnknownMethod(payload)
+    class_id, method_id = _METHOD_ID.unpack_from(payload)
+    if class_id == 60:
+        # The two methods a busy client sends most, decoded by hand; anything unusual takes pamqp's path.
+        fast = _FAST.get(method_id)
+        if fast is not None:
+            found = fast(payload)
+            if found is not None:
+                return found
+    kind = commands.INDEX_MAPPING.get((class_id << 16) | method_id)
+    if kind is None:
+        raise UnknownMethod(payload)
+    method: Method = kind()
+    args = payload[4:]
+    try:
+        method.unmarshal(args)
+    except (struct.error, ValueError, TypeError, IndexError, UnicodeDecodeError,
+            exceptions.UnmarshalingException) as exc:
+        raise FrameError(501, f"FRAME_ERROR - cannot decode {erlang_binary(args)}", class_id, method_id) from exc
+    return method
+
+
+def _fast_publish(payload: bytes) -> Method | None:
+    try:
+        n = payload[6]
+        exchange = payload[7:7 + n].decode()
+        pos = 7 + n
+        m = payload[pos]
+        key = payload[pos + 1:pos + 1 + m].decode()
+        bits = payload[pos + 1 + m]
+    except (IndexError, UnicodeDecodeError):
+        return None
+    if len(payload) != pos + 2 + m:
+        return None
+    method = commands.Basic.Publish.__new__(commands.Basic.Publish)
+    method.ticket, method.exchange, method.routing_key = 0, exchange, key
+    method.mandatory, method.immediate = bool(bits & 1), bool(bits & 2)
+    return method
+
+
+def _fast_ack(payload: bytes) -> Method | None:
+    if len(payload) != 13:
+        return None
+    tag, bits = _TAG_FLAGS.unpack_from(payload, 4)
+    method = commands.Basic.Ack.__new__(commands.Basic.Ack)
+    method.delivery_tag, method.multiple = tag, bool(bits & 1)
+    return method
+
+
+_FAST = {40: _fast_publish, 80: _fast_ack}
+_NO_PROPERTIES = commands.Basic.Properties()
+
+
+def method_ids(method: Method) -> tuple[int, int]:
+    return method.index >> 16, method.index & 0xFFFF
+
+
+# -- writing ------------------------------------------------------------------------------------------
+
+
+def encode_method(channel: int, method: Method) -> bytes:
+    if type(method) is commands.Basic.Deliver:
+        return _encode_deliver(channel, method)
+    return pframe.marshal(method, channel)
+
+
+_TAG_FLAGS = struct.Struct(">QB")
+
+
+def _shortstr(value: str) -> bytes:
+    data = value.encode()
+    if len(data) > 255:
+        raise ValueError("short string over 255 bytes")
+    return bytes([len(data)]) + data
+
+
+def _encode_deliver(channel: int, m: commands.Basic.Deliver) -> bytes:
+    """basic.deliver by hand: it is most of what a broker writes, and pamqp's generic marshal is slow."""
+    args = (_METHOD_ID.pack(60, 60) + _shortstr(m.consumer_tag or "")
+            + _TAG_FLAGS.pack(m.delivery_tag or 0, 1 if m.redelivered else 0)
+            + _shortstr(m.exchange or "") + _shortstr(m.routing_key or ""))
+    return _HEADER.pack(FRAME_METHOD, channel, len(args)) + args + _END
+
+
+def encode_content(channel: int, method: Method, body: bytes, properties: dict[str, Any], frame_max: int,
+                   wire: bytes | None = None) -> bytes:
+    """A method with content: the method frame, the content header, and the body cut to fit ``frame_max``.
+    ``wire``: the property flags and list exactly as a publisher sent them (RabbitMQ passes them on unchanged)."""
+    props = wire if wire is not None else to_pamqp_properties(properties).marshal()
+    header = _CONTENT_HEADER.pack(60, 0, len(body)) + props
+    parts = [encode_method(channel, method), _HEADER.pack(FRAME_HEADER, channel, len(header)), header, _END]
+    if body:
+        chunk = (frame_max - EMPTY_FRAME_SIZE) if frame_max else len(body)
+        if len(body) <= chunk:
+            parts += (_HEADER.pack(FRAME_BODY, channel, len(body)), body, _END)
+        else:
+            for start in range(0, len(body), chunk):
+                piece = body[start:start + chunk]
+                parts += (_HEADER.pack(FRAME_BODY, channel, len(piece)), piece, _END)
+    return b"".join(parts)
+
+
+_PROPERTY_NAMES = ("content_type", "content_encoding", "headers", "delivery_mode", "priority", "correlation_id",
+                   "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id", "cluster_id")
+
+
+def from_pamqp_properties(props: commands.Basic.Properties) -> dict[str, Any]:
+    """A content header's properties as the model keeps them (``type`` for pamqp's ``message_type``, a
+    ``timestamp`` in epoch seconds); absent properties are left out."""
+    out: dict[str, Any] = {}
+    for name in _PROPERTY_NAMES:
+        value = getattr(props, "message_type" if name == "type" else name, None)
+        if value is None or (name == "cluster_id" and value == ""):  # pamqp's default for an absent cluster_id
+            continue
+        if name == "timestamp" and isinstance(value, datetime.datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=datetime.timezone.utc)
+            value = int(value.timestamp())
+        out[name] = value
+    return out
+
+
+def to_pamqp_properties(properties: dict[str, Any]) -> commands.Basic.Properties:
+    props = commands.Basic.Properties.__new__(commands.Basic.Properties)
+    for name in _PROPERTY_NAMES:
+        attr = "message_type" if name == "type" else name
+        value = properties.get(name)
+        if name == "timestamp" and isinstance(value, int):
+            value = datetime.datetime.fromtimestamp(value, tz=datetime.timezone.utc)
+        setattr(props, attr, value)
+    return props
