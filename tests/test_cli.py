@@ -132,12 +132,12 @@ def test_serve_on_each_event_loop(loop: str) -> None:
     if loop == "uvloop":
         pytest.importorskip("uvloop")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", "--no-web-mqtt", "--loop", loop],
+        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", *ONLY_MQTT, "--loop", loop],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         assert proc.stdout is not None
-        banner = [proc.stdout.readline() for _ in range(3)]
+        banner = [_line(proc) for _ in range(3)]
         port = int(re.search(r"mqtt://127\.0\.0\.1:(\d+)", banner[1]).group(1))  # type: ignore[union-attr]
         expected = loop if loop != "auto" else ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
         assert f"event loop: {expected};" in banner[2]
