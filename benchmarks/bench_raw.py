@@ -381,16 +381,28 @@ def idle(port: int, pid: int, n: int) -> tuple[float, float, float]:
     return before, opened, rss_kib(pid)
 
 
-def startup(broker: Broker, tmp: str) -> float:
-    """Milliseconds from starting the process until its MQTT port accepts a connection."""
-    port = free_port()
+def startup(command: list[str], port: int, mqtt: bool = True) -> tuple[float, float]:
+    """Milliseconds from starting the process until its port accepts a TCP connection, and until it answers a
+    CONNECT with a CONNACK (``mqtt``)."""
     t0 = time.monotonic()
-    proc = subprocess.Popen(broker.command(port, tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        return (wait_port(port, proc) - t0) * 1000
+        accepted = (wait_port(port, proc) - t0) * 1000
+        if not mqtt:
+            return accepted, accepted
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+            s.sendall(connect("startup"))
+            if s.recv(4) != CONNACK:
+                raise RuntimeError("no CONNACK")
+        return accepted, (time.monotonic() - t0) * 1000
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+#: The floor for any Python server: an interpreter that binds, listens and does nothing else.
+PYTHON_FLOOR = ("import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); "
+                "s.listen(); time.sleep(60)")
 
 
 # -- rounds and the report ------------------------------------------------------------------------------------
@@ -456,9 +468,21 @@ def run(args: argparse.Namespace, brokers: list[Broker], tmp: str) -> list[Figur
             total.values[b.name].append(opened / 1024)
     if "startup" in only:
         f_start = fig("process start until the port accepts", "ms", False)
+        f_ack = fig("process start until the first CONNACK", "ms", False)
+        floor: list[float] = []
         for _ in range(3):
             for _, b in interleave(brokers, args.rounds):
-                f_start.values[b.name].append(startup(b, tmp))
+                port = free_port()
+                accepted, acked = startup(b.command(port, tmp), port)
+                f_start.values[b.name].append(accepted)
+                f_ack.values[b.name].append(acked)
+                port = free_port()
+                floor.append(startup([sys.executable, "-c", PYTHON_FLOOR, str(port)], port, mqtt=False)[0])
+        print(f"python floor (an interpreter that only binds and listens): median {statistics.median(floor):.1f} ms, "
+              f"best {min(floor):.1f} ms", flush=True)
+        for b in brokers:
+            print(f"{b.name}: best {min(f_start.values[b.name]):.1f} ms until it accepts, "
+                  f"{min(f_ack.values[b.name]):.1f} ms until the first CONNACK", flush=True)
     return figures
 
 

@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace, sockets: dict[str, Any]) -> None:
     import signal
 
     import anyio
@@ -73,7 +73,7 @@ async def _serve(args: argparse.Namespace) -> None:
         mqtt_prefetch=args.prefetch,
         **ports,
     )
-    async with _run_node(options) as (node, _journal):
+    async with _run_node(options, sockets) as (node, _journal):
         specs = {spec.name: spec for spec in listener_specs()}
         lines = []
         for name, address in node.addresses.items():
@@ -153,7 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     backend = "trio" if loop == "trio" else "asyncio"
     try:
-        anyio.run(_serve, args, backend=backend, backend_options={"use_uvloop": True} if loop == "uvloop" else {})
+        sockets = _bind_early(args)
+        anyio.run(_serve, args, sockets, backend=backend,
+                  backend_options={"use_uvloop": True} if loop == "uvloop" else {})
     except Exception as exc:
         os_error = _find_os_error(exc)
         if os_error is None:
@@ -162,6 +164,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fakebroker: cannot listen: {os_error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _bind_early(args: argparse.Namespace) -> dict[str, Any]:
+    """Bind and listen on every port before the broker's modules are imported: from then on the kernel accepts
+    connections into the backlog, and the broker serves them once it runs. A test suite that waits for the
+    port can go on that much sooner. Only for an IP address (a host name may stand for several), and only where
+    anyio can take over a bound socket; otherwise the runtime binds, as the Python API does."""
+    import ipaddress
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(args.host).version == 6 else socket.AF_INET
+    except ValueError:
+        return {}
+    sockets: dict[str, socket.socket] = {}
+    try:
+        for spec in listener_specs():
+            if getattr(args, f"no_{spec.name}"):
+                continue
+            port = getattr(args, spec.option)
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets[spec.name] = sock
+            if sys.platform != "win32":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as anyio's listeners
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind((args.host, port))
+            except OSError as exc:
+                from .server.runtime import listen_error
+
+                raise OSError(exc.errno, listen_error(spec.name, args.host, port, exc)) from exc
+            sock.listen(65535)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets.values():
+            sock.close()
+        raise
+    return sockets
 
 
 def _find_os_error(exc: BaseException) -> OSError | None:

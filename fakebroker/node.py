@@ -5,6 +5,7 @@ The node is the :class:`~fakebroker.protocols.base.SessionHost` of every session
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -76,13 +77,13 @@ class Node:
 
         return make
 
-    async def start(self, tg: anyio.abc.TaskGroup) -> None:
+    async def start(self, tg: anyio.abc.TaskGroup, sockets: dict[str, socket.socket] | None = None) -> None:
         listeners: dict[str, tuple[int, SessionFactory]] = {}
         for spec in self.listener_specs():
             port = self.options.ports[spec.name]
             assert port is not None
             listeners[spec.name] = (port, self._factory(spec))
-        await self.runtime.start(tg, listeners)
+        await self.runtime.start(tg, listeners, sockets)
 
     async def aclose(self) -> None:
         self.stopping = True

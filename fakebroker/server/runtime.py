@@ -351,24 +351,32 @@ class Runtime:
         self.on_disconnect: Callable[[Connection], None] = lambda c: None
 
     # -- lifecycle ----------------------------------------------------------------------------------
-    async def start(self, tg: anyio.abc.TaskGroup, listeners: dict[str, tuple[int, SessionFactory]]) -> None:
+    async def start(self, tg: anyio.abc.TaskGroup, listeners: dict[str, tuple[int, SessionFactory]],
+                    sockets: dict[str, socket.socket] | None = None) -> None:
+        """Open the listeners. ``sockets``: listening sockets already bound (by ``fakebroker serve``, so that
+        its ports accept connections before the event loop runs), by listener name; the rest are bound here."""
         self._tg = tg
         self._loop = _running_asyncio_loop() if self.asyncio_protocols else None
+        sockets = sockets or {}
         for name, (port, factory) in listeners.items():
             self._factories[name] = factory
             if self.max_connections is not None:
                 self._slots[name] = anyio.Semaphore(self.max_connections)
-            await self._open_listener(name, port)
+            await self._open_listener(name, port, sockets.get(name))
         if isinstance(self.clock, WallClock):
             self.clock.on_schedule = self._timer_scheduled
             tg.start_soon(self._wall_timers)
 
-    async def _open_listener(self, name: str, port: int) -> None:
+    async def _open_listener(self, name: str, port: int, bound: socket.socket | None = None) -> None:
         assert self._tg is not None
-        try:
-            listener = await anyio.create_tcp_listener(local_host=self.host, local_port=port, reuse_port=False)
-        except OSError as exc:
-            raise OSError(exc.errno, f"{name} listener on {self.host}:{port}: {exc.strerror}") from exc
+        listener: anyio.abc.Listener[Any]
+        if bound is not None:
+            listener = await anyio.abc.SocketListener.from_socket(bound)
+        else:
+            try:
+                listener = await anyio.create_tcp_listener(local_host=self.host, local_port=port, reuse_port=False)
+            except OSError as exc:
+                raise OSError(exc.errno, listen_error(name, self.host, port, exc)) from exc
         sock = listener.extra(anyio.abc.SocketAttribute.raw_socket)
         host, bound_port = sock.getsockname()[:2]
         self.addresses[name] = Address(host, bound_port)
@@ -720,6 +728,10 @@ class Runtime:
             delay = None if deadline is None else max(0.0, deadline - self.clock.now())
             with anyio.move_on_after(delay if delay is not None else float("inf")):
                 await self._timer_wake.wait()
+
+
+def listen_error(listener: str, host: str, port: int, exc: OSError) -> str:
+    return f"{listener} listener on {host}:{port}: {exc.strerror}"
 
 
 def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
