@@ -541,7 +541,7 @@ class Runtime:
             if slots is not None:
                 slots.release()
             return
-        conn = _ProtocolConnection(self, next(self._ids), listener, session, (peer[0], peer[1]), self.clock.now(),
+        conn = _ProtocolConnection(self, next(self._ids), listener, session, session.info.peer, self.clock.now(),
                                    loop, slots)
         try:
             await loop.connect_accepted_socket(lambda: conn, sock)
@@ -573,7 +573,7 @@ class Runtime:
             return
         peer, local = (peer[0], int(peer[1])), (local[0], int(local[1]))
         session = self._session(listener, peer, local)
-        conn = _TaskConnection(self, next(self._ids), listener, session, (peer[0], peer[1]), self.clock.now(),
+        conn = _TaskConnection(self, next(self._ids), listener, session, session.info.peer, self.clock.now(),
                                stream, raw, slots)
         self._opened(conn)
         try:
