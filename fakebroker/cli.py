@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--prefetch", type=int, default=10, help="unacknowledged QoS 1 deliveries per MQTT client")
     s.add_argument("--loop", choices=("auto", "asyncio", "uvloop", "trio"), default="auto",
                    help="event loop: auto (uvloop when installed, else asyncio), asyncio, uvloop or trio")
+    s.add_argument("--retain-log", type=int, default=1000, metavar="N",
+                   help="messages the broker remembers for --verbose and reports (default 1000; a long-running "
+                        "broker that kept every message would grow without bound)")
     s.add_argument("-v", "--verbose", action="store_true",
                    help="print connections, subscriptions and messages as they happen")
     return parser
@@ -71,9 +74,15 @@ async def _serve(args: argparse.Namespace, sockets: dict[str, Any]) -> None:
         allow_anonymous=not args.no_anonymous,
         mqtt_subscription_ttl=args.subscription_ttl,
         mqtt_prefetch=args.prefetch,
+        retain_log=args.retain_log,
         **ports,
     )
     async with _run_node(options, sockets) as (node, _journal):
+        # What exists now (modules, the model, the listeners) lives as long as the process: out of the cyclic
+        # collector's way, so that a collection costs what the connections and messages of the moment hold.
+        import gc
+
+        gc.freeze()
         specs = {spec.name: spec for spec in listener_specs()}
         lines = []
         for name, address in node.addresses.items():
