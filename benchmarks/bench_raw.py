@@ -113,6 +113,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -
 class Broker:
     name: str
     command: Callable[[int, str], list[str]]  # (port, scratch dir) -> argv
+    env: dict[str, str] | None = None  # for the process, if not this one's
 
 
 def mosquitto_cmd(port: int, tmp: str) -> list[str]:
@@ -144,7 +145,8 @@ def _other_listeners_off() -> list[str]:
 @contextlib.contextmanager
 def running(broker: Broker, tmp: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
-    proc = subprocess.Popen(broker.command(port, tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(broker.command(port, tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=broker.env)
     try:
         wait_port(port, proc)
         yield port, proc
@@ -381,11 +383,12 @@ def idle(port: int, pid: int, n: int) -> tuple[float, float, float]:
     return before, opened, rss_kib(pid)
 
 
-def startup(command: list[str], port: int, mqtt: bool = True) -> tuple[float, float]:
+def startup(command: list[str], port: int, mqtt: bool = True,
+            env: dict[str, str] | None = None) -> tuple[float, float]:
     """Milliseconds from starting the process until its port accepts a TCP connection, and until it answers a
     CONNECT with a CONNACK (``mqtt``)."""
     t0 = time.monotonic()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         accepted = (wait_port(port, proc) - t0) * 1000
         if not mqtt:
@@ -473,7 +476,7 @@ def run(args: argparse.Namespace, brokers: list[Broker], tmp: str) -> list[Figur
         for _ in range(3):
             for _, b in interleave(brokers, args.rounds):
                 port = free_port()
-                accepted, acked = startup(b.command(port, tmp), port)
+                accepted, acked = startup(b.command(port, tmp), port, env=b.env)
                 f_start.values[b.name].append(accepted)
                 f_ack.values[b.name].append(acked)
                 port = free_port()
@@ -511,6 +514,9 @@ def main() -> None:
     parser.add_argument("--fanout", type=int, default=100)
     parser.add_argument("--payload", type=int, default=64)
     parser.add_argument("--idle", type=int, default=5_000, help="idle connections")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="also run the fakebroker of another checkout (e.g. a worktree of an older commit), "
+                             "from its source tree, with its default event loop")
     parser.add_argument("--fakebroker-loop", default="",
                         help="comma-separated event loops for `fakebroker serve --loop` (one column each); "
                              "default: what `fakebroker serve` picks")
@@ -523,6 +529,9 @@ def main() -> None:
     loops = [x for x in args.fakebroker_loop.split(",") if x]
     brokers = [Broker(f"fakebroker ({loop})", fakebroker_cmd(["--loop", loop])) for loop in loops] or [
         Broker("fakebroker", fakebroker_cmd([]))]
+    if args.baseline:
+        env = {**os.environ, "PYTHONPATH": os.path.abspath(args.baseline)}
+        brokers.insert(0, Broker("baseline", fakebroker_cmd([]), env))
     brokers.append(Broker("mosquitto", mosquitto_cmd))
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
