@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--retain-log", type=int, default=1000, metavar="N",
                    help="messages the broker remembers for --verbose and reports (default 1000; a long-running "
                         "broker that kept every message would grow without bound)")
+    s.add_argument("--clock", choices=("wall", "virtual"), default="wall",
+                   help="wall (default): timers run in real time; virtual: time moves only when a test advances it "
+                        "(POST /api/fakebroker/clock/advance on the management listener)")
     s.add_argument("-v", "--verbose", action="store_true",
                    help="print connections, subscriptions and messages as they happen")
     return parser
@@ -68,7 +71,7 @@ async def _serve(args: argparse.Namespace, sockets: dict[str, Any]) -> None:
              for spec in listener_specs()}
     options = Options.from_kwargs(
         host=args.host,
-        clock="wall",
+        clock=args.clock,
         users=users,
         vhosts=("/", *args.vhost),
         allow_anonymous=not args.no_anonymous,
@@ -85,14 +88,17 @@ async def _serve(args: argparse.Namespace, sockets: dict[str, Any]) -> None:
         gc.freeze()
         specs = {spec.name: spec for spec in listener_specs()}
         lines = []
+        width = max((len(name) for name in node.addresses), default=0) + 2
         for name, address in node.addresses.items():
             spec = specs[name]
             text = spec.url.format(host=address.host, port=address.port) if spec.url else \
                 f"{spec.protocol}://{address.host}:{address.port}"
-            lines.append(f"{name.replace('_', '-'):<10}{text}")
+            lines.append(f"{name.replace('_', '-'):<{width}}{text}")
         login = ", ".join(f"{u}/{p}" for u, p in users.items())
         print("fakebroker is serving:\n  " + "\n  ".join(lines), flush=True)
-        print(f"clock: wall (timers run in real time); users: {login}"
+        clock = "wall (timers run in real time)" if args.clock == "wall" else \
+            "virtual (time moves on POST /api/fakebroker/clock/advance)"
+        print(f"clock: {clock}; users: {login}"
               f"{'; anonymous MQTT allowed' if not args.no_anonymous else ''}; event loop: {_loop_name(args)}; "
               "stop with Ctrl-C or SIGTERM", flush=True)
         if args.verbose:

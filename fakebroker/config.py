@@ -27,29 +27,50 @@ def _default_settings() -> dict[str, Any]:
 
 @dataclass
 class Options:
+    """A broker's options, as :func:`~fakebroker.start`, :func:`~fakebroker.serve`, the ``fakebroker`` marker
+    and ``fakebroker serve`` take them: the fields below, ``<listener>_port`` for each listener (``mqtt_port``,
+    ``web_mqtt_port``; 0 for a free port, None to leave it closed) and ``<protocol>_<setting>`` for each
+    protocol setting (``mqtt_prefetch``, ``mqtt_subscription_ttl``, ...), some also by a shorter alias
+    (``prefetch``). :meth:`names` lists them all; an unknown name is a TypeError that lists them too.
+
+    Examples:
+        >>> options = fakebroker.Options.from_kwargs(web_mqtt_port=None, prefetch=5)
+        >>> options.mqtt_prefetch, options.web_mqtt_port
+        (5, None)
+    """
+
     host: str = "127.0.0.1"
+    """The address the listeners bind."""
     clock: str | Clock = "virtual"
+    """``"virtual"`` (moves only when the test advances it), ``"wall"``, or a :class:`~fakebroker.VirtualClock` /
+    :class:`~fakebroker.WallClock` instance."""
 
     # Authentication (RabbitMQ: default_user/default_pass, mqtt.allow_anonymous).
     users: dict[str, Any] = field(default_factory=lambda: {"guest": "guest"})
+    """User -> password, or -> ``{"password": ..., "vhosts": [...]}``."""
     vhosts: tuple[str, ...] = ("/",)
+    """The virtual hosts (``vhost`` and the protocols' vhosts are added when missing)."""
     allow_anonymous: bool = True
+    """Clients that send no credentials log in as ``default_user`` (RabbitMQ's ``mqtt.allow_anonymous``)."""
     default_user: str = "guest"
+    """The anonymous login's user."""
     default_pass: str = "guest"
-    #: The vhost of the Python API's calls and of protocols that do not name one (RabbitMQ's default_vhost).
+    """The anonymous login's password."""
     vhost: str = "/"
-    retain_log: int | None = None  # keep at most this many entries in the message log (None = all)
-    #: Seconds of broker-clock time a connection has to complete its protocol's opening (MQTT CONNECT, STOMP
-    #: CONNECT, an HTTP request head, AMQP's handshake) before it is closed; None: no limit. RabbitMQ: 10 s.
+    """The vhost of the Python API's calls and of protocols that do not name one (RabbitMQ's default_vhost)."""
+    retain_log: int | None = None
+    """Keep at most this many entries in the message log (None: all)."""
     handshake_timeout: float | None = 10.0
-    #: Connections one listener holds at most; past it the listener stops accepting (new clients wait in the
-    #: TCP backlog) until one closes, as RabbitMQ's listeners do at ``ranch``'s max_connections. None: no limit.
+    """Seconds of broker-clock time a connection has to complete its protocol's opening (MQTT CONNECT, STOMP
+    CONNECT, an HTTP request head, AMQP's handshake) before it is closed; None: no limit. RabbitMQ: 10 s."""
     max_connections: int | None = 10_000
+    """Connections one listener holds at most; past it the listener stops accepting (new clients wait in the
+    TCP backlog) until one closes, as RabbitMQ's listeners do at ``ranch``'s max_connections. None: no limit."""
 
-    #: Listener name -> port (0: a free port; None: not opened).
     ports: dict[str, int | None] = field(default_factory=_default_ports)
-    #: Protocol name -> its settings dataclass.
+    """Listener name -> port (0: a free port; None: not opened); given as ``<listener>_port`` options."""
     settings: dict[str, Any] = field(default_factory=_default_settings)
+    """Protocol name -> its settings dataclass; given as ``<protocol>_<setting>`` options."""
 
     @classmethod
     def names(cls) -> list[str]:
@@ -64,6 +85,8 @@ class Options:
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Options:
+        """Options from keyword arguments as :func:`~fakebroker.start` takes them, checked (TypeError for an
+        unknown name, ValueError for a bad value)."""
         core = {f.name for f in dataclasses.fields(cls)} - {"ports", "settings"}
         ports = _default_ports()
         by_option = {spec.option: spec.name for spec in listener_specs()}
@@ -90,6 +113,7 @@ class Options:
         return options
 
     def validate(self) -> None:
+        """Check the values (ValueError), and add the vhosts that options name to ``vhosts``."""
         if self.handshake_timeout is not None and not self.handshake_timeout > 0:
             raise ValueError("handshake_timeout is in seconds and must be positive (or None)")
         if self.max_connections is not None and self.max_connections < 1:
@@ -121,6 +145,7 @@ class Options:
         return out
 
     def replace(self, **kwargs: Any) -> Options:
+        """A copy with ``kwargs`` changed, checked as :meth:`from_kwargs` checks them."""
         return Options.from_kwargs(**{**self.as_kwargs(), **_resolve_aliases(kwargs)})
 
     def __getattr__(self, name: str) -> Any:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -19,7 +19,15 @@ from .protocols import listener_specs
 from .protocols.base import ConnectionInfo, ListenerSpec, Session, SessionFactory
 from .server.runtime import Address, Connection, Runtime
 
+if TYPE_CHECKING:
+    from .observe import Journal
+
 S = TypeVar("S")
+
+
+#: Listeners of the test's operator rather than of the broker's clients: they stay open while the broker refuses
+#: connections or restarts, and their connections survive a restart.
+OPERATOR_LISTENERS = ("management",)
 
 
 class ApiOwner:
@@ -48,6 +56,9 @@ class Node:
         # RabbitMQ stops its MQTT plugin (observed on 3.10 with `rabbitmqctl stop_app`).
         self.stopping = False
         self.refusing = False  # listeners closed by refuse_connections()
+        #: Set by the facade once the node runs: the task group and journal the HTTP control plane uses.
+        self.task_group: anyio.abc.TaskGroup | None = None
+        self.journal: Journal | None = None
 
     # -- SessionHost ----------------------------------------------------------------------------------
     def state(self, kind: Callable[[], S]) -> S:
@@ -83,6 +94,7 @@ class Node:
             port = self.options.ports[spec.name]
             assert port is not None
             listeners[spec.name] = (port, self._factory(spec))
+        self.task_group = tg
         await self.runtime.start(tg, listeners, sockets)
 
     async def aclose(self) -> None:
@@ -90,20 +102,22 @@ class Node:
         await self.runtime.aclose()
 
     async def refuse(self, refuse: bool) -> None:
-        """Close (True) or reopen (False) the listening sockets, keeping the ports."""
+        """Close (True) or reopen (False) the listening sockets, keeping the ports. The operator listeners
+        (management: the control plane) stay open, so a test driving the broker over HTTP can end the fault."""
         self.refusing = refuse
         if refuse:
-            await self.runtime.close_listeners()
+            await self.runtime.close_listeners(keep=OPERATOR_LISTENERS)
         else:
             await self.runtime.reopen_listeners()
 
     async def restart(self) -> None:
         """A node restart: listeners close, every connection drops (no wills), the model keeps what is
         durable (:meth:`Broker.restart`), and the listeners reopen on the same ports (unless refusing)."""
-        await self.runtime.close_listeners()
+        await self.runtime.close_listeners(keep=OPERATOR_LISTENERS)
         self.stopping = True
         try:
-            await self.runtime.drop_all()
+            # The operator's HTTP connections (a control-plane request asking for this restart) stay.
+            await self.runtime.drop_all(keep=OPERATOR_LISTENERS)
         finally:
             self.stopping = False
         for channel in self.api_channels.values():

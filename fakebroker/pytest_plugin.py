@@ -87,7 +87,20 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 @pytest.fixture
 def fakebroker_options(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The options of this test's brokers: suite defaults, then ``fakebroker`` markers, closest last."""
+    """The options of this test's brokers: suite defaults, then ``fakebroker`` markers, closest last.
+
+    Examples:
+        ```python
+        # test_fixture_fakebroker_options.py
+        import pytest
+
+
+        @pytest.mark.fakebroker(prefetch=5)
+        def test_the_marker_sets_an_option(fakebroker_options, fakebroker):
+            assert fakebroker_options["prefetch"] == 5
+            assert fakebroker.options.mqtt_prefetch == 5
+        ```
+    """
     defaults: dict[str, Any] = request.config.stash[_DEFAULTS]
     options = dict(defaults)
     for marker in reversed(list(request.node.iter_markers("fakebroker"))):
@@ -116,6 +129,15 @@ def fakebroker_factory(request: pytest.FixtureRequest,
     """``fakebroker_factory(**options)`` starts a broker (the test's options, overridden by ``options``).
 
     Every broker it started is stopped after the test, last first.
+
+    Examples:
+        ```python
+        # test_fixture_fakebroker_factory.py
+        def test_two_brokers_share_nothing(fakebroker, fakebroker_factory):
+            tenants = fakebroker_factory(vhosts=("/", "tenant-a"))
+            tenants.declare_queue("jobs", vhost="tenant-a")
+            assert "jobs" in tenants.queues_in("tenant-a") and "jobs" not in fakebroker.queues
+        ```
     """
     started: list[ThreadedBroker] = []
 
@@ -143,7 +165,17 @@ def fakebroker_factory(request: pytest.FixtureRequest,
 def fakebroker(fakebroker_factory: Callable[..., ThreadedBroker]) -> ThreadedBroker:
     """A started, empty broker on free ports and the virtual clock, stopped after the test.
 
-    Configure it with ``@pytest.mark.fakebroker(**options)`` or the suite-wide options.
+    Configure it with ``@pytest.mark.fakebroker(**options)`` or the suite-wide options. When the test fails,
+    its report shows the broker's traffic.
+
+    Examples:
+        ```python
+        # test_fixture_fakebroker.py
+        def test_a_reading_reaches_the_audit_queue(fakebroker):
+            fakebroker.declare_queue("audit")
+            fakebroker.bind("audit", "amq.topic", "sensors.#")
+            assert fakebroker.publish("amq.topic", "sensors.temp", b"21.5").queues == ("audit",)
+        ```
     """
     return fakebroker_factory()
 
@@ -151,7 +183,22 @@ def fakebroker(fakebroker_factory: Callable[..., ThreadedBroker]) -> ThreadedBro
 @pytest.fixture
 async def async_fakebroker(request: pytest.FixtureRequest, fakebroker_options: dict[str, Any],
                            anyio_backend: Any) -> AsyncIterator[AsyncBroker]:
-    """A broker running in the test's own anyio event loop (asyncio or trio), for ``@pytest.mark.anyio`` tests."""
+    """A broker running in the test's own anyio event loop (asyncio or trio), for ``@pytest.mark.anyio`` tests.
+
+    Examples:
+        ```python
+        # test_fixture_async_fakebroker.py
+        import pytest
+
+
+        @pytest.mark.anyio
+        async def test_a_message_expires_when_time_moves(async_fakebroker):
+            async_fakebroker.declare_queue("jobs", arguments={"x-message-ttl": 30_000})
+            async_fakebroker.publish("", "jobs", b"job 1")
+            await async_fakebroker.advance(30)
+            assert async_fakebroker.queues["jobs"].messages == 0
+        ```
+    """
     async with serve(**fakebroker_options) as broker:
         _register(request.node, broker)
         yield broker
@@ -166,7 +213,17 @@ def mqtt_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
     **options)`` -> a paho-mqtt :class:`~fakebroker.clients.mqtt.MqttClient`, connected (and subscribed) to
     ``broker`` (default: this test's ``fakebroker``), over WebSocket with ``websocket=True``. ``options`` are
     the client's (``clean_session``, ``keepalive``, ``will``, ``username``, ``password``, ``protocol``,
-    ``reconnect``). Every client is closed after the test."""
+    ``reconnect``). Every client is closed after the test.
+
+    Examples:
+        ```python
+        # test_fixture_mqtt_client.py
+        def test_a_command_reaches_the_device(fakebroker, mqtt_client):
+            device = mqtt_client("device-1", subscribe="commands/#", qos=1)
+            fakebroker.publish("amq.topic", "commands.reboot", b"now")
+            assert device.get().payload == b"now"
+        ```
+    """
     try:
         from .clients.mqtt import MqttClient
     except ImportError as exc:  # paho-mqtt is an optional dependency

@@ -29,7 +29,18 @@ SessionMaker = Callable[[ConnectionInfo, SessionHost], Session]
 
 
 class FakeHost:
-    """A :class:`~fakebroker.protocols.base.SessionHost` with a real model on a virtual clock, and no node."""
+    """A :class:`~fakebroker.protocols.base.SessionHost` with a real model on a virtual clock, and no node.
+
+    ``options`` are those of :func:`fakebroker.start`. ``events`` records every ``emit(event, *args)``.
+
+    Examples:
+        >>> from fakebroker.testing import FakeHost
+        >>> host = FakeHost(vhosts=("/", "tenant-a"))
+        >>> host.model.vhost("tenant-a").declare_queue("jobs").name
+        'jobs'
+        >>> host.clock.now()
+        0.0
+    """
 
     def __init__(self, **options: Any) -> None:
         self.options = Options.from_kwargs(**options)
@@ -51,7 +62,17 @@ class FakeHost:
 
 
 class SessionDriver:
-    """Plays the runtime for one session: feeds bytes, collects output, counts wake-ups and aborts."""
+    r"""Plays the runtime for one session: feeds bytes, collects output (``output``), counts wake-ups
+    (``wakeups``) and notes an abort (``aborted``).
+
+    Examples:
+        >>> from fakebroker.testing import INFO, FakeHost, SessionDriver
+        >>> from fakebroker.protocols.mqtt.codec import Connect, encode
+        >>> from fakebroker.protocols.mqtt.session import MqttSession
+        >>> driver = SessionDriver(MqttSession(INFO, FakeHost()))
+        >>> driver.feed(encode(Connect(client_id="device-1")))  # CONNACK, accepted
+        b' \x02\x00\x00'
+    """
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -69,11 +90,35 @@ class SessionDriver:
         self.session.connection_lost()
 
     def feed(self, data: bytes) -> bytes:
-        """``receive_data(data)``, then whatever the session has to send."""
+        r"""``receive_data(data)``, then whatever the session has to send.
+
+        Examples:
+            >>> from fakebroker.testing import INFO, FakeHost, SessionDriver
+            >>> from fakebroker.protocols.mqtt.codec import Connect, Subscribe, encode
+            >>> from fakebroker.protocols.mqtt.session import MqttSession
+            >>> driver = SessionDriver(MqttSession(INFO, FakeHost()))
+            >>> _ = driver.feed(encode(Connect(client_id="device-1")))
+            >>> driver.feed(encode(Subscribe(1, [("a/#", 0)])))  # SUBACK, QoS 0 granted
+            b'\x90\x03\x00\x01\x00'
+        """
         self.session.receive_data(data)
         return self.drain()
 
     def drain(self) -> bytes:
+        """What the session queued since the last call, for output that starts elsewhere (a message routed to it,
+        a timer).
+
+        Examples:
+            >>> from fakebroker.testing import INFO, FakeHost, SessionDriver
+            >>> from fakebroker.protocols.mqtt.codec import Connect, encode
+            >>> from fakebroker.protocols.mqtt.session import MqttSession
+            >>> host = FakeHost()
+            >>> driver = SessionDriver(MqttSession(INFO, host))
+            >>> _ = driver.feed(encode(Connect(client_id="device-1", keepalive=10)))
+            >>> host.clock.advance(15)  # 1.5 x keepalive with nothing read
+            >>> driver.drain(), driver.session.state, driver.session.close_reason
+            (b'', 'closed', 'keepalive timeout')
+        """
         out = self.session.data_to_send()
         self.output += out
         return out
@@ -116,7 +161,14 @@ def check_session_contract(factory: SessionMaker, script: Sequence[bytes], *, sp
     - end of input reported once (``_on_connection_lost`` runs once, however often EOF or a loss is reported);
     - nothing written after the close, even when the clock moves on and timers fire.
 
-    ``normalize`` maps the output before comparing (for protocols that put random ids on the wire).
+    ``normalize`` maps the output before comparing (for protocols that put random ids on the wire);
+    ``host_options`` are the :class:`FakeHost`'s.
+
+    Examples:
+        >>> from fakebroker.testing import check_session_contract
+        >>> from fakebroker.protocols.mqtt.codec import Connect, Disconnect, encode
+        >>> from fakebroker.protocols.mqtt.session import MqttSession
+        >>> check_session_contract(MqttSession, [encode(Connect(client_id="device-1")), encode(Disconnect())])
     """
     options = host_options or {}
     data = b"".join(script)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The package as users get it: build the sdist and the wheel (from the sdist), check them, install the wheel into
 # a fresh venv outside the checkout, and run the smoke tests against that install: the pytest plugin through its
-# entry point, `fakebroker serve`, py.typed (mypy reads the annotations), the version, and the examples and
-# README example.
+# entry point, `fakebroker serve`, py.typed (mypy reads the annotations), the version, the examples, and every
+# Python example of README.md and docs/.
 #
 #   bash scripts/wheel_smoke.sh
 #
@@ -44,15 +44,18 @@ for example in "$ROOT"/examples/*.py; do
     fi
 done
 
-# The smoke suite: our own tests of the install, and the project's example and README tests, which locate
-# examples/ and README.md relative to themselves. No conftest.py: the plugin must come from the entry point.
+# The smoke suite: our own tests of the install, and the project's example, README and docs-example tests, which
+# locate examples/, README.md and docs/ relative to themselves. No conftest.py: the plugin must come from the
+# entry point (pytester, which the docs-example test uses, is enabled in pytest.ini instead).
 SMOKE=$WORK/smoke
-mkdir -p "$SMOKE/tests"
+mkdir -p "$SMOKE/tests/kit"
 cp "$ROOT/scripts/wheel_smoke/test_installed.py" "$ROOT/tests/test_examples.py" "$ROOT/tests/test_readme.py" \
-    "$SMOKE/tests/"
+    "$ROOT/tests/test_docs_examples.py" "$SMOKE/tests/"
+cp "$ROOT/tests/kit/__init__.py" "$ROOT/tests/kit/docs.py" "$SMOKE/tests/kit/"
 cp -r "$ROOT/examples" "$SMOKE/examples"
+cp -r "$ROOT/docs" "$SMOKE/docs"
 cp "$ROOT/README.md" "$SMOKE/"
-printf '[pytest]\ntimeout = 120\n' >"$SMOKE/pytest.ini"
+printf '[pytest]\ntimeout = 120\npythonpath = tests\naddopts = -p pytester\n' >"$SMOKE/pytest.ini"
 WHEEL=$(echo "$WORK"/dist/*.whl)
 
 smoke() {

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import requests
+
 import fakebroker
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -166,3 +168,45 @@ def test_stomp_consumer_gets_what_the_publisher_sent():
             consumer.wait()
         eventually(lambda: broker.queues["stomp-messages"].unacked == 0)
         assert broker.queues["stomp-messages"].messages == 0
+
+
+# -- AMQP (rabbitpy) and statelessd (HTTP) examples -------------------------------------------------------
+def run_example(*args: str) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_rabbitpy_setup_then_mqtt_publish_then_rabbitpy_get() -> None:
+    with fakebroker.start() as broker:
+        out = run_example(str(EXAMPLES / "amqp_setup.py"), "--url", broker.amqp_url)
+        assert out.stdout == "declared mqtt-messages, bound to amq.topic with #\n"
+        q = broker.queues["mqtt-messages"]
+        assert (q.durable, q.auto_delete, q.exclusive) == (False, False, False)
+        assert [(b.source, b.routing_key) for b in broker.bindings if b.destination == "mqtt-messages"
+                and b.source] == [("amq.topic", "#")]
+        assert run_example(str(EXAMPLES / "amqp_get.py"), "--url", broker.amqp_url).stdout == "empty\n"
+        host, port = broker.mqtt
+        run_example(str(EXAMPLES / "mqtt_publisher.py"), "--host", host, "--port", str(port))
+        out = run_example(str(EXAMPLES / "amqp_get.py"), "--url", broker.amqp_url)
+        assert out.stdout == ("mqtt.example {'x-mqtt-dup': False, 'x-mqtt-publish-qos': 1} "
+                              "hello world from MQTT via Python\n")
+        assert broker.queues["mqtt-messages"].messages == 0
+
+
+def test_the_chapter_example_publishes_into_the_queue_the_management_api_shows() -> None:
+    with fakebroker.start() as broker:
+        broker.declare_queue("statelessd-messages")
+        broker.bind("statelessd-messages", "amq.topic", "#")
+        out = subprocess.run([sys.executable, str(EXAMPLES / "statelessd_publisher.py"), "--url", broker.http_url,
+                              "--count", "3"], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert "published 3 message(s)" in out.stdout
+        queue = requests.get(f"{broker.management_url}/api/queues/%2F/statelessd-messages",
+                             auth=("guest", "guest"), timeout=TIMEOUT).json()
+        assert queue["messages"] == 3
+        got = requests.post(f"{broker.management_url}/api/queues/%2F/statelessd-messages/get",
+                            json={"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"},
+                            auth=("guest", "guest"), timeout=TIMEOUT).json()
+        assert got[0]["payload"] == "message 0 via statelessd"
+        assert got[0]["properties"]["app_id"] == "statelessd-example"

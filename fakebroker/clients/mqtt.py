@@ -43,11 +43,18 @@ class Received:
     dup: bool = field(default=False, compare=False)
 
     def astuple(self) -> tuple[str, bytes, int]:
-        """``(topic, payload, qos)``, handy in assertions."""
+        """``(topic, payload, qos)``, handy in assertions.
+
+        Examples:
+            >>> from fakebroker.clients.mqtt import Received
+            >>> Received("commands/reboot", b"now", 1).astuple()
+            ('commands/reboot', b'now', 1)
+        """
         return (self.topic, self.payload, self.qos)
 
     @property
     def key(self) -> tuple[str, bytes, int, bool]:
+        """``(topic, payload, qos, retain)``: what makes two messages equal."""
         return (self.topic, self.payload, self.qos, self.retain)
 
 
@@ -58,7 +65,17 @@ class MqttClient:
     (MQTT 3.1) or 4 (3.1.1); 5 only to see the broker refuse MQTT 5. ``will`` is ``(topic, payload, qos,
     retain)``. With ``reconnect`` paho reconnects by itself after the broker drops it (quickly, for tests);
     without, a drop is final. ``sink`` is the list that collects every received message (share one between
-    connections of one client id).
+    connections of one client id). ``timeout`` bounds every wait (only reached when a test fails).
+
+    Examples:
+        >>> device = MqttClient(broker.mqtt, "device-1", will=("status/device-1", b"offline", 1, True))
+        >>> device.connect()
+        (False, 0)
+        >>> device.subscribe("commands/#", qos=1)
+        [1]
+        >>> _ = broker.publish("amq.topic", "commands.reboot", b"now")
+        >>> device.get()
+        Received(topic='commands/reboot', payload=b'now', qos=1, retain=False, dup=False)
     """
 
     def __init__(self, address: Sequence[Any] | str, client_id: str = "", *, protocol: int = 4,
@@ -67,13 +84,18 @@ class MqttClient:
                  username: str | None = None, password: str | None = None, reconnect: bool = False,
                  sink: list[Received] | None = None, timeout: float = TIMEOUT) -> None:
         self.client_id = client_id
+        """The client id its CONNECT sends."""
         self.keepalive = keepalive
+        """The keepalive its CONNECT sends, in seconds."""
         self.timeout = timeout
+        """How long each wait lasts at most, in real seconds."""
         if isinstance(address, str):
             url = urlparse(address)
             assert url.hostname is not None and url.port is not None, f"not a ws:// URL: {address!r}"
             self.address: tuple[str, int] = (url.hostname, url.port)
+            """The broker's ``(host, port)``."""
             self.websocket_path: str | None = url.path or "/"
+            """The WebSocket path, or None over TCP."""
         else:
             self.address = (str(address[0]), int(address[1]))
             self.websocket_path = None
@@ -83,6 +105,7 @@ class MqttClient:
                                 clean_session=None if level == paho.MQTTv5 else clean_session,
                                 transport="websockets" if self.websocket_path else "tcp",
                                 reconnect_on_failure=reconnect)
+        """The paho-mqtt ``Client`` underneath, for what this class does not wrap."""
         if self.websocket_path:
             self.paho.ws_set_options(path=self.websocket_path)
         if reconnect:
@@ -91,12 +114,12 @@ class MqttClient:
             self.paho.will_set(*will)
         if username is not None:
             self.paho.username_pw_set(username, password)
-        #: Messages not yet taken with :meth:`get`/:meth:`expect`, oldest first.
         self.inbox: queue.Queue[Received] = queue.Queue()
-        #: Every message received, in order (what :meth:`messages` returns).
+        """Messages not yet taken with :meth:`get`/:meth:`expect`, oldest first."""
         self.received: list[Received] = [] if sink is None else sink
-        #: Set when paho saw the connection go (cleared again by a reconnect).
+        """Every message received, in order (what :meth:`messages` returns)."""
         self.disconnected = threading.Event()
+        """Set when paho saw the connection go (cleared again by a reconnect)."""
         self._lock = threading.Lock()
         self._connacks: queue.Queue[tuple[bool, Any]] = queue.Queue()
         self._disconnects: queue.Queue[Any] = queue.Queue()
@@ -142,14 +165,34 @@ class MqttClient:
     def connect(self) -> tuple[bool, int]:
         """Connect, start paho's network thread and wait for the CONNACK: ``(session_present, return code)``.
 
-        A refused CONNACK is returned, not raised (its code is non-zero)."""
+        A refused CONNACK is returned, not raised (its code is non-zero).
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1", clean_session=False)
+            >>> device.connect()
+            (False, 0)
+            >>> device.subscribe("commands/#", qos=1)
+            [1]
+            >>> device.disconnect()
+            >>> device.connect()  # the persistent session is still there
+            (True, 0)
+        """
         self.paho.connect(*self.address, keepalive=self.keepalive)
         self.paho.loop_start()
         self._looping = True
         return self.connack()
 
     def connack(self) -> tuple[bool, int]:
-        """The next CONNACK (after a reconnect too): ``(session_present, return code)``."""
+        """The next CONNACK (after a reconnect too): ``(session_present, return code)``.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1", reconnect=True)
+            >>> device.connect()
+            (False, 0)
+            >>> broker.disconnect("device-1")
+            >>> device.connack()  # paho reconnected by itself
+            (False, 0)
+        """
         try:
             present, rc = self._connacks.get(timeout=self.timeout)
         except queue.Empty:
@@ -159,21 +202,48 @@ class MqttClient:
         return present, _V3_CODES.get(code, code)
 
     def wait_disconnected(self, timeout: float | None = None) -> Any:
-        """Wait until paho saw the connection drop; returns paho's reason code."""
+        """Wait until paho saw the connection drop; returns paho's reason code.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> broker.disconnect("device-1")
+            >>> _ = device.wait_disconnected()
+            >>> device.disconnected.is_set()
+            True
+        """
         try:
             return self._disconnects.get(timeout=self.timeout if timeout is None else timeout)
         except queue.Empty:
             raise AssertionError(f"{self.client_id}: still connected") from None
 
     def disconnect(self) -> None:
-        """A clean DISCONNECT; returns once the connection is closed."""
+        """A clean DISCONNECT (no Last Will); returns once the connection is closed.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> device.disconnect()
+            >>> broker.wait_for_disconnect("device-1")
+        """
         self.paho.disconnect()
         if not self.disconnected.wait(self.timeout):
             raise AssertionError(f"{self.client_id}: still connected after DISCONNECT")
         self.stop()
 
     def stop(self) -> None:
-        """Stop paho's network thread without a DISCONNECT (the connection stays as it is)."""
+        """Stop paho's network thread without a DISCONNECT (the connection stays as it is).
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> device.stop()  # a frozen client: connected, silent
+            >>> broker.clients.ids()
+            ['device-1']
+        """
         if self._looping:
             self._looping = False
             self.paho._thread_terminate = True
@@ -186,7 +256,16 @@ class MqttClient:
             self.paho.loop_stop()
 
     def abort(self) -> None:
-        """Drop the TCP connection with a reset and no DISCONNECT, as a device losing power does."""
+        """Drop the TCP connection with a reset and no DISCONNECT, as a device losing power does.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1", will=("status/device-1", b"offline", 1, True))
+            >>> device.connect()
+            (False, 0)
+            >>> device.abort()
+            >>> broker.wait_for_message(topic="status/device-1").body  # the Last Will
+            b'offline'
+        """
         self.stop()
         sock = self.paho.socket()
         if sock is not None:
@@ -196,7 +275,16 @@ class MqttClient:
                 raw.close()
 
     def close(self) -> None:
-        """Stop the network thread and close the socket without a goodbye. Safe to call twice."""
+        """Stop the network thread and close the socket without a goodbye. Safe to call twice.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> device.close()
+            >>> device.close()
+            >>> broker.wait_for_disconnect("device-1")
+        """
         self.stop()
         sock = self.paho.socket()
         if sock is not None:
@@ -205,25 +293,66 @@ class MqttClient:
 
     # -- traffic ----------------------------------------------------------------------------------------------
     def subscribe(self, topic: str | list[tuple[str, int]], qos: int = 0) -> list[int]:
-        """SUBSCRIBE and wait for the SUBACK; returns the granted QoS levels (128 for a refused filter)."""
+        """SUBSCRIBE and wait for the SUBACK; returns the granted QoS levels (128 for a refused filter).
+
+        ``topic`` is one filter (at ``qos``) or a list of ``(filter, qos)``.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> device.subscribe([("commands/#", 1), ("config/+", 0)])
+            [1, 0]
+        """
         result, mid = self.paho.subscribe(topic, qos) if isinstance(topic, str) else self.paho.subscribe(topic)
         assert result == paho.MQTT_ERR_SUCCESS, f"{self.client_id}: subscribe failed ({result})"
         return self._wait_ack(mid)
 
     def unsubscribe(self, topic: str) -> None:
-        """UNSUBSCRIBE and wait for the UNSUBACK."""
+        """UNSUBSCRIBE and wait for the UNSUBACK.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> device.subscribe("commands/#")
+            [0]
+            >>> device.unsubscribe("commands/#")
+            >>> broker.clients.get("device-1").subscriptions
+            {}
+        """
         result, mid = self.paho.unsubscribe(topic)
         assert result == paho.MQTT_ERR_SUCCESS, f"{self.client_id}: unsubscribe failed ({result})"
         self._wait_ack(mid)
 
     def publish(self, topic: str, payload: bytes | str = b"", qos: int = 0, retain: bool = False) -> None:
-        """Publish; returns once written (QoS 0) or acknowledged (QoS 1)."""
+        """Publish; returns once written (QoS 0) or acknowledged (QoS 1: the broker has routed it).
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> device.publish("sensors/temp", b"21.5", qos=1)
+            >>> broker.assert_published(topic="sensors/temp").bodies
+            [b'21.5']
+        """
         info = self.paho.publish(topic, payload, qos, retain)
         info.wait_for_publish(self.timeout)
         assert info.is_published(), f"{self.client_id}: publish to {topic!r} not completed"
 
     def get(self, timeout: float | None = None) -> Received:
-        """The next message from the inbox; fails if none arrives within ``timeout``."""
+        """The next message from the inbox; fails if none arrives within ``timeout`` (default: the client's).
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> device.subscribe("commands/#")
+            [0]
+            >>> _ = broker.publish("amq.topic", "commands.reboot", b"now")
+            >>> device.get().payload
+            b'now'
+        """
         wait = self.timeout if timeout is None else timeout
         try:
             return self.inbox.get(timeout=wait)
@@ -231,7 +360,19 @@ class MqttClient:
             raise AssertionError(f"{self.client_id}: no message within {wait} s") from None
 
     def expect(self, count: int = 1) -> list[Received]:
-        """The next ``count`` messages from the inbox; fails if they do not all arrive in time."""
+        """The next ``count`` messages from the inbox; fails if they do not all arrive in time.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> device.subscribe("commands/#")
+            [0]
+            >>> for command in (b"stop", b"start"):
+            ...     _ = broker.publish("amq.topic", "commands.motor", command)
+            >>> [m.payload for m in device.expect(2)]
+            [b'stop', b'start']
+        """
         out: list[Received] = []
         for _ in range(count):
             try:
@@ -241,10 +382,34 @@ class MqttClient:
         return out
 
     def expect_one(self) -> Received:
+        """``expect(1)[0]``: the next message.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> device.subscribe("commands/#")
+            [0]
+            >>> _ = broker.publish("amq.topic", "commands.reboot", b"now")
+            >>> device.expect_one().topic
+            'commands/reboot'
+        """
         return self.expect(1)[0]
 
     def pending(self) -> list[Received]:
-        """Messages in the inbox, taken out (does not wait)."""
+        """Messages in the inbox, taken out (does not wait).
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> device.subscribe("commands/#")
+            [0]
+            >>> _ = broker.publish("amq.topic", "commands.reboot", b"now")
+            >>> _ = device.wait_messages(1)
+            >>> [m.topic for m in device.pending()], device.pending()
+            (['commands/reboot'], [])
+        """
         out: list[Received] = []
         while True:
             try:
@@ -253,7 +418,18 @@ class MqttClient:
                 return out
 
     def none_within(self, seconds: float) -> bool:
-        """True when no message arrives within ``seconds`` (real time); one that does stays in the inbox."""
+        """True when no message arrives within ``seconds`` (real time); one that does stays in the inbox.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> device.subscribe("commands/#")
+            [0]
+            >>> _ = broker.publish("amq.topic", "telemetry.temp", b"21.5")  # no subscriber
+            >>> device.none_within(0.1)
+            True
+        """
         try:
             message = self.inbox.get(timeout=seconds)
         except queue.Empty:
@@ -267,12 +443,36 @@ class MqttClient:
             self.inbox.put(m)
 
     def messages(self) -> list[Received]:
-        """Every message received so far, in order (the inbox is left alone)."""
+        """Every message received so far, in order (the inbox is left alone).
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> device.subscribe("commands/#")
+            [0]
+            >>> _ = broker.publish("amq.topic", "commands.reboot", b"now")
+            >>> _ = device.get()
+            >>> [m.payload for m in device.messages()]
+            [b'now']
+        """
         with self._lock:
             return list(self.received)
 
     def wait_messages(self, count: int) -> list[Received]:
-        """Wait until ``count`` messages have been received in all; returns them all."""
+        """Wait until ``count`` messages have been received in all; returns them all.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> device.subscribe("commands/#")
+            [0]
+            >>> for command in (b"stop", b"start"):
+            ...     _ = broker.publish("amq.topic", "commands.motor", command)
+            >>> len(device.wait_messages(2))
+            2
+        """
         try:
             _wait_until(lambda: len(self.messages()) >= count, self.timeout, f"{self.client_id} to receive {count}")
         except AssertionError as exc:

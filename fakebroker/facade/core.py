@@ -34,10 +34,25 @@ class BrokerCore:
     # addresses
     @property
     def options(self) -> Options:
+        """The :class:`~fakebroker.Options` this broker runs with.
+
+        Examples:
+            >>> broker.options.vhost
+            '/'
+        """
         return self._node.options
 
     @property
     def addresses(self) -> dict[str, Address]:
+        """Every open listener's :class:`~fakebroker.Address`, by listener name (``mqtt``, ``web_mqtt``, ...).
+        Each listener is also an attribute of the handle: ``broker.mqtt``, ``broker.stomp``, ``broker.amqp`` (an
+        Address), ``broker.web_mqtt_url``, ``broker.web_stomp_url``, ``broker.amqp_url``, ``broker.http_url``,
+        ``broker.management_url`` (a URL).
+
+        Examples:
+            >>> broker.addresses["mqtt"] == broker.mqtt
+            True
+        """
         return self._node.addresses
 
     def _address(self, name: str) -> Address:
@@ -64,16 +79,93 @@ class BrokerCore:
 
     @property
     def mqtt(self) -> Address:
-        """The MQTT listener's ``(host, port)``."""
+        """The MQTT listener's ``(host, port)``; AttributeError when it is off (``mqtt_port=None``).
+
+        Examples:
+            >>> host, port = broker.mqtt
+            >>> host
+            '127.0.0.1'
+        """
         return self._listener_attribute("mqtt")  # type: ignore[no-any-return]
 
     @property
     def web_mqtt_url(self) -> str:
-        """MQTT over WebSocket: ``ws://host:port/ws``."""
+        """The MQTT-over-WebSocket listener's URL, ``ws://host:port/ws`` (WebSocket subprotocol ``mqtt``).
+
+        Examples:
+            >>> broker.web_mqtt_url
+            'ws://127.0.0.1:.../ws'
+        """
         return self._listener_attribute("web_mqtt_url")  # type: ignore[no-any-return]
 
+    @property
+    def stomp(self) -> Address:
+        """The STOMP listener's ``(host, port)``.
+
+        Examples:
+            >>> broker.stomp.host
+            '127.0.0.1'
+        """
+        return self._listener_attribute("stomp")  # type: ignore[no-any-return]
+
+    @property
+    def web_stomp_url(self) -> str:
+        """The Web STOMP listener's URL, ``ws://host:port/ws`` (subprotocols ``v12.stomp``, ``v11.stomp``, ...).
+
+        Examples:
+            >>> broker.web_stomp_url
+            'ws://127.0.0.1:.../ws'
+        """
+        return self._listener_attribute("web_stomp_url")  # type: ignore[no-any-return]
+
+    @property
+    def amqp(self) -> Address:
+        """The AMQP 0-9-1 listener's ``(host, port)``.
+
+        Examples:
+            >>> broker.amqp.host
+            '127.0.0.1'
+        """
+        return self._listener_attribute("amqp")  # type: ignore[no-any-return]
+
+    @property
+    def amqp_url(self) -> str:
+        """An AMQP URL for the default user and vhost, as pika, kombu and rabbitpy take it.
+
+        Examples:
+            >>> broker.amqp_url
+            'amqp://guest:guest@127.0.0.1:.../%2F'
+        """
+        return self._listener_attribute("amqp_url")  # type: ignore[no-any-return]
+
+    @property
+    def http_url(self) -> str:
+        """The statelessd listener's base URL: ``POST {http_url}/<vhost>/<exchange>/<routing key>``.
+
+        Examples:
+            >>> broker.http_url
+            'http://127.0.0.1:...'
+        """
+        return self._listener_attribute("http_url")  # type: ignore[no-any-return]
+
+    @property
+    def management_url(self) -> str:
+        """The management listener's base URL: RabbitMQ's management API under ``/api/``, the control plane
+        under ``/api/fakebroker/`` and the live page at ``/``.
+
+        Examples:
+            >>> broker.management_url
+            'http://127.0.0.1:...'
+        """
+        return self._listener_attribute("management_url")  # type: ignore[no-any-return]
+
     def listener_urls(self) -> dict[str, str]:
-        """Every open listener, by name, as its address or URL text."""
+        """Every open listener, by name, as the text a client is given: ``host:port`` or a URL.
+
+        Examples:
+            >>> broker.listener_urls()["web_mqtt"] == broker.web_mqtt_url
+            True
+        """
         specs = {spec.name: spec for spec in listener_specs()}
         return {name: specs[name].address_text(a.host, a.port) for name, a in self.addresses.items()}
 
@@ -100,6 +192,14 @@ class BrokerCore:
           (``session.client_id``, ``session.describe()``)
         - ``queue_deleted(vhost, queue)``; ``dropped(vhost, queue, message, reason)``: a queue discarded a
           message (``expired``, ``maxlen``, ``rejected``; dead-lettered when the queue has a DLX)
+
+        Examples:
+            >>> keys = []
+            >>> remove = broker.on("route", lambda entry: keys.append(entry.routing_key))
+            >>> _ = broker.publish("amq.topic", "sensors.temp", b"21.5")
+            >>> keys
+            ['sensors.temp']
+            >>> remove()
         """
 
         def guarded(*args: Any) -> None:
@@ -129,7 +229,7 @@ async def _run_node(options: Options,
                     sockets: dict[str, socket.socket] | None = None) -> AsyncIterator[tuple[Node, Journal]]:
     node = Node(options)
     node.thread_id = threading.get_ident()
-    journal = Journal(node)
+    journal = node.journal = Journal(node)
     journal.attach()  # before the listeners open: the journal sees every connection
     async with anyio.create_task_group() as tg:
         await node.start(tg, sockets)

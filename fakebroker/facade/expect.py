@@ -27,7 +27,16 @@ class Expectations(BrokerCore):
     def traffic_report(self, messages: int = 50) -> str:
         """Recent traffic as text: connections opened and closed (with client ids and subscriptions), injected
         faults, connected clients (subscriptions, wills), queues and bindings, and the last ``messages``
-        messages with where they were routed and who received them. Also works after the broker stopped."""
+        messages with where they were routed and who received them. Also works after the broker stopped.
+
+        Examples:
+            >>> _ = broker.publish("amq.topic", "sensors.temp", b"21.5")
+            >>> print(broker.traffic_report(messages=1))
+            broker ...; clock t=0.000 (VirtualClock)
+            ...
+            messages (1):
+              #1 t=0.000 api -> exchange='amq.topic' routing_key='sensors.temp' body=b'21.5' -> unroutable
+        """
         return self._read(lambda: traffic_report(self._node, self._journal, messages))
 
     def _assert_count(self, what: str, count: int | None, criteria: dict[str, Any]) -> MessageLog:
@@ -60,18 +69,47 @@ class Expectations(BrokerCore):
         Counts every message the broker accepted, including unroutable, dropped and still-delayed ones. Returns
         the matches; on failure the AssertionError lists them, or the near misses and how each one differs.
         It checks what already happened: wait first (:meth:`wait_for_message`) for something still on its way.
+        The criteria are those of :func:`~fakebroker.facade.message_matches` (``topic``, ``routing_key``,
+        ``payload``, ``client_id``, ``headers``, ...).
+
+        Examples:
+            >>> _ = broker.publish("amq.topic", "sensors.temp", b"21.5")
+            >>> broker.assert_published(1, topic="sensors/+", payload=b"21.5").bodies
+            [b'21.5']
         """
         __tracebackhide__ = True
         return self._assert_count("published", count, criteria)
 
     def assert_not_published(self, **criteria: Any) -> None:
-        """Assert that no message matching ``criteria`` was published; the error lists the ones that were."""
+        """Assert that no message matching ``criteria`` was published; the error lists the ones that were.
+
+        Examples:
+            >>> _ = broker.publish("amq.topic", "alerts.fire", b"!")
+            >>> broker.assert_not_published(topic="alerts/#")
+            Traceback (most recent call last):
+              ...
+            AssertionError: expected 0 message(s) published matching topic='alerts/#', found 1:
+            ...
+        """
         __tracebackhide__ = True
         self._assert_count("published", 0, criteria)
 
     def assert_delivered(self, client_id: str, count: int | None = None, **criteria: Any) -> MessageLog:
         """Assert that a message matching ``criteria`` was delivered to ``client_id`` (``count`` of them if
-        given): handed to one of its subscriptions or consumers, not necessarily acknowledged yet."""
+        given): handed to one of its subscriptions or consumers, not necessarily acknowledged yet.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> device.subscribe("commands/#", qos=1)
+            [1]
+            >>> _ = broker.publish("amq.topic", "commands.reboot", b"now")
+            >>> device.get().payload
+            b'now'
+            >>> broker.assert_delivered("device-1", topic="commands/reboot").bodies
+            [b'now']
+        """
         __tracebackhide__ = True
         return self._assert_count(f"delivered to {client_id!r}", count, {**criteria, "delivered_to": client_id})
 

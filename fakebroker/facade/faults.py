@@ -39,6 +39,14 @@ class Faults(BrokerCore):
 
         Its bytes wait in the socket buffers, PINGREQs included, so its keepalive runs out once the clock
         passes 1.5 x keepalive after its last packet read; :meth:`resume` lets the held bytes through.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1", keepalive=60)
+            >>> device.connect()
+            (False, 0)
+            >>> broker.stall("device-1")
+            >>> broker.clock.advance(90)  # no packet read for 1.5 x keepalive: the broker closes it
+            >>> broker.wait_for_disconnect("device-1")
         """
 
         def run() -> None:
@@ -49,7 +57,19 @@ class Faults(BrokerCore):
         self._call(run)
 
     def resume(self, client_id: Target) -> None:
-        """Undo :meth:`stall`: held bytes are read and written again."""
+        """Undo :meth:`stall`: held bytes are read and written again.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> broker.stall("device-1")
+            >>> device.publish("status/device-1", b"online")  # QoS 0: written, and held by the broker
+            >>> broker.assert_not_published(topic="status/#")
+            >>> broker.resume("device-1")
+            >>> broker.wait_for_message(topic="status/device-1").body
+            b'online'
+        """
 
         def run() -> None:
             for conn in self._connections(client_id):
@@ -61,7 +81,20 @@ class Faults(BrokerCore):
     def block(self, client_id: Target, reason: str = "low on memory") -> None:
         """A resource alarm as an AMQP client sees it: ``connection.blocked`` with ``reason``, sent to connections
         that announced the ``connection.blocked`` capability (pika, aio-pika and py-amqp do). Publishing still
-        works: fakebroker only tells, it does not stop reading as RabbitMQ would."""
+        works: fakebroker only tells, it does not stop reading as RabbitMQ would.
+
+        Examples:
+            >>> import pika
+            >>> conn = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
+            >>> reasons = []
+            >>> conn.add_on_connection_blocked_callback(lambda _, frame: reasons.append(frame.method.reason))
+            >>> broker.block(broker.clients[0])
+            >>> while not reasons:
+            ...     conn.process_data_events(time_limit=0.05)
+            >>> reasons
+            ['low on memory']
+            >>> conn.close()
+        """
 
         def run() -> None:
             for conn in self._connections(client_id):
@@ -71,7 +104,19 @@ class Faults(BrokerCore):
         self._call(run)
 
     def unblock(self, client_id: Target) -> None:
-        """The alarm clears: ``connection.unblocked``."""
+        """The alarm clears: ``connection.unblocked``.
+
+        Examples:
+            >>> import pika
+            >>> conn = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
+            >>> unblocked = []
+            >>> conn.add_on_connection_unblocked_callback(lambda _, frame: unblocked.append(True))
+            >>> broker.block(broker.clients[0])
+            >>> broker.unblock(broker.clients[0])
+            >>> while not unblocked:
+            ...     conn.process_data_events(time_limit=0.05)
+            >>> conn.close()
+        """
 
         def run() -> None:
             for conn in self._connections(client_id):
@@ -94,13 +139,33 @@ class Faults(BrokerCore):
 
         A dropped message is logged with ``fault="dropped"`` and reaches no queue; its publisher still got its
         acknowledgement and a retained message is still stored, as for a message lost inside the broker.
+        The returned :class:`~fakebroker.MessageFault` has ``remaining``, ``matched`` and ``cancel()``.
+
+        Examples:
+            >>> fault = broker.drop_next(topic="sensors/#")
+            >>> broker.publish("amq.topic", "sensors.temp", b"21.5").fault
+            'dropped'
+            >>> fault.remaining
+            0
         """
         return self._add_fault("drop", n, criteria)
 
     def delay_next(self, n: int, seconds: float, **criteria: Any) -> MessageFault:
         """Hold the next ``n`` matching messages for ``seconds`` on the broker's clock, then route them with
         the bindings of that moment (``fault="delayed"``; ``pending`` until then). With the virtual clock they
-        are routed by ``clock.advance``."""
+        are routed by ``clock.advance``.
+
+        Examples:
+            >>> broker.declare_queue("jobs")
+            'jobs'
+            >>> _ = broker.delay_next(1, 5.0, routing_key="jobs")
+            >>> _ = broker.publish("", "jobs", b"late")
+            >>> broker.queues["jobs"].messages
+            0
+            >>> broker.clock.advance(5)
+            >>> broker.queues["jobs"].messages
+            1
+        """
         if seconds < 0:
             raise ValueError("the delay cannot be negative")
         return self._add_fault(float(seconds), n, criteria)

@@ -38,13 +38,42 @@ class ClockProxy:
         self._broker = broker
 
     def now(self) -> float:
+        """The broker's time in seconds: 0 at start on the virtual clock, moved only by :meth:`advance`.
+
+        Examples:
+            >>> broker.clock.advance(1.5)
+            >>> broker.clock.now()
+            1.5
+        """
         return self._broker._call(self._broker._node.clock.now)
 
     def advance(self, seconds: float) -> None:
-        """Fire every timer due within ``seconds``; returns once their effects are applied and written out."""
+        """Fire every timer due within ``seconds``; returns once their effects are applied and written out.
+
+        Message TTLs, queue expiry, keepalives, MQTT subscription TTLs and :meth:`~fakebroker.ThreadedBroker.delay_next`
+        all run on this clock. What clients had already sent reaches the broker first; bytes a client has not
+        written yet are not waited for. Only for a broker on the virtual clock (TypeError otherwise).
+
+        Examples:
+            >>> broker.declare_queue("jobs", arguments={"x-message-ttl": 60_000})
+            'jobs'
+            >>> _ = broker.publish("", "jobs", b"job 1")
+            >>> broker.clock.advance(60)
+            >>> broker.queues["jobs"].messages
+            0
+        """
         self._broker._call_async(self._broker._advance, seconds)
 
     def pending(self) -> int:
+        """How many timers are scheduled (useful to check that nothing is left waiting).
+
+        Examples:
+            >>> before = broker.clock.pending()
+            >>> broker.declare_queue("jobs", arguments={"x-expires": 30_000})
+            'jobs'
+            >>> broker.clock.pending() - before
+            1
+        """
         return self._broker._call(self._broker._node.clock.pending)
 
     def __repr__(self) -> str:
@@ -58,9 +87,10 @@ class ThreadedBroker(BrokerAPI):
         self._portal = loop.portal
         self._loop = loop
         self._loop_thread = loop.node.thread_id
-        #: The thread running the broker's event loop (gone once :meth:`stop` returns).
         self.thread: threading.Thread | None = loop.thread
+        """The thread running the broker's event loop (gone once :meth:`stop` returns)."""
         self.stopped = False
+        """True once :meth:`stop` has run."""
         self._setup(loop.node, loop.journal)
 
     def _on_loop(self) -> bool:
@@ -86,10 +116,28 @@ class ThreadedBroker(BrokerAPI):
 
     @property
     def clock(self) -> ClockProxy:
+        """The broker's clock, callable from the test's thread: ``now()``, ``advance(seconds)``, ``pending()``.
+
+        Examples:
+            >>> broker.clock.now()
+            0.0
+        """
         return ClockProxy(self)
 
     def disconnect(self, client_id: Target) -> None:
-        """Drop the client's TCP connection with no protocol goodbye (its Last Will fires)."""
+        """Drop the client's TCP connection with no protocol goodbye (its Last Will fires).
+
+        ``client_id`` names the connection by client id (every connection of it), by connection id, or by a
+        :class:`~fakebroker.ClientInfo` of :attr:`clients`; LookupError when none is connected.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1", will=("status/device-1", b"offline", 1, True))
+            >>> device.connect()
+            (False, 0)
+            >>> broker.disconnect("device-1")
+            >>> broker.wait_for_message(topic="status/device-1").body
+            b'offline'
+        """
 
         async def run() -> None:
             await self._node.runtime.settle()
@@ -107,12 +155,30 @@ class ThreadedBroker(BrokerAPI):
         real seconds (the virtual clock does not move while waiting). On timeout it raises
         :class:`~fakebroker.observe.MessageTimeout` (an AssertionError and a TimeoutError) listing the
         messages the broker saw instead, closest first, with how each one differs.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> device.publish("status/device-1", b"online")  # QoS 0: returns once written, not yet routed
+            >>> broker.wait_for_message(topic="status/+", timeout=2).client_id
+            'device-1'
         """
         __tracebackhide__ = True
         return self.wait_for_messages(1, timeout, **criteria)[0]
 
     def wait_for_messages(self, count: int, timeout: float = 5.0, **criteria: Any) -> MessageLog:
-        """Like :meth:`wait_for_message`, for at least ``count`` matching messages; returns them all."""
+        """Like :meth:`wait_for_message`, for at least ``count`` matching messages; returns them all.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> for n in range(3):
+            ...     device.publish(f"readings/{n}", b"21.5")
+            >>> broker.wait_for_messages(3, topic="readings/#").bodies
+            [b'21.5', b'21.5', b'21.5']
+        """
         __tracebackhide__ = True
         try:
             log: MessageLog = self._call_async(self._wait, count, timeout, criteria)
@@ -122,7 +188,16 @@ class ThreadedBroker(BrokerAPI):
 
     def wait_for_client(self, client_id: str, *, subscribed: str | None = None, timeout: float = 5.0) -> ClientInfo:
         """Block until a client with ``client_id`` is connected (and, with ``subscribed``, has that filter or
-        destination among its subscriptions); returns it. On timeout, the error lists the connected clients."""
+        destination among its subscriptions); returns it. On timeout, the error lists the connected clients.
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> _ = device.paho.subscribe("commands/#", qos=1)  # as application code would: no wait for the SUBACK
+            >>> broker.wait_for_client("device-1", subscribed="commands/#").subscriptions
+            {'commands/#': 1}
+        """
         __tracebackhide__ = True
         try:
             found = self._call_async(self._wait_client, client_id, True, subscribed, timeout)
@@ -132,7 +207,15 @@ class ThreadedBroker(BrokerAPI):
         return found  # type: ignore[no-any-return]
 
     def wait_for_disconnect(self, client_id: str, *, timeout: float = 5.0) -> None:
-        """Block until no connection with ``client_id`` is left."""
+        """Block until no connection with ``client_id`` is left (at once when none is).
+
+        Examples:
+            >>> device = MqttClient(broker.mqtt, "device-1")
+            >>> device.connect()
+            (False, 0)
+            >>> device.abort()  # the device loses power: the broker sees a reset
+            >>> broker.wait_for_disconnect("device-1")
+        """
         __tracebackhide__ = True
         try:
             self._call_async(self._wait_client, client_id, False, None, timeout)
@@ -147,6 +230,15 @@ class ThreadedBroker(BrokerAPI):
         messages (``delivery_mode`` 2, which MQTT QoS 1 publishes have), bindings between durable things,
         persistent MQTT sessions and retained messages. Transient queues, exchanges and messages are gone.
         Inside :meth:`refuse_connections` the listeners stay closed until that block ends.
+
+        Examples:
+            >>> broker.declare_queue("orders", durable=True)
+            'orders'
+            >>> broker.declare_queue("scratch")
+            'scratch'
+            >>> broker.restart()
+            >>> list(broker.queues)
+            ['orders']
         """
         self._call_async(self._restart)
 
@@ -154,7 +246,15 @@ class ThreadedBroker(BrokerAPI):
     def refuse_connections(self) -> Iterator[None]:
         """Within the ``with`` block new connections are refused (ECONNREFUSED): the listening sockets are
         closed, as if the broker were down. Open connections stay. On exit the broker listens again on the
-        same ports."""
+        same ports.
+
+        Examples:
+            >>> with broker.refuse_connections():
+            ...     MqttClient(broker.mqtt, "device-1").connect()
+            Traceback (most recent call last):
+              ...
+            ConnectionRefusedError: ...
+        """
         self._call_async(self._refuse, True)
         try:
             yield
@@ -163,6 +263,15 @@ class ThreadedBroker(BrokerAPI):
                 self._call_async(self._refuse, False)
 
     def stop(self) -> None:
+        """Close every connection and stop the broker's thread (the ``with`` block of :func:`start` does it).
+        Calling it again does nothing; the message log and ``traffic_report()`` stay readable.
+
+        Examples:
+            >>> _ = broker.publish("amq.topic", "sensors.temp", b"21.5")
+            >>> broker.stop()
+            >>> len(broker.messages)
+            1
+        """
         if self.stopped:
             return
         if self._on_loop():
@@ -241,8 +350,15 @@ def _stop_at_exit() -> None:
 def start(**options: Any) -> ThreadedBroker:
     """Start a broker on its own event loop thread; returns once every listener accepts connections.
 
-    Use it as a context manager, or call ``.stop()``. A broker still running when the interpreter exits is
-    stopped then; it never keeps a process alive.
+    ``options`` are those of :class:`~fakebroker.Options` (``fakebroker.Options.names()`` lists them); every
+    listener takes a free port unless its ``<listener>_port`` says otherwise. Use it as a context manager, or
+    call ``.stop()``. A broker still running when the interpreter exits is stopped then;
+    it never keeps a process alive.
+
+    Examples:
+        >>> with fakebroker.start(vhosts=("/", "tenant-a"), mqtt_subscription_ttl=60_000) as other:
+        ...     other.declare_queue("jobs", vhost="tenant-a")
+        'jobs'
     """
     broker = ThreadedBroker(_LoopThread(Options.from_kwargs(**options)))
     _running[id(broker)] = broker

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from .amqp import PROTOCOL as AMQP
 from .base import Criterion, ListenerSpec, ProtocolSpec
+from .http import PROTOCOL as HTTP
 from .mqtt import PROTOCOL as MQTT
 from .stomp import PROTOCOL as STOMP
 
-PROTOCOLS: tuple[ProtocolSpec, ...] = (MQTT, STOMP, AMQP)
+PROTOCOLS: tuple[ProtocolSpec, ...] = (MQTT, STOMP, AMQP, HTTP)
 
 
 def listener_specs() -> tuple[ListenerSpec, ...]:

@@ -15,7 +15,7 @@ import logging
 import select
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, NamedTuple, cast
 
 import anyio
@@ -445,14 +445,16 @@ class Runtime:
             else:
                 self._tg.start_soon(self._run_task_connection, name, stream, slots)
 
-    async def close_listeners(self) -> None:
-        """Close every listening socket; returns once they are closed (a connect() is then refused)."""
-        for scope in self._listener_scopes.values():
-            scope.cancel()
-        for closed in self._listener_closed.values():
-            await closed.wait()
-        self._listener_scopes.clear()
-        self._listener_closed.clear()
+    async def close_listeners(self, keep: Collection[str] = ()) -> None:
+        """Close every listening socket but those named in ``keep``; returns once they are closed (a connect()
+        is then refused)."""
+        names = [name for name in self._listener_scopes if name not in keep]
+        for name in names:
+            self._listener_scopes[name].cancel()
+        for name in names:
+            await self._listener_closed[name].wait()
+        for name in names:
+            del self._listener_scopes[name], self._listener_closed[name]
 
     async def reopen_listeners(self) -> None:
         """Listen again, on the same ports, wherever :meth:`close_listeners` stopped listening."""
@@ -473,10 +475,12 @@ class Runtime:
         await self.close_listeners()
         await self.drop_all()
 
-    async def drop_all(self) -> None:
-        for conn in list(self.connections.values()):
+    async def drop_all(self, keep: Collection[str] = ()) -> None:
+        """Drop every connection but those accepted by the listeners named in ``keep``."""
+        doomed = [conn for conn in self.connections.values() if conn.listener not in keep]
+        for conn in doomed:
             conn.abort()
-        for conn in list(self.connections.values()):
+        for conn in doomed:
             await conn.wait_closed()
 
     # -- one connection: what both kinds share ----------------------------------------------------------

@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 import fakebroker
+from fakebroker.protocols import listener_specs
 
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"]).resolve()
 CONSOLE_SCRIPT = Path(sysconfig.get_paths()["scripts"]) / "fakebroker"
@@ -107,12 +108,13 @@ def connects(client: mqtt.Client, host: str, port: int) -> bool:
 
 def test_serve_accepts_clients_on_free_ports_and_stops_on_sigterm() -> None:
     proc = subprocess.Popen(
-        [str(CONSOLE_SCRIPT), "serve", "--mqtt-port", "0", "--web-mqtt-port", "0"],
+        # Every listener on a free port: RabbitMQ's own ports may be taken on this machine.
+        [str(CONSOLE_SCRIPT), "serve", *(a for spec in listener_specs() for a in (spec.cli_flag, "0"))],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         assert proc.stdout is not None
-        banner = "".join(proc.stdout.readline() for _ in range(3))
+        banner = "".join(proc.stdout.readline() for _ in range(1 + len(listener_specs())))
         mqtt_port = re.search(r"mqtt://127\.0\.0\.1:(\d+)", banner)
         ws_port = re.search(r"ws://127\.0\.0\.1:(\d+)/ws", banner)
         assert mqtt_port and ws_port, f"unexpected banner: {banner!r}"

@@ -147,6 +147,11 @@ class Backend(ABC):
     def web_mqtt(self) -> tuple[str, int]:
         """Host and port of MQTT over WebSocket (path ``/ws``)."""
 
+    @property
+    @abstractmethod
+    def management_url(self) -> str:
+        """Base URL of RabbitMQ's management HTTP API (``http://host:port``)."""
+
     def raw(self) -> RawClient:
         """A raw-socket MQTT client, connected over TCP (no CONNECT sent yet)."""
         client = RawClient(self)
@@ -277,6 +282,10 @@ class FakeBackend(Backend):
         host, port = self.broker.addresses["web_mqtt"]
         return (host, port)
 
+    @property
+    def management_url(self) -> str:
+        return self.broker.management_url
+
     def declare_queue(self, name: str, *, durable: bool = False, auto_delete: bool = False,
                       arguments: dict[str, Any] | None = None) -> None:
         self.broker.declare_queue(name, durable=durable, auto_delete=auto_delete, arguments=arguments,
@@ -361,6 +370,10 @@ class RabbitBackend(Backend):
     @property
     def web_mqtt(self) -> tuple[str, int]:
         return (rabbitmq.HOST, WEB_MQTT_PORT)
+
+    @property
+    def management_url(self) -> str:
+        return f"http://{rabbitmq.HOST}:{rabbitmq.MANAGEMENT_PORT}"
 
     def declare_queue(self, name: str, *, durable: bool = False, auto_delete: bool = False,
                       arguments: dict[str, Any] | None = None) -> None:

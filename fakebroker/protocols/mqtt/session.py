@@ -423,6 +423,12 @@ class MqttSession(Session):
         with contextlib.suppress(AmqpError):
             self._route(will.topic, will.payload, will.qos, False, will.retain, protocol="mqtt-will")
 
+    def force_close(self, reason: str) -> None:
+        """Closed by an operator (the management API's DELETE /api/connections): RabbitMQ 3.10 closes the socket
+        and publishes no will."""
+        self._send_will = False
+        self.request_close(reason)
+
     def describe(self) -> dict[str, Any]:
         will = None
         if self.will is not None:

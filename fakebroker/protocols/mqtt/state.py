@@ -21,3 +21,8 @@ class MqttState:
 
     def retained_in(self, vhost: str) -> dict[str, tuple[Message, int]]:
         return self.retained.setdefault(vhost, {})
+
+    def reset(self) -> None:
+        """Forget the retained messages (the control plane's reset, once every MQTT connection has closed)."""
+        self.retained.clear()
+        self.sessions.clear()
