@@ -114,6 +114,7 @@ class Broker:
     name: str
     command: Callable[[int, str], list[str]]  # (port, scratch dir) -> argv
     env: dict[str, str] | None = None  # for the process, if not this one's
+    cwd: str | None = None  # where it runs (``python -m`` looks for the package there first)
 
 
 def mosquitto_cmd(port: int, tmp: str) -> list[str]:
@@ -146,7 +147,7 @@ def _other_listeners_off() -> list[str]:
 def running(broker: Broker, tmp: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
     proc = subprocess.Popen(broker.command(port, tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=broker.env)
+                            env=broker.env, cwd=broker.cwd)
     try:
         wait_port(port, proc)
         yield port, proc
@@ -383,12 +384,12 @@ def idle(port: int, pid: int, n: int) -> tuple[float, float, float]:
     return before, opened, rss_kib(pid)
 
 
-def startup(command: list[str], port: int, mqtt: bool = True,
-            env: dict[str, str] | None = None) -> tuple[float, float]:
+def startup(command: list[str], port: int, mqtt: bool = True, env: dict[str, str] | None = None,
+            cwd: str | None = None) -> tuple[float, float]:
     """Milliseconds from starting the process until its port accepts a TCP connection, and until it answers a
     CONNECT with a CONNACK (``mqtt``)."""
     t0 = time.monotonic()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
     try:
         accepted = (wait_port(port, proc) - t0) * 1000
         if not mqtt:
@@ -476,7 +477,7 @@ def run(args: argparse.Namespace, brokers: list[Broker], tmp: str) -> list[Figur
         for _ in range(3):
             for _, b in interleave(brokers, args.rounds):
                 port = free_port()
-                accepted, acked = startup(b.command(port, tmp), port, env=b.env)
+                accepted, acked = startup(b.command(port, tmp), port, env=b.env, cwd=b.cwd)
                 f_start.values[b.name].append(accepted)
                 f_ack.values[b.name].append(acked)
                 port = free_port()
@@ -530,8 +531,8 @@ def main() -> None:
     brokers = [Broker(f"fakebroker ({loop})", fakebroker_cmd(["--loop", loop])) for loop in loops] or [
         Broker("fakebroker", fakebroker_cmd([]))]
     if args.baseline:
-        env = {**os.environ, "PYTHONPATH": os.path.abspath(args.baseline)}
-        brokers.insert(0, Broker("baseline", fakebroker_cmd([]), env))
+        checkout = os.path.abspath(args.baseline)
+        brokers.insert(0, Broker("baseline", fakebroker_cmd([]), {**os.environ, "PYTHONPATH": checkout}, checkout))
     brokers.append(Broker("mosquitto", mosquitto_cmd))
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
