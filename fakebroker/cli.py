@@ -184,35 +184,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _bind_early(args: argparse.Namespace) -> dict[str, Any]:
     """Bind and listen on every port before the broker's modules are imported: from then on the kernel accepts
     connections into the backlog, and the broker serves them once it runs. A test suite that waits for the
-    port can go on that much sooner. Only for an IP address (a host name may stand for several), and only where
-    anyio can take over a bound socket; otherwise the runtime binds, as the Python API does."""
-    import ipaddress
-    import socket
+    port can go on that much sooner. Only for an IP address (a host name may stand for several): otherwise the
+    runtime binds, as the Python API does."""
+    from .server.sockets import bind
 
-    try:
-        family = socket.AF_INET6 if ipaddress.ip_address(args.host).version == 6 else socket.AF_INET
-    except ValueError:
-        return {}
-    sockets: dict[str, socket.socket] = {}
+    sockets: dict[str, Any] = {}
     try:
         for spec in listener_specs():
             if getattr(args, f"no_{spec.name}"):
                 continue
-            port = getattr(args, spec.option)
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock = bind(spec.name, args.host, getattr(args, spec.option))
+            if sock is None:
+                break
             sockets[spec.name] = sock
-            if sys.platform != "win32":
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as anyio's listeners
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind((args.host, port))
-            except OSError as exc:
-                from .server.runtime import listen_error
-
-                raise OSError(exc.errno, listen_error(spec.name, args.host, port, exc)) from exc
-            sock.listen(65535)
-            sock.setblocking(False)
     except BaseException:
         for sock in sockets.values():
             sock.close()

@@ -24,6 +24,7 @@ from anyio.streams.stapled import MultiListener
 
 from ..clock import Clock, TimerHandle, WallClock
 from ..protocols.base import ConnectionInfo, Session, SessionFactory
+from .sockets import bind, listen_error
 
 logger = logging.getLogger("fakebroker")
 
@@ -374,6 +375,8 @@ class Runtime:
     async def _open_listener(self, name: str, port: int, bound: socket.socket | None = None) -> None:
         assert self._tg is not None
         listener: anyio.abc.Listener[Any]
+        if bound is None:
+            bound = bind(name, self.host, port)  # an IP address: bound here, with no thread to resolve it
         if bound is not None:
             listener = await anyio.abc.SocketListener.from_socket(bound)
         else:
@@ -736,10 +739,6 @@ class Runtime:
             delay = None if deadline is None else max(0.0, deadline - self.clock.now())
             with anyio.move_on_after(delay if delay is not None else float("inf")):
                 await self._timer_wake.wait()
-
-
-def listen_error(listener: str, host: str, port: int, exc: OSError) -> str:
-    return f"{listener} listener on {host}:{port}: {exc.strerror}"
 
 
 def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
