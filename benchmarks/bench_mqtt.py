@@ -30,6 +30,7 @@ import paho.mqtt
 import paho.mqtt.client as mqtt
 
 import fakebroker
+from fakebroker.protocols import listener_specs
 
 
 def free_port() -> int:
@@ -69,7 +70,8 @@ def fakebroker_process() -> Iterator[tuple[str, int]]:
     """``fakebroker serve`` in its own process, as mosquitto runs: no GIL shared with the paho clients."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", str(port), "--no-web-mqtt"],
+        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", str(port),
+         *(f"--no-{spec.name.replace('_', '-')}" for spec in listener_specs() if spec.name != "mqtt")],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:

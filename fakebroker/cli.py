@@ -94,6 +94,9 @@ async def _serve(args: argparse.Namespace, sockets: dict[str, Any]) -> None:
             text = spec.url.format(host=address.host, port=address.port) if spec.url else \
                 f"{spec.protocol}://{address.host}:{address.port}"
             lines.append(f"{name.replace('_', '-'):<{width}}{text}")
+            for attribute, template in spec.more_urls.items():  # e.g. Web STOMP's SockJS endpoint
+                label = attribute.removesuffix("_url").replace("_", "-")
+                lines.append(f"{label:<{width}}{template.format(host=address.host, port=address.port)}")
         login = ", ".join(f"{u}/{p}" for u, p in users.items())
         print("fakebroker is serving:\n  " + "\n  ".join(lines), flush=True)
         clock = "wall (timers run in real time)" if args.clock == "wall" else \

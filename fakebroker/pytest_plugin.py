@@ -9,6 +9,8 @@ Fixtures (see docs/pytest.md):
 - ``fakebroker_options``: the options those fixtures use, as a dict (override it to compute options).
 - ``mqtt_client``: ``mqtt_client("device-1", subscribe="commands/#")`` -> a connected
   :class:`~fakebroker.clients.mqtt.MqttClient` on the test's broker, closed after the test (needs paho-mqtt).
+- ``stomp_client``: ``stomp_client(subscribe="/topic/orders.*")`` -> a connected
+  :class:`~fakebroker.clients.stomp.StompClient` on the test's broker, closed after the test (needs stomp.py).
 
 Options, later wins: ini ``fakebroker_options`` lines < ``--fakebroker-option KEY=VALUE`` <
 ``@pytest.mark.fakebroker(**options)`` (module < class < function) < keyword arguments to the factory.
@@ -242,6 +244,35 @@ def mqtt_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
                 raise AssertionError(f"{client_id!r}: CONNACK refused the connection (return code {code})")
             if subscribe is not None:
                 client.subscribe(subscribe, qos)
+        return client
+
+    yield make
+    for client in reversed(made):
+        client.close()
+
+
+@pytest.fixture
+def stomp_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """``stomp_client(*, broker=None, version="1.2", websocket=False, connect=True, subscribe=None, ack="auto",
+    **options)`` -> a stomp.py :class:`~fakebroker.clients.stomp.StompClient`, connected (and subscribed) to
+    ``broker`` (default: this test's ``fakebroker``), over Web STOMP with ``websocket=True``. ``options`` are the
+    client's (``vhost``, ``login``, ``passcode``, ``heartbeats``). Every client is closed after the test."""
+    try:
+        from .clients.stomp import StompClient
+    except ImportError as exc:  # stomp.py is an optional dependency
+        raise pytest.UsageError(f"the stomp_client fixture needs stomp.py: pip install 'fakebroker[clients]' "
+                                f"({exc})") from None
+    made: list[StompClient] = []
+
+    def make(*, broker: Any = None, version: str = "1.2", websocket: bool = False, connect: bool = True,
+             subscribe: str | None = None, ack: str = "auto", **options: Any) -> StompClient:
+        target = broker if broker is not None else request.getfixturevalue("fakebroker")
+        client = StompClient(target.web_stomp_url if websocket else target.stomp, version=version, **options)
+        made.append(client)
+        if connect:
+            client.connect()
+            if subscribe is not None:
+                client.subscribe(subscribe, ack=ack)
         return client
 
     yield make

@@ -38,13 +38,14 @@ def test_serve_prints_listeners_serves_mqtt_and_stops_on_sigterm() -> None:
     )
     try:
         assert proc.stdout is not None
-        banner = [proc.stdout.readline() for _ in range(6)]
+        banner = [proc.stdout.readline() for _ in range(7)]
         assert banner[0].startswith("fakebroker is serving")
         mqtt_port = int(re.search(r"mqtt://127\.0\.0\.1:(\d+)", banner[1]).group(1))  # type: ignore[union-attr]
         assert re.search(r"web-mqtt +ws://127\.0\.0\.1:\d+/ws", banner[2])
         stomp_port = int(re.search(r"stomp +stomp://127\.0\.0\.1:(\d+)", banner[3]).group(1))  # type: ignore[union-attr]
-        assert re.search(r"web-stomp +ws://127\.0\.0\.1:\d+/ws", banner[4])
-        assert re.search(r"amqp +amqp://127\.0\.0\.1:\d+", banner[5])
+        web_stomp_port = re.search(r"web-stomp +ws://127\.0\.0\.1:(\d+)/ws", banner[4]).group(1)  # type: ignore[union-attr]
+        assert re.search(rf"sockjs +http://127\.0\.0\.1:{web_stomp_port}/stomp", banner[5])
+        assert re.search(r"amqp +amqp://127\.0\.0\.1:\d+", banner[6])
 
         with socket.create_connection(("127.0.0.1", stomp_port), timeout=5) as s:
             s.sendall(b"CONNECT\naccept-version:1.2\nhost:/\n\n\x00")

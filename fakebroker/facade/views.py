@@ -79,7 +79,7 @@ class ClientInfo:
     listener: str
     connected_at: float
     stalled: bool
-    subscriptions: dict[str, int]
+    subscriptions: dict[str, Any]  # MQTT: filter -> QoS; STOMP: subscription id -> destination
     details: dict[str, Any] = field(default_factory=dict)
 
     def __getattr__(self, name: str) -> Any:

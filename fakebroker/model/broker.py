@@ -61,6 +61,8 @@ class LoggedMessage:
     properties: dict[str, Any]
     queues: tuple[str, ...]
     deliveries: list[DeliveryRecord] = field(default_factory=list)  # compare as (queue, client id)
+    # Queues it was routed to that refused it (``x-overflow: reject-publish``): a publisher confirm's nack.
+    refused: tuple[str, ...] = ()
     # Fault injection (see Broker.publish_hooks): "dropped" (never routed) or "delayed" (routed at
     # ``delayed_until`` on the clock; ``pending`` until then).
     fault: FaultOutcome | None = None
@@ -87,6 +89,8 @@ class LoggedMessage:
 
     def describe(self) -> str:
         where = ", ".join(self.queues) if self.queues else "unroutable"
+        if self.refused:
+            where = f"{where if self.queues else 'no queue took it'}; refused by {', '.join(self.refused)}"
         if self.fault == "dropped":
             where = "dropped (fault injection)"
         elif self.fault == "delayed":
@@ -239,6 +243,8 @@ class Broker:
         logged.queues = tuple(targets)
         accepted = vhost.deliver(message, targets)
         logged.queues = tuple(accepted)
+        if len(accepted) < len(targets):
+            logged.refused = tuple(q for q in targets if q not in accepted)
         logged.pending = False
         if self._listeners.get("route"):
             self.emit("route", logged)

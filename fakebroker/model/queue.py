@@ -120,7 +120,11 @@ class Queue:
                 ttl = per_message
         expires_at = None if ttl is None else self._clock.now() + ttl / 1000.0
         self._seq += 1
-        self.messages.append(QueuedMessage(message, self._seq, expires_at, size))
+        qm = QueuedMessage(message, self._seq, expires_at, size)
+        if ttl == 0 and not self.messages and self._deliver_at_once(qm):
+            return True
+        # Otherwise a TTL-0 message is already expired: dropped here when it is the head, else when it gets there.
+        self.messages.append(qm)
         self.ready_bytes += size
         if self._active:
             self.dispatch()
@@ -151,6 +155,21 @@ class Queue:
         self.vhost.dead_letter(qm.message, self, reason)
 
     # -- delivering ---------------------------------------------------------------------------
+    def _deliver_at_once(self, qm: QueuedMessage) -> bool:
+        """Hand a message with TTL 0 to the next consumer that can take it now, as RabbitMQ's
+        ``deliver_or_enqueue`` does before the message is ever queued; False when none can."""
+        active = self._active
+        while active and not self.deleted:
+            consumer = active[0]
+            if not consumer.has_capacity():
+                active.popleft()
+                consumer.blocked = True
+                continue
+            active.rotate(-1)
+            self._deliver(consumer, qm)
+            return True
+        return False
+
     def dispatch(self) -> None:
         """Hand ready messages to consumers with room in their prefetch window, round-robin."""
         if self._dispatching:
@@ -176,9 +195,9 @@ class Queue:
         messages = self.messages
         while messages:
             head = messages[0]
-            # Strictly past: a message whose TTL ends right now (x-message-ttl 0) may still go to a
-            # consumer that can take it at once, as in RabbitMQ.
-            if head.expires_at is not None and head.expires_at < self._clock.now():
+            # Due at its deadline, as in _expire(). A TTL-0 message reaches a consumer only on arrival
+            # (_deliver_at_once): with a clock that moves on its own, "now" here is already later.
+            if head.expires_at is not None and head.expires_at <= self._clock.now():
                 self._drop_head("expired")
                 continue
             messages.popleft()

@@ -148,6 +148,10 @@ class Session:
         self._state = "closed"
         self._on_connection_lost()
 
+    def transport_received(self, count: int) -> None:
+        """``count`` bytes arrived on the socket for this session inside a wrapper (WebSocket frames, pings):
+        traffic for a protocol whose liveness check counts socket bytes (STOMP heart-beats). Nothing by default."""
+
     def describe(self) -> dict[str, Any]:
         """Protocol-specific fields for ``broker.clients`` (``vhost`` and ``subscriptions`` are read by name)."""
         return {}

@@ -26,6 +26,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.utilities import RemoteProtocolError
 
 from .base import ConnectionInfo, Session, SessionState
@@ -53,6 +54,7 @@ class WebSocketSession(Session):
         require_subprotocol: bool = False,
         frame_type: Literal["binary", "text"] = "binary",
         close_reason_on_inner_close: str | None = None,
+        compress: bool = False,
     ) -> None:
         self.inner: Session | None = None  # before super().__init__: the property setters below use it
         self._client_id: str | None = None
@@ -65,6 +67,8 @@ class WebSocketSession(Session):
         self._require_subprotocol = require_subprotocol
         self._frame_type = frame_type
         self._close_frame_reason = close_reason_on_inner_close
+        # permessage-deflate when the client offers it (Cowboy's compress option, on in RabbitMQ's web plugins).
+        self._compress = compress
         self._ws = WSConnection(ConnectionType.SERVER)
         self._head = bytearray()  # the raw HTTP request, kept until the handshake is over
         self.subprotocol: str | None = None
@@ -127,6 +131,9 @@ class WebSocketSession(Session):
         handshaking = self._ws.state is ConnectionState.CONNECTING
         if handshaking:
             self._head += data
+        elif self.inner is not None:
+            # Every byte on the socket (framing, pings) is traffic to a heart-beat monitor, as in RabbitMQ.
+            self.inner.transport_received(len(data))
         try:
             self._ws.receive_data(data)
         except (RemoteProtocolError, UnicodeError):
@@ -187,7 +194,8 @@ class WebSocketSession(Session):
         if chosen is None and self._require_subprotocol:
             self._reject(400)
             return
-        self.send(self._ws.send(AcceptConnection(subprotocol=chosen)))
+        extensions: list[Extension] = [PerMessageDeflate()] if self._compress else []
+        self.send(self._ws.send(AcceptConnection(subprotocol=chosen, extensions=extensions)))
         self.subprotocol = chosen
         headers = _parse_head(bytes(self._head))[1]
         inner = self._inner_factory(dataclasses.replace(self.info, transport="websocket", headers=headers))
@@ -195,6 +203,9 @@ class WebSocketSession(Session):
         inner.abort_transport = lambda: self.abort_transport()
         self.protocol = inner.protocol
         self.inner = inner
+        if inner.has_output:
+            # What the inner session said on creation (SockJS's "o") is a message of its own.
+            self._pump()
 
     def _reject(self, status: int) -> None:
         body = f"{status} {_REASONS[status]}\n".encode()

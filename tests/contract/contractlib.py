@@ -26,11 +26,12 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import paho.mqtt.client as mqtt
 import rabbitmq
-import stompkit
+import websocket
+from kit import stomp as stompkit
 from kit.wait import TIMEOUT, wait_until
 
 import fakebroker
@@ -152,9 +153,10 @@ class Backend(ABC):
     def management_url(self) -> str:
         """Base URL of RabbitMQ's management HTTP API (``http://host:port``)."""
 
-    def raw(self) -> RawClient:
-        """A raw-socket MQTT client, connected over TCP (no CONNECT sent yet)."""
-        client = RawClient(self)
+    def raw(self, *, websocket: bool = False) -> RawClient:
+        """A raw MQTT client, connected over TCP, or over WebSocket (``/ws``, subprotocol ``mqtt``) with
+        ``websocket``; no CONNECT sent yet."""
+        client: RawClient = RawWsClient(self) if websocket else RawClient(self)
         self._owned.append(client)
         return client
 
@@ -497,16 +499,33 @@ class RawClient(Aborter):
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self.sock = socket.create_connection(backend.mqtt, timeout=TIMEOUT)
+        self.sock = self._open()
         self.decoder = MqttDecoder(allow_wildcards_in_publish_topic=True)
         self.inbox: list[Packet] = []
         self.client_id: str | None = None
         self._pid = 0
         self.eof = False
 
+    # the transport (RawWsClient puts WebSocket frames around the same bytes)
+    def _open(self) -> socket.socket:
+        return socket.create_connection(self.backend.mqtt, timeout=TIMEOUT)
+
+    def _send_bytes(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _recv_bytes(self, timeout: float) -> bytes | None:
+        """What the broker sent next: bytes, ``b""`` once it closed the connection, None after ``timeout``."""
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(65536)
+        except TimeoutError:
+            return None
+        except ConnectionResetError:
+            return b""
+
     # bytes out
     def send(self, data: bytes | Packet) -> None:
-        self.sock.sendall(data if isinstance(data, bytes) else encode(data))
+        self._send_bytes(data if isinstance(data, bytes) else encode(data))
 
     def next_pid(self) -> int:
         self._pid = self._pid % 0xFFFF + 1
@@ -525,13 +544,9 @@ class RawClient(Aborter):
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
+            data = self._recv_bytes(left)
+            if data is None:
                 return None
-            except ConnectionResetError:
-                data = b""
             if not data:
                 self.eof = True
                 raise AssertionError(f"the broker closed the connection; unread: {self.inbox}")
@@ -662,6 +677,38 @@ class RawClient(Aborter):
 
     def close(self) -> None:
         self.sock.close()
+
+
+class RawWsClient(RawClient):
+    """:class:`RawClient` over MQTT-over-WebSocket (``/ws``, subprotocol ``mqtt``): each write is one binary
+    frame, and the broker's close frame counts as the end of the connection."""
+
+    def _open(self) -> socket.socket:
+        host, port = self.backend.web_mqtt
+        self.ws = websocket.create_connection(f"ws://{host}:{port}/ws", subprotocols=["mqtt"], timeout=TIMEOUT)
+        return cast(socket.socket, self.ws.sock)
+
+    def _send_bytes(self, data: bytes) -> None:
+        self.ws.send_bytes(data)
+
+    def _recv_bytes(self, timeout: float) -> bytes | None:
+        self.ws.settimeout(timeout)
+        try:
+            opcode, data = self.ws.recv_data()  # answers pings, and echoes a close frame
+        except websocket.WebSocketTimeoutException:
+            return None
+        except (websocket.WebSocketConnectionClosedException, OSError):
+            return b""
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return b""
+        return bytes(data) or self._recv_bytes(timeout)
+
+    def send_close_frame(self) -> None:
+        """A WebSocket close frame (status 1000), as a browser's ``WebSocket.close()`` sends."""
+        self.ws.send_close()
+
+    def close(self) -> None:
+        self.ws.shutdown()
 
 
 @dataclass

@@ -524,8 +524,10 @@ def test_mqtt_connection_and_consumer_fields(backend: Backend) -> None:
     client.subscribe(("fields/#", 1))
 
     def connection() -> dict[str, Any] | None:
+        # RabbitMQ fills a connection's statistics in stages (process stats, then the octet counters), each on
+        # its next emission: wait for the whole set rather than for the first of them.
         found = _mqtt_connection(backend, cid)
-        return found if found and "garbage_collection" in found else None
+        return found if found and set(found) >= MQTT_CONNECTION_FIELDS else None
 
     conn = wait_until(connection, what="the connection's statistics")
     assert set(conn) == MQTT_CONNECTION_FIELDS

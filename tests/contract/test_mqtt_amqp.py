@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import amqpkit
+import pika
 import pytest
 from contractlib import Backend, Got
 
-from fakebroker.protocols.mqtt.codec import Publish, Suback, Subscribe
+from fakebroker.protocols.mqtt.codec import Connack, Publish, Suback, Subscribe
 
 
 def test_mqtt_publish_to_a_declared_queue(backend: Backend) -> None:
@@ -72,6 +74,108 @@ def test_default_exchange_publish_to_a_subscription_queue(backend: Backend) -> N
     name = backend.queue_name(cid, 1)
     assert backend.publish("", name, b"by queue name")
     assert c.recv_publish() == Publish(name, b"by queue name", 1, False, False, 1)
+
+
+# -- TTL 0: delivered to a consumer that can take it at once, dropped otherwise ----------------------------
+def test_expiration_zero_reaches_connected_subscribers(backend: Backend) -> None:
+    s0 = backend.watcher(("ttl/#", 0), label="s0")
+    s1 = backend.watcher(("ttl/#", 1), label="s1")
+    backend.publish("amq.topic", "ttl.zero", b"ttl 0", {"expiration": "0"})
+    assert s0.recv_publish() == Publish("ttl/zero", b"ttl 0", 0, False, False, None)
+    assert s1.recv_publish() == Publish("ttl/zero", b"ttl 0", 1, False, False, 1)
+
+
+def test_expiration_zero_is_dropped_for_a_subscriber_with_a_full_window(backend: Backend) -> None:
+    sub = backend.raw()
+    sub.connect(backend.cid("busy"))
+    sub.subscribe(("win/t", 1))
+    for i in range(10):
+        backend.publish("amq.topic", "win.t", b"%d" % i)
+    got = sub.publishes(10)  # the in-flight window is full
+    backend.publish("amq.topic", "win.t", b"ttl 0", {"expiration": "0"})
+    backend.publish("amq.topic", "win.t", b"marker")
+    for p in got:
+        sub.puback(p.packet_id)
+    assert sub.recv_publish().payload == b"marker"
+    sub.expect_nothing()
+
+
+def test_expiration_zero_is_dropped_for_an_offline_persistent_session(backend: Backend) -> None:
+    cid = backend.cid("away")
+    c = backend.raw()
+    c.connect(cid, clean_session=False)
+    c.subscribe(("away/t", 1))
+    c.disconnect()
+    backend.publish("amq.topic", "away.t", b"ttl 0", {"expiration": "0"})
+    backend.publish("amq.topic", "away.t", b"kept")
+    again = backend.raw()
+    assert again.connect(cid, clean_session=False) == Connack(True, 0)
+    assert again.recv_publish().payload == b"kept"
+    again.expect_nothing()
+
+
+@pytest.mark.parametrize("ttl", ["x-message-ttl", "expiration"])
+def test_ttl_zero_message_is_never_fetched_with_basic_get(backend: Backend, ttl: str) -> None:
+    name = f"contract-ttl0-{backend.prefix}"
+    backend.declare_queue(name, arguments={"x-message-ttl": 0} if ttl == "x-message-ttl" else None)
+    backend.bind(name, "amq.topic", "t0.#")
+    assert backend.publish("amq.topic", "t0.a", b"ttl 0", {"expiration": "0"} if ttl == "expiration" else None)
+    assert backend.get(name) is None
+
+
+@pytest.mark.parametrize("ttl", ["x-message-ttl", "expiration"])
+def test_ttl_zero_reaches_a_stomp_consumer_with_room_only(backend: Backend, ttl: str) -> None:
+    # The rule is the queue's, whatever the consumer's protocol.
+    backend.declare_queue("ttl0", arguments={"x-message-ttl": 0} if ttl == "x-message-ttl" else None)
+    props = {"expiration": "0"} if ttl == "expiration" else None
+    c = backend.stomp_client().connected()
+    c.send("SUBSCRIBE", {"destination": "/amq/queue/ttl0", "id": "t", "ack": "client-individual",
+                         "prefetch-count": "1", "receipt": "s"})
+    c.receipt("s")
+    backend.publish("", "ttl0", b"taken", props)
+    first = c.recv_command("MESSAGE")
+    assert first.body == b"taken"
+    backend.publish("", "ttl0", b"window full", props)
+    c.expect_nothing()
+    c.send("ACK", {"id": first.get("ack"), "receipt": "a"})
+    c.receipt("a")
+    c.expect_nothing()  # dropped, not kept for when there is room
+    assert backend.get("ttl0") is None
+
+
+@pytest.mark.parametrize("ttl", ["x-message-ttl", "expiration"])
+def test_ttl_zero_reaches_an_amqp_consumer_with_room_only(backend: Backend, ttl: str) -> None:
+    conn = amqpkit.connect(backend)
+    ch = conn.channel()
+    # Each publish returns once the queue has taken or dropped the message: otherwise the ack below could
+    # reach the queue first (RabbitMQ sends the two on different paths) and make room for "window full".
+    ch.confirm_delivery()
+    ch.queue_declare("ttl0", arguments={"x-message-ttl": 0} if ttl == "x-message-ttl" else None)
+    props = pika.BasicProperties(expiration="0" if ttl == "expiration" else None)
+    ch.basic_publish("", "ttl0", b"nobody there", props)
+    assert ch.basic_get("ttl0", auto_ack=True) == (None, None, None)  # basic.get never sees it
+    ch.basic_qos(prefetch_count=1)
+    got = amqpkit.Collector(conn)
+    ch.basic_consume("ttl0", got)
+    ch.basic_publish("", "ttl0", b"taken", props)
+    [(method, _, _)] = got.wait(1)
+    ch.basic_publish("", "ttl0", b"window full", props)
+    ch.basic_ack(method.delivery_tag)
+    ch.basic_publish("", "ttl0", b"room again", props)
+    got.wait(2)
+    conn.process_data_events(time_limit=backend.quiet)
+    assert got.bodies == [b"taken", b"room again"]
+
+
+def test_expiration_zero_behind_another_message_expires_when_it_reaches_the_head(backend: Backend) -> None:
+    name = f"contract-ttl0-{backend.prefix}"
+    backend.declare_queue(name)
+    backend.bind(name, "amq.topic", "t0.#")
+    backend.publish("amq.topic", "t0.a", b"first")
+    backend.publish("amq.topic", "t0.b", b"ttl 0", {"expiration": "0"})
+    backend.publish("amq.topic", "t0.c", b"third")
+    assert [backend.get(name), backend.get(name), backend.get(name)] == [
+        Got("amq.topic", "t0.a", b"first", {}, False), Got("amq.topic", "t0.c", b"third", {}, False), None]
 
 
 @pytest.mark.difference("mqtt-int-typed-x-mqtt-publish-qos-header-is-honoured")

@@ -1,6 +1,10 @@
-"""Differential state machine: random MQTT client sessions run in lockstep on fakebroker and on the real
-RabbitMQ, and every client must receive the same messages from both (as fakeredis's hypothesis machines
-compare the fake with a real Redis).
+"""Differential state machine: random MQTT client sessions, and STOMP clients beside them, run in lockstep on
+fakebroker and on the real RabbitMQ, and every client must receive the same messages from both (as fakeredis's
+hypothesis machines compare the fake with a real Redis).
+
+STOMP clients (stomp.py 1.2, always connected) subscribe to and unsubscribe from ``/topic/`` destinations made
+from the same filters (``a/+`` is ``/topic/a.*``) and SEND to the same topics, so messages cross between the
+protocols both ways; a STOMP client's received messages are compared as (destination, body).
 
 The steps: a client id connects (clean or persistent session, with or without a will), takes a live
 connection over, subscribes or unsubscribes (QoS 0/1, filters with wildcards), publishes (QoS 0/1, sometimes
@@ -19,17 +23,23 @@ session is within reach of its expiry on one broker but not the other: the machi
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
-from contractlib import SUBSCRIPTION_TTL_MS, Backend, FakeBackend, PahoClient, RabbitBackend, Received
+import stomp
+from contractlib import SUBSCRIPTION_TTL_MS, Backend, FakeBackend, PahoClient, RabbitBackend
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
 CLIENTS = ("c0", "c1", "c2")
+STOMP_CLIENTS = ("s0", "s1")
 OBSERVER = "observer"
 TOPICS = ("a", "a/b", "a/c", "b/x", "a/b/c", "w/c0")
 FILTERS = ("a", "a/+", "a/#", "#", "+/x", "a/b", "+/+", "w/#")
@@ -41,13 +51,60 @@ REAL_QUIET = 0.15
 CATCH_UP = 2.0
 
 
+def to_key(topic: str) -> str:
+    """An MQTT topic or filter as the routing or binding key RabbitMQ maps it to."""
+    return topic.replace("/", ".").replace("+", "*")
+
+
+@dataclass(frozen=True)
+class StompReceived:
+    """A MESSAGE as a STOMP client got it, keyed like an MQTT delivery for the comparison."""
+
+    destination: str
+    body: bytes
+
+    @property
+    def key(self) -> tuple[str, bytes, int, bool]:
+        return (self.destination, self.body, -1, False)
+
+
+class StompSide(stomp.ConnectionListener):  # type: ignore[misc]
+    """A stomp.py client logged into the backend's vhost, collecting MESSAGEs; SUBSCRIBE waits for its receipt."""
+
+    def __init__(self, backend: Backend, sink: list[Any]) -> None:
+        self.sink = sink
+        self.receipts: queue.Queue[str] = queue.Queue()
+        self.lock = threading.Lock()
+        host, port = backend.stomp
+        self.conn = stomp.Connection12([(host, port)], vhost=backend.vhost)
+        self.conn.set_listener("differential", self)
+        self.conn.connect("guest", "guest", wait=True)
+
+    def on_message(self, frame: Any) -> None:
+        body = frame.body if isinstance(frame.body, bytes) else frame.body.encode()
+        self.sink.append(StompReceived(frame.headers["destination"], body))
+
+    def on_receipt(self, frame: Any) -> None:
+        self.receipts.put(frame.headers["receipt-id"])
+
+    def call(self, send: Callable[[str], None], receipt: str) -> None:
+        send(receipt)
+        got = self.receipts.get(timeout=5)
+        assert got == receipt, (got, receipt)
+
+    def close(self) -> None:
+        if self.conn.is_connected():
+            self.conn.disconnect()
+
+
 class Side:
     """One broker's half of the machine: its backend, its live clients, what each client id received."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.clients: dict[str, PahoClient] = {}
-        self.received: dict[str, list[Received]] = {label: [] for label in (*CLIENTS, OBSERVER)}
+        self.received: dict[str, list[Any]] = {label: [] for label in (*CLIENTS, *STOMP_CLIENTS, OBSERVER)}
+        self.stomp = {label: StompSide(backend, self.received[label]) for label in STOMP_CLIENTS}
         # The observer sees every message routed on amq.topic (wills and retained publishes included), at the
         # QoS it was published with; the random clients come and go around it.
         observer = backend.paho(OBSERVER, sink=self.received[OBSERVER])
@@ -96,6 +153,7 @@ class MqttDifferential(RuleBasedStateMachine):
         self.offline: dict[str, tuple[float, float]] = {}
         self.n = 0
         self.paused = False
+        self.stomp_subscriptions: dict[str, set[str]] = {label: set() for label in STOMP_CLIENTS}
 
     # -- time -----------------------------------------------------------------------------------------
     def _sync_clock(self) -> None:
@@ -128,7 +186,7 @@ class MqttDifferential(RuleBasedStateMachine):
         fake_seen, real_seen = self.fake.observed(), self.real.observed()
         if fake_seen != real_seen:
             lines = []
-            for label in (*CLIENTS, OBSERVER):
+            for label in (*CLIENTS, *STOMP_CLIENTS, OBSERVER):
                 only_fake = fake_seen[label] - real_seen[label]
                 only_real = real_seen[label] - fake_seen[label]
                 if only_fake or only_real:
@@ -225,6 +283,36 @@ class MqttDifferential(RuleBasedStateMachine):
             self.offline[label] = (start, time.monotonic())
         self._settle_and_compare()
 
+    @rule(label=st.sampled_from(STOMP_CLIENTS), topic_filter=st.sampled_from(FILTERS))
+    def stomp_subscribe(self, label: str, topic_filter: str) -> None:
+        """SUBSCRIBE (or, when already subscribed, UNSUBSCRIBE) a STOMP client to the filter as a /topic."""
+        self._sync_clock()
+        self.n += 1
+        receipt = f"r{self.n}"
+        subscribed = topic_filter in self.stomp_subscriptions[label]
+        for side in self.sides:
+            conn = side.stomp[label].conn
+            if subscribed:
+                side.stomp[label].call(lambda r, c=conn: c.unsubscribe(id=topic_filter, headers={"receipt": r}),
+                                       receipt)
+            else:
+                side.stomp[label].call(lambda r, c=conn: c.subscribe(f"/topic/{to_key(topic_filter)}",
+                                                                     id=topic_filter, headers={"receipt": r}),
+                                       receipt)
+        self.stomp_subscriptions[label] ^= {topic_filter}
+
+    @rule(label=st.sampled_from(STOMP_CLIENTS), topic=st.sampled_from(TOPICS), persistent=st.booleans())
+    def stomp_send(self, label: str, topic: str, persistent: bool) -> None:
+        self._sync_clock()
+        self.n += 1
+        payload = f"s{self.n}"
+        headers = {"persistent": "true"} if persistent else {}
+        for side in self.sides:
+            conn = side.stomp[label].conn
+            side.stomp[label].call(lambda r, c=conn: c.send(f"/topic/{to_key(topic)}", payload,
+                                                            headers={**headers, "receipt": r}), f"r{self.n}")
+        self._settle_and_compare()
+
     @precondition(lambda self: bool(self.offline) and not self.paused)
     @rule()
     def pause(self) -> None:
@@ -234,11 +322,13 @@ class MqttDifferential(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         for side in self.sides:
+            for client in side.stomp.values():
+                client.close()
             side.backend.close()
 
 
 @pytest.mark.usefixtures("both_backends")
-def test_mqtt_clients_see_the_same_messages_on_both_brokers() -> None:
+def test_mqtt_and_stomp_clients_see_the_same_messages_on_both_brokers() -> None:
     run_state_machine_as_test(
         MqttDifferential,
         settings=settings(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from contractlib import Backend, Got
+from typing import Any
 
-from fakebroker.protocols.mqtt.codec import Publish, Will
+import pytest
+from contractlib import TIMEOUT, Backend, Got, RawClient, wait_until
+from managementlib import api, q
+
+from fakebroker.protocols.mqtt.codec import Connack, Disconnect, Publish, Suback, Subscribe, Will
 
 WILL_PROPERTIES = {"delivery_mode": 2, "headers": {"x-mqtt-publish-qos": 1, "x-mqtt-dup": False}}
 
@@ -94,6 +98,57 @@ def test_retained_message_for_a_new_subscription_of_a_resumed_session(backend: B
     assert again.recv_publish() == Publish("rs/t", b"stored", 1, True, False, 1)
 
 
+def retained_after(c: RawClient, packet_id: int, filters: list[tuple[str, int]], count: int) -> list[tuple[str, int]]:
+    """SUBSCRIBE with ``filters`` in one packet; (topic, QoS) of the ``count`` retained messages that follow
+    the SUBACK, in the order they came. (Their packet ids differ: see test_retained_packet_id_after_suback.)"""
+    c.send(Subscribe(packet_id, filters))
+    assert c.recv() == Suback(packet_id, [min(q, 1) for _, q in filters])
+    got = c.publishes(count)
+    assert all(p.retain and p.payload == p.topic.encode() for p in got), got
+    c.expect_nothing()
+    return [(p.topic, p.qos) for p in got]
+
+
+def store_retained(backend: Backend, *topics: str) -> None:
+    pub = backend.raw()
+    pub.connect(backend.cid("store"))
+    for topic in topics:
+        pub.publish(topic, topic.encode(), 1, retain=True)
+
+
+def test_retained_messages_of_one_subscribe_come_in_reverse_filter_order(backend: Backend) -> None:
+    store_retained(backend, "ro/r1", "ro/r2", "ro/r3")
+    sub = backend.raw()
+    sub.connect(backend.cid("sub"))
+    assert retained_after(sub, 20, [("ro/r1", 1), ("ro/r2", 1), ("ro/r3", 1)], 3) == [
+        ("ro/r3", 1), ("ro/r2", 1), ("ro/r1", 1)]
+
+
+def test_retained_order_with_a_wildcard_and_a_repeated_filter(backend: Backend) -> None:
+    # The wildcard finds nothing; r1 comes once per filter naming it, each time at that filter's QoS.
+    store_retained(backend, "ro/r1", "ro/r2", "ro/r3")
+    sub = backend.raw()
+    sub.connect(backend.cid("sub"))
+    filters = [("ro/r1", 1), ("ro/r2", 1), ("ro/r3", 1), ("ro/#", 1), ("ro/r1", 0)]
+    assert retained_after(sub, 20, filters, 4) == [("ro/r1", 0), ("ro/r3", 1), ("ro/r2", 1), ("ro/r1", 1)]
+
+
+def test_retained_order_skips_filters_without_a_message(backend: Backend) -> None:
+    store_retained(backend, "ro/r1", "ro/r3")
+    sub = backend.raw()
+    sub.connect(backend.cid("sub"))
+    filters = [("ro/r1", 0), ("ro/none", 1), ("ro/r3", 1)]
+    assert retained_after(sub, 7, filters, 2) == [("ro/r3", 1), ("ro/r1", 0)]
+
+
+def test_retained_messages_of_separate_subscribes_come_in_subscribe_order(backend: Backend) -> None:
+    store_retained(backend, "ro/r1", "ro/r2", "ro/r3")
+    sub = backend.raw()
+    sub.connect(backend.cid("sub"))
+    got = [retained_after(sub, pid, [(topic, 1)], 1) for pid, topic in enumerate(("ro/r1", "ro/r2", "ro/r3"), 1)]
+    assert got == [[("ro/r1", 1)], [("ro/r2", 1)], [("ro/r3", 1)]]
+
+
 # -- Last Will ----------------------------------------------------------------------------------------------
 def test_will_on_abrupt_close(backend: Backend) -> None:
     tap = backend.tap("will.#")
@@ -116,12 +171,111 @@ def test_will_qos0(backend: Backend) -> None:
         "delivery_mode": 1, "headers": {"x-mqtt-publish-qos": 0, "x-mqtt-dup": False}}
 
 
-def test_no_will_on_disconnect(backend: Backend) -> None:
-    watcher = backend.watcher(("will/#", 1))
-    c = backend.raw()
-    c.connect(backend.cid("polite"), will=Will("will/polite", b"never", 1, False))
-    c.disconnect()
+# Over TCP a DISCONNECT or a takeover skips the will; RabbitMQ 3.10's web_mqtt publishes it however the
+# connection ends.
+TRANSPORTS = pytest.mark.parametrize("websocket", [False, True], ids=["tcp", "websocket"])
+
+
+def expect_will(watcher: RawClient, websocket: bool, will: Publish) -> None:
+    """The will reaches the watcher when the connection was a WebSocket one, and only then."""
+    if websocket:
+        assert watcher.recv_publish() == will
     watcher.expect_nothing()
+
+
+@TRANSPORTS
+def test_will_on_disconnect_over_websocket_only(backend: Backend, websocket: bool) -> None:
+    watcher = backend.watcher(("will/#", 1))
+    c = backend.raw(websocket=websocket)
+    c.connect(backend.cid("polite"), will=Will("will/polite", b"said goodbye", 1, False))
+    c.disconnect()  # DISCONNECT, then wait for the broker to close
+    expect_will(watcher, websocket, Publish("will/polite", b"said goodbye", 1, False, False, 1))
+
+
+def test_websocket_will_on_disconnect_then_close_frame(backend: Backend) -> None:
+    watcher = backend.watcher(("will/#", 1))
+    c = backend.raw(websocket=True)
+    c.connect(backend.cid("browser"), will=Will("will/browser", b"tab closed", 0, False))
+    c.send(Disconnect())
+    c.send_close_frame()  # what a browser client's end() does
+    assert c.expect_closed() == []
+    assert watcher.recv_publish() == Publish("will/browser", b"tab closed", 0, False, False, None)
+
+
+def test_websocket_will_on_close_frame_without_disconnect(backend: Backend) -> None:
+    watcher = backend.watcher(("will/#", 1))
+    c = backend.raw(websocket=True)
+    c.connect(backend.cid("abrupt"), will=Will("will/abrupt", b"closed", 1, False))
+    c.send_close_frame()
+    assert c.expect_closed() == []
+    assert watcher.recv_publish() == Publish("will/abrupt", b"closed", 1, False, False, 1)
+
+
+def test_no_will_when_an_operator_closes_a_websocket_connection(backend: Backend) -> None:
+    # The one end without a will over WebSocket too (over TCP: test_management_api.py).
+    watcher = backend.watcher(("will/#", 1))
+    cid = backend.cid("forced")
+    c = backend.raw(websocket=True)
+    c.connect(cid, will=Will("will/forced", b"never", 1, False))
+
+    def listed() -> dict[str, Any] | None:
+        found = [conn for conn in api(backend, "GET", "/api/connections").json()
+                 if (conn.get("client_properties") or {}).get("client_id") == cid]
+        return found[0] if found else None
+
+    conn = wait_until(listed, what="the connection in /api/connections")
+    assert conn["protocol"] == "Web MQTT 3.1.1"
+    assert api(backend, "DELETE", f"/api/connections/{q(conn['name'])}").status_code == 204
+    assert c.expect_closed() == []
+    watcher.expect_nothing()
+
+
+@TRANSPORTS
+def test_paho_will_on_disconnect_over_websocket_only(backend: Backend, websocket: bool) -> None:
+    watcher = backend.watcher(("will/#", 1))
+    c = backend.paho("paho", websocket=websocket, will=("will/paho", b"paho left", 1, False))
+    assert c.connect() == (False, 0)
+    c.disconnect()
+    expect_will(watcher, websocket, Publish("will/paho", b"paho left", 1, False, False, 1))
+
+
+@TRANSPORTS
+def test_retained_will_on_disconnect_over_websocket_only(backend: Backend, websocket: bool) -> None:
+    c = backend.raw(websocket=websocket)
+    c.connect(backend.cid("ret"), will=Will("rwill/state", b"offline", 1, True))
+    c.disconnect()
+    late = backend.raw()
+    late.connect(backend.cid("late"))
+    late.subscribe(("rwill/state", 1))
+    if websocket:
+        assert late.recv_publish(timeout=TIMEOUT) == Publish("rwill/state", b"offline", 1, True, False, 1)
+    late.expect_nothing()
+
+
+@pytest.mark.parametrize(("old_ws", "new_ws"), [(False, False), (False, True), (True, False), (True, True)],
+                         ids=["tcp-by-tcp", "tcp-by-websocket", "websocket-by-tcp", "websocket-by-websocket"])
+def test_will_on_takeover_of_a_websocket_connection_only(backend: Backend, old_ws: bool, new_ws: bool) -> None:
+    watcher = backend.watcher(("will/#", 1))
+    cid = backend.cid("taken")
+    old = backend.raw(websocket=old_ws)
+    old.connect(cid, will=Will("will/taken", b"old will", 1, False))
+    new = backend.raw(websocket=new_ws)
+    assert new.connect(cid) == Connack(False, 0)
+    assert old.expect_closed() == []
+    expect_will(watcher, old_ws, Publish("will/taken", b"old will", 1, False, False, 1))
+    new.expect_open()
+
+
+def test_will_when_the_subscription_queue_of_a_websocket_connection_is_deleted(backend: Backend) -> None:
+    # Over TCP: test_mqtt_sessions.py::test_deleting_a_subscription_queue_closes_the_connection_without_will
+    watcher = backend.watcher(("will/#", 1))
+    cid = backend.cid("victim")
+    c = backend.raw(websocket=True)
+    c.connect(cid, will=Will("will/victim", b"queue gone", 1, False))
+    c.subscribe(("v/t", 1))
+    backend.delete_queue(backend.queue_name(cid, 1))  # an operator removes it under the consumer
+    assert c.expect_closed() == []
+    expect_will(watcher, True, Publish("will/victim", b"queue gone", 1, False, False, 1))
 
 
 def test_retained_will(backend: Backend) -> None:
@@ -135,17 +289,6 @@ def test_retained_will(backend: Backend) -> None:
     late.connect(backend.cid("late"))
     late.subscribe(("rwill/t", 1))
     assert late.recv_publish() == Publish("rwill/t", b"last words", 1, True, False, 1)
-
-
-def test_no_will_on_takeover(backend: Backend) -> None:
-    watcher = backend.watcher(("will/#", 1))
-    cid = backend.cid("taken")
-    old = backend.raw()
-    old.connect(cid, will=Will("will/taken", b"old will", 1, False))
-    new = backend.raw()
-    new.connect(cid)
-    old.expect_closed()
-    watcher.expect_nothing()
 
 
 def test_will_after_keepalive_timeout(backend: Backend) -> None:

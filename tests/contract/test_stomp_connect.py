@@ -6,7 +6,7 @@ import re
 
 import pytest
 from contractlib import Backend
-from stompkit import as_tuple, error_frame, frame_bytes
+from kit.stomp import as_tuple, error_frame, frame_bytes
 
 pytestmark = pytest.mark.rabbitmq
 SESSION = r"session-[A-Za-z0-9_-]{22}"

@@ -7,7 +7,7 @@ import re
 
 import pytest
 from contractlib import Backend
-from stompkit import as_tuple, error_frame
+from kit.stomp import as_tuple, error_frame
 
 pytestmark = pytest.mark.rabbitmq
 SESSION = r"session-[A-Za-z0-9_-]{22}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import websocket
 from contractlib import Backend
-from stompkit import frame_bytes
+from kit.stomp import frame_bytes
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -113,3 +113,64 @@ def test_tcp_and_websocket_clients_share_the_broker(backend: Backend) -> None:
     tcp = backend.stomp_client().connected()
     tcp.send("SEND", {"destination": "/topic/shared"}, "from tcp")
     assert ws.recv_command("MESSAGE").body == b"from tcp"
+
+
+@pytest.mark.difference("web-stomp-sockjs-at-stomp")
+def test_sockjs_endpoint(backend: Backend) -> None:
+    import http.client
+    from urllib.parse import urlparse
+
+    url = urlparse(backend.web_stomp_url)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=5)
+    try:
+        conn.request("GET", "/stomp/info")
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    if backend.is_fake:
+        assert response.status == 200 and b'"websocket": true' in body
+    else:
+        assert response.status == 404  # RabbitMQ 3.7+ dropped SockJS
+
+
+def test_permessage_deflate(backend: Backend) -> None:
+    """A client that offers permessage-deflate (browsers do) gets it, and compressed frames both ways."""
+    import socket
+    from urllib.parse import urlparse
+
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Request, TextMessage
+    from wsproto.extensions import PerMessageDeflate
+
+    url = urlparse(backend.web_stomp_url)
+    ws = WSConnection(ConnectionType.CLIENT)
+    raw = bytearray()
+    with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+        sock.sendall(ws.send(Request(host="localhost", target="/ws", subprotocols=["v12.stomp"],
+                                     extensions=[PerMessageDeflate()])))
+        texts: list[str] = []
+        while len(texts) < 2:
+            data = sock.recv(65536)
+            assert data, "closed"
+            raw += data
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, AcceptConnection):
+                    assert [e.name for e in event.extensions] == ["permessage-deflate"]
+                    sock.sendall(ws.send(TextMessage(data=f"CONNECT\naccept-version:1.2\nhost:{backend.vhost}\n\n\x00"
+                                                     "SEND\ndestination:/topic/x\nreceipt:r\n\n\x00")))
+                elif isinstance(event, TextMessage):
+                    texts.append(event.data)
+    head = bytes(raw).split(b"\r\n\r\n", 1)[0].lower()
+    assert b"sec-websocket-extensions: permessage-deflate" in head
+    assert texts[0].startswith("CONNECTED\n") and texts[1] == "RECEIPT\nreceipt-id:r\n\n\x00\n"
+
+
+def test_websocket_pings_count_as_heart_beats(backend: Backend) -> None:
+    # RabbitMQ's heart-beat monitor counts the socket's bytes: WebSocket pings keep a silent STOMP client alive.
+    c = backend.web_stomp_client(["v12.stomp"]).connected(heart_beat="1000,0")
+    for _ in range(5):
+        backend.advance(0.9)
+        c.ping()
+    c.expect_open()

@@ -650,6 +650,55 @@ def test_message_ttl_zero_reaches_a_waiting_consumer_only(broker: Broker, vh: VH
     assert [d.body for d in got] == [b"y"]  # observed
 
 
+class TickingClock(VirtualClock):
+    """A clock that moves a microsecond every time it is read, as a wall clock does between two reads."""
+
+    def now(self) -> float:
+        self._now += 1e-6
+        return self._now
+
+
+@pytest.mark.parametrize("clock_kind", ["virtual", "ticking"])
+@pytest.mark.parametrize("ttl", [{"arguments": {"x-message-ttl": 0}}, {"expiration": "0"}],
+                         ids=["x-message-ttl", "expiration"])
+def test_ttl_zero_goes_to_consumers_with_room_and_is_dropped_otherwise(clock_kind: str, ttl: dict[str, Any]) -> None:
+    # observed: delivered to consumers with free prefetch, dropped (expired) for one with a full window; a
+    # basic.get never sees it. A clock that moves on its own (the wall clock) must not change that.
+    clock = VirtualClock() if clock_kind == "virtual" else TickingClock()
+    broker = Broker(clock)
+    vh = broker.vhost()
+    ch = Channel(vh, object(), "c")
+    dropped: list[tuple[bytes, str]] = []
+    broker.on("dropped", lambda vhost, queue, message, reason: dropped.append((message.body, reason)))
+    props = {"expiration": ttl["expiration"]} if "expiration" in ttl else None
+    vh.declare_queue("q", arguments=ttl.get("arguments", {}))
+    broker.publish("", "q", b"nobody", props)
+    assert ch.get("q") is None
+    got: list[Delivery] = []
+    ch.consume("q", got.append, prefetch=1)
+    broker.publish("", "q", b"taken", props)
+    broker.publish("", "q", b"window full", props)
+    assert [d.body for d in got] == [b"taken"]
+    ch.ack(got[0].delivery_tag)
+    assert [d.body for d in got] == [b"taken"]  # the dropped one does not come back
+    assert bodies(vh, "q") == []
+    assert dropped == [(b"nobody", "expired"), (b"window full", "expired")]
+
+
+def test_expiration_zero_behind_another_message_is_dropped_at_the_head(broker: Broker, vh: VHost,
+                                                                         ch: Channel) -> None:
+    # observed (management API basic.get): A, then nothing; B expired behind A and went when it was the head
+    vh.declare_queue("q")
+    broker.publish("", "q", b"A")
+    broker.publish("", "q", b"B", {"expiration": "0"})
+    got: list[Delivery] = []
+    ch.consume("q", got.append, prefetch=1)
+    assert [d.body for d in got] == [b"A"]
+    ch.ack(got[0].delivery_tag)
+    assert [d.body for d in got] == [b"A"]
+    assert bodies(vh, "q") == []
+
+
 def test_per_message_expiration_only_at_the_head(broker: Broker, vh: VHost, ch: Channel,
                                                  clock: VirtualClock) -> None:
     # observed: count 3 after B expired behind A; get A -> message_count 1; then only C

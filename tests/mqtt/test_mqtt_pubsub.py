@@ -434,3 +434,19 @@ def test_message_log_names_the_publishing_client(client, broker, protocol, trans
                                                                                       "log/x")
     assert logged.deliveries == [("mqtt-subscription-readerqos1", "reader")]
     assert len(broker.messages.filter(client_id="writer", delivered_to="reader")) == 1
+
+
+@pytest.mark.fakebroker(clock="wall")
+def test_ttl_zero_reaches_subscribers_on_the_wall_clock(client, broker, transport):
+    # Delivered on arrival to consumers that can take it (RabbitMQ 3.10), though real time has moved on
+    # between the publish and the delivery.
+    s0, s1 = client("s0"), client("s1")
+    s0.subscribe("ttl/#", 0)
+    s1.subscribe("ttl/#", 1)
+    broker.publish("amq.topic", "ttl.zero", b"ttl 0", {"expiration": "0"})
+    broker.declare_queue("ttl0", arguments={"x-message-ttl": 0})
+    broker.bind("ttl0", "amq.topic", "ttl.#")
+    broker.publish("amq.topic", "ttl.queue", b"to the queue too")
+    assert [(m.payload, m.qos) for m in s0.expect(2)] == [(b"ttl 0", 0), (b"to the queue too", 0)]
+    assert [(m.payload, m.qos) for m in s1.expect(2)] == [(b"ttl 0", 1), (b"to the queue too", 1)]
+    assert broker.get("ttl0") is None  # no consumer there: expired on arrival

@@ -686,3 +686,13 @@ def test_no_limits_by_default(client: Any, host: Any) -> None:
     client.send("SEND", [("destination", "/topic/big")] + [(f"h{i}", "v" * 200) for i in range(150)], body)
     frame = client.frame()
     assert len(frame.body) == len(body) and frame.get("h149") == "v" * 200
+
+
+def test_connected_session_is_established(new_client: Any) -> None:
+    c = new_client()
+    assert not c.session.established
+    c.send("CONNECT", {"accept-version": "2.0"})
+    assert c.frame().command == "ERROR"
+    assert not c.session.established  # refused: still in the handshake
+    c.connect()
+    assert c.session.established

@@ -50,3 +50,31 @@ def test_stomp_sessions_keep_the_contract(listener: str, script: list[bytes]) ->
     if listener == "web_stomp":
         script = [ws_upgrade("/ws", "v12.stomp"), *(ws_frame(chunk, opcode=1) for chunk in script)]
     check_session_contract(factory, script, normalize=normalize)
+
+
+def _post(path: str, body: bytes = b"") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: broker\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+SOCKJS = {
+    "xhr": [_post("/stomp/000/abc/xhr"),
+            _post("/stomp/000/abc/xhr_send", b'["CONNECT\\naccept-version:1.2\\nhost:/\\n\\n\\u0000"]'),
+            _post("/stomp/000/abc/xhr"),
+            _post("/stomp/000/abc/xhr_send", b'["DISCONNECT\\nreceipt:bye\\n\\n\\u0000"]'),
+            _post("/stomp/000/abc/xhr"), _post("/stomp/000/abc/xhr")],
+    "info": [b"GET /stomp/info HTTP/1.1\r\nHost: broker\r\n\r\n", b"GET /stomp HTTP/1.1\r\nHost: broker\r\n\r\n"],
+    "websocket": [ws_upgrade("/stomp/000/abc/websocket"),
+                  ws_frame(b'["CONNECT\\naccept-version:1.2\\nhost:/\\n\\n\\u0000"]', opcode=1),
+                  ws_frame(b'["SUBSCRIBE\\ndestination:/topic/a\\nid:1\\nreceipt:r\\n\\n\\u0000"]', opcode=1),
+                  ws_frame(b'["DISCONNECT\\nreceipt:bye\\n\\n\\u0000"]', opcode=1)],
+}
+
+
+@pytest.mark.parametrize("script", SOCKJS.values(), ids=SOCKJS.keys())
+def test_sockjs_sessions_keep_the_contract(script: list[bytes]) -> None:
+    factory = next(spec.session for spec in STOMP.listeners if spec.name == "web_stomp")
+    def without_entropy(out: bytes) -> bytes:
+        out = re.sub(rb'"entropy": \d+', b"", normalize(out))
+        return re.sub(rb"Content-Length: \d+", b"Content-Length: N", out)
+
+    check_session_contract(factory, script, normalize=without_entropy)

@@ -327,3 +327,72 @@ def test_web_stomp_with_stomp_py(make_client: Callable[..., Client], fakebroker:
     [info] = [c for c in fakebroker.clients if c.listener == "web_stomp"]
     # stomp.py offers no subprotocol; like RabbitMQ, the upgrade succeeds without one.
     assert (info.transport, info.subprotocol) == ("websocket", None)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_exchange_and_amq_queue_destinations(make_client: Callable[..., Client], fakebroker: ThreadedBroker,
+                                             version: str) -> None:
+    fakebroker.declare_exchange("events", "direct")
+    fakebroker.declare_queue("audit")
+    fakebroker.bind("audit", "events", "login")
+    client = connected(make_client, version)
+    client.subscribe("/exchange/events/login", "ex")
+    client.subscribe("/amq/queue/audit", "q")
+    client.send("/exchange/events/login", "alice", receipt="r")
+    got = sorted((f.headers["subscription"], f.headers["destination"], f.body)
+                 for f in (client.listener.message(), client.listener.message()))
+    assert got == [("ex", "/exchange/events/login", "alice"), ("q", "/exchange/events/login", "alice")]
+    client.send("/amq/queue/missing", "dropped", receipt="r2")  # silently dropped, as in RabbitMQ
+    assert "missing" not in fakebroker.queues
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_unsubscribe_and_server_cancel(make_client: Callable[..., Client], fakebroker: ThreadedBroker,
+                                       version: str) -> None:
+    fakebroker.declare_queue("doomed")
+    client = connected(make_client, version)
+    client.subscribe("/topic/news.*", "n")
+    client.conn.unsubscribe(id="n", headers={"receipt": "u"})
+    client.listener.receipt("u")
+    fakebroker.publish("amq.topic", "news.x", b"nobody hears")
+    client.subscribe("/amq/queue/doomed", "d")
+    fakebroker.delete_queue("doomed")
+    error = client.listener.errors.get(timeout=TIMEOUT)
+    assert (error.headers["message"], error.headers["subscription"]) == ("Server cancelled subscription", "d")
+    client.send("/topic/still.open", "x", receipt="open")
+    client.listener.no_message()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_header_mapping_both_ways(make_client: Callable[..., Client], fakebroker: ThreadedBroker,
+                                  version: str) -> None:
+    fakebroker.declare_queue("mapped")
+    client = connected(make_client, version)
+    client.send("/amq/queue/mapped", "{}", receipt="r", persistent="true", priority="7",
+                **{"content-type": "application/json", "correlation-id": "c-1", "amqp-message-id": "m-1",
+                   "x-custom": "v"})
+    message = fakebroker.get("mapped")
+    assert message is not None
+    props = message.properties
+    assert (props["delivery_mode"], props["priority"], props["content_type"], props["correlation_id"],
+            props["message_id"], props["headers"]["x-custom"]) == (2, 7, "application/json", "c-1", "m-1", "v")
+    client.subscribe("/amq/queue/mapped", "m")
+    fakebroker.publish("", "mapped", b"back", {"app_id": "api", "timestamp": 1700000000, "reply_to": "rq",
+                                               "headers": {"n": 3}})
+    frame = client.listener.message()
+    assert (frame.headers["app-id"], frame.headers["timestamp"], frame.headers["reply-to"], frame.headers["n"]) == (
+        "api", "1700000000", "/reply-queue/rq", "3")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_disconnect_receipt_and_queue_cleanup(make_client: Callable[..., Client], fakebroker: ThreadedBroker,
+                                              version: str) -> None:
+    client = connected(make_client, version)
+    client.subscribe("/topic/temp.*", "t")
+    assert any(name.startswith("stomp-subscription-") for name in fakebroker.queues)
+    client.conn.disconnect(receipt="bye")
+    assert client.listener.disconnected.wait(TIMEOUT)
+    deadline = time.monotonic() + TIMEOUT
+    while any(name.startswith("stomp-subscription-") for name in fakebroker.queues):
+        assert time.monotonic() < deadline, "the subscription queue outlived its connection"
+        time.sleep(0.01)

@@ -23,6 +23,15 @@ class MqttProfile:
     dollar_topics_match_wildcards: bool = True
     #: The old connection's will is published when another takes its client id over.
     will_on_takeover: bool = False
+    #: Over WebSocket the will is also published on a DISCONNECT, a takeover and a deleted subscription queue
+    #: (RabbitMQ 3.10's web_mqtt; over TCP those ends publish none). A force-close by an operator publishes none.
+    websocket_will_on_disconnect: bool = True
+    #: A QoS 1 PUBLISH that a queue refuses (``x-overflow: reject-publish``) gets no PUBACK; over TCP the
+    #: connection is closed with no will, over WebSocket it stays open (RabbitMQ 3.10 on a confirm nack).
+    refused_publish_unacked: bool = True
+    #: The retained messages of one SUBSCRIBE go out in reverse filter order, last filter first (RabbitMQ
+    #: 3.10); separate SUBSCRIBEs get theirs in packet order either way.
+    retained_in_reverse_filter_order: bool = True
     #: A client id is unique across the node, not per vhost: RabbitMQ 3.10's client-id tracker is keyed by the
     #: id alone, so a CONNECT in one vhost closes a connection with the same id in another (3.12+: per vhost).
     takeover_across_vhosts: bool = True

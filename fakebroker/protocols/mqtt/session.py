@@ -12,7 +12,7 @@ from typing import Any
 
 from ...clock import TimerHandle
 from ...errors import AmqpError
-from ...model import Channel, Delivery, Message, VHost
+from ...model import Channel, Delivery, LoggedMessage, Message, VHost
 from ...model.vhost import generated_name
 from ..base import ConnectionInfo, Session, SessionHost
 from . import MqttSettings
@@ -69,7 +69,6 @@ class MqttSession(Session):
         self.decoder = MqttDecoder(
             self.settings.max_packet_size, allow_wildcards_in_publish_topic=self.profile.wildcards_in_publish_topic
         )
-        self.connected = False
         self.protocol_level = 0
         self.clean_session = True
         self.keepalive = 0
@@ -86,6 +85,9 @@ class MqttSession(Session):
         self._last_activity = self.clock.now()
         self._keepalive_timer: TimerHandle | None = None
         self._send_will = True
+        self._over_websocket = info.transport == "websocket"
+        # Ends that publish no will over TCP (DISCONNECT, takeover, a deleted queue) still do over web_mqtt.
+        self._will_on_disconnect = self._over_websocket and self.profile.websocket_will_on_disconnect
         self.taken_over = False
 
     # -- bytes in ---------------------------------------------------------------------------------
@@ -107,7 +109,7 @@ class MqttSession(Session):
 
     def _protocol_error(self, exc: MqttProtocolError) -> None:
         if (
-            not self.connected
+            not self.established
             and exc.connack_code is not None
             and self.profile.connack_on_bad_protocol_level
         ):
@@ -119,7 +121,7 @@ class MqttSession(Session):
         self.send(encode(packet))
 
     def _handle(self, packet: Packet) -> None:
-        if not self.connected:
+        if not self.established:
             if isinstance(packet, Connect):
                 self._connect(packet)
             else:
@@ -136,7 +138,7 @@ class MqttSession(Session):
         elif isinstance(packet, Pingreq):
             self._write(Pingresp())
         elif isinstance(packet, Disconnect):
-            self._send_will = False
+            self._send_will = self._will_on_disconnect
             self.request_close()
         elif isinstance(packet, Connect):
             self._protocol_error(MqttProtocolError("second CONNECT on one connection"))
@@ -173,7 +175,7 @@ class MqttSession(Session):
                 vhost.delete_queue(queue_name(client_id, qos))
         else:
             self.session_present = q1 in vhost.queues
-        self.connected = self._established = True
+        self._established = True  # CONNACK 0 sent: the handshake timeout no longer applies
         self._write(Connack(self.session_present, ConnackCode.ACCEPTED))
         self.host.emit("client", self)
         if self.keepalive:
@@ -220,7 +222,7 @@ class MqttSession(Session):
                 continue
             old.taken_over = True
             old.close_reason = "taken over by a new connection with the same client id"
-            old._send_will = self.profile.will_on_takeover
+            old._send_will = self.profile.will_on_takeover or old._will_on_disconnect
             # Close the old connection first so its unacknowledged messages are requeued for this one.
             old.abort_transport()
         self.registry.sessions[key] = self
@@ -249,15 +251,25 @@ class MqttSession(Session):
         assert self.vhost is not None
         qos = min(p.qos, self.profile.max_qos)
         try:
-            self._route(p.topic, p.payload, qos, p.dup, p.retain, protocol="mqtt")
+            logged = self._route(p.topic, p.payload, qos, p.dup, p.retain, protocol="mqtt")
         except AmqpError as exc:
             self.close_reason = str(exc)
             self.request_close()
             return
-        if qos >= 1 and p.packet_id is not None:
-            self._write(Puback(p.packet_id))
+        if qos < 1 or p.packet_id is None:
+            return
+        if logged.refused and self.profile.refused_publish_unacked:
+            # RabbitMQ 3.10 PUBACKs when the publisher confirm comes back. A nack gets no PUBACK; it closes a
+            # TCP connection and leaves a WebSocket one open.
+            if not self._over_websocket:
+                self.close_reason = f"a queue refused a QoS 1 message ({', '.join(logged.refused)}: reject-publish)"
+                self._send_will = False
+                self.request_close()
+            return
+        self._write(Puback(p.packet_id))
 
-    def _route(self, topic: str, payload: bytes, qos: int, dup: bool, retain: bool, protocol: str) -> None:
+    def _route(self, topic: str, payload: bytes, qos: int, dup: bool, retain: bool,
+               protocol: str) -> LoggedMessage:
         assert self.vhost is not None
         headers: dict[str, Any] = {}
         if self.profile.publish_headers:
@@ -266,7 +278,7 @@ class MqttSession(Session):
         key = to_amqp(topic)
         if retain:
             self._retain(to_mqtt(key), payload, qos)
-        self.host.model.publish(
+        return self.host.model.publish(
             self.settings.exchange, key, payload, properties,
             vhost=self.vhost.name, protocol=protocol, client_id=self.client_id,
         )
@@ -300,7 +312,10 @@ class MqttSession(Session):
             return
         self._write(Suback(p.packet_id, granted))
         self.host.emit("client", self)
-        for (topic_filter, _), qos in zip(p.topics, granted, strict=True):
+        subscribed = list(zip((f for f, _ in p.topics), granted, strict=True))
+        if self.profile.retained_in_reverse_filter_order:
+            subscribed.reverse()
+        for topic_filter, qos in subscribed:
             self._send_retained(topic_filter, qos)
 
     def _ensure_queue(self, qos: int) -> str:
@@ -328,13 +343,13 @@ class MqttSession(Session):
 
     def _on_consumer_cancelled(self, tag: str) -> None:
         # Only a queue deleted under a live consumer cancels it (an admin, or the Python API). RabbitMQ 3.10's
-        # MQTT connection dies of the basic.cancel: the socket closes and the will is not published.
+        # MQTT connection dies of the basic.cancel: the socket closes, with the will over WebSocket only.
         for qos, t in list(self._consumer_tags.items()):
             if t == tag:
                 del self._consumer_tags[qos]
         if not self.closed:
             self.close_reason = "subscription queue deleted"
-            self._send_will = False
+            self._send_will = self._will_on_disconnect
             self.abort_transport()
 
     def _send_retained(self, topic_filter: str, granted: int) -> None:
@@ -404,7 +419,7 @@ class MqttSession(Session):
     def _on_connection_lost(self) -> None:
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
-        if not self.connected:
+        if not self.established:
             return
         # A node going down (stop, restart) publishes no will: RabbitMQ 3.10 stops its MQTT plugin first.
         if self._send_will and self.will is not None and not self.host.stopping:

@@ -20,7 +20,7 @@ def _stomp(info: ConnectionInfo, host: SessionHost) -> Session:
     return StompSession(info, host)
 
 
-def _web_stomp(info: ConnectionInfo, host: SessionHost) -> Session:
+def _raw_web_stomp(info: ConnectionInfo, host: SessionHost) -> Session:
     from ..websocket import WebSocketSession
 
     settings = host.options.protocol_settings("stomp", StompSettings)
@@ -28,7 +28,14 @@ def _web_stomp(info: ConnectionInfo, host: SessionHost) -> Session:
     # STOMP side ends the connection, Web STOMP closes with 1000 "STOMP died".
     return WebSocketSession(info, lambda inner: _stomp(inner, host), path="/ws", subprotocols=SUBPROTOCOLS,
                             require_subprotocol=False, frame_type="binary" if settings.ws_frame == "binary" else "text",
-                            close_reason_on_inner_close="STOMP died")
+                            close_reason_on_inner_close="STOMP died", compress=True)
+
+
+def _web_stomp(info: ConnectionInfo, host: SessionHost) -> Session:
+    from .sockjs import WebStompFront
+
+    # /ws is raw Web STOMP; /stomp/... is SockJS (info, websocket, xhr and xhr_streaming with xhr_send).
+    return WebStompFront(info, host, lambda front_info: _raw_web_stomp(front_info, host))
 
 
 def _destination_matches(m: LoggedMessage, wanted: Any) -> bool:
@@ -57,7 +64,8 @@ PROTOCOL = ProtocolSpec(
     listeners=(
         ListenerSpec("stomp", "stomp", _stomp, 61613, "stomp", "STOMP 1.0/1.1/1.2"),
         ListenerSpec("web_stomp", "stomp", _web_stomp, 15674, "web_stomp_url", "STOMP over WebSocket (Web STOMP)",
-                     url="ws://{host}:{port}/ws", websocket_path="/ws", subprotocols=SUBPROTOCOLS),
+                     url="ws://{host}:{port}/ws", websocket_path="/ws", subprotocols=SUBPROTOCOLS,
+                     more_urls={"sockjs_url": "http://{host}:{port}/stomp"}),
     ),
     settings=StompSettings,
     criteria={

@@ -22,7 +22,6 @@ optional ones. Any error makes the decoder raise :class:`StompFrameError` and st
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 NUL = 0
 LF = 10
@@ -78,22 +77,46 @@ def _raw(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-@dataclass
 class Frame:
     """One frame. ``headers`` keeps the order of arrival, without repeats (the first occurrence wins)."""
 
-    command: str
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
+    __slots__ = ("command", "_headers", "body", "_map")
+
+    def __init__(self, command: str, headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> None:
+        self.command = command
+        self._headers: list[tuple[str, str]] = headers if headers is not None else []
+        self.body = body
+        self._map: dict[str, str] | None = None
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: list[tuple[str, str]]) -> None:
+        self._headers = value
+        self._map = None
+
+    def _index(self) -> dict[str, str]:
+        found = self._map
+        if found is None:
+            found = self._map = {}
+            for key, value in self._headers:
+                found.setdefault(key, value)
+        return found
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return default
+        return self._index().get(name, default)
 
     def __contains__(self, name: object) -> bool:
-        return any(key == name for key, _ in self.headers)
+        return name in self._index()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Frame):
+            return NotImplemented
+        return (self.command, self._headers, self.body) == (other.command, other._headers, other.body)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         body = self.body if len(self.body) <= 60 else self.body[:57] + b"..."
@@ -102,7 +125,10 @@ class Frame:
 
 def escape(text: str) -> str:
     """A header name or value as RabbitMQ writes it (``\\``, LF, CR and ``:`` escaped)."""
-    return text.translate(_ESCAPE_TABLE)
+    # Most headers have nothing to escape; four substring tests are cheaper than a translate.
+    if "\\" in text or ":" in text or "\n" in text or "\r" in text:
+        return text.translate(_ESCAPE_TABLE)
+    return text
 
 
 def encode(
@@ -218,6 +244,8 @@ class StompDecoder:
                 return None
             self._command = _text(line)
         if self._body_start is None:
+            if self._headers_at_once():
+                return self._body()
             while True:
                 line = self._line("unexpected_chars_in_header")
                 if line is None:
@@ -228,6 +256,41 @@ class StompDecoder:
                     break
                 self._header(line)
         return self._body()
+
+    def _headers_at_once(self) -> bool:
+        """The fast path: the whole header block has arrived and has no CR and no escape, so it can be split in
+        one go (what the line-by-line path would do, with the same limits and errors)."""
+        if self._headers or self._header_count:
+            return False
+        buf, pos = self._buf, self._pos
+        if buf.startswith(b"\n", pos):
+            self._pos = pos + 1
+            self._begin_body()
+            return True
+        end = buf.find(b"\n\n", pos)
+        if end < 0:
+            return False
+        block = bytes(buf[pos:end])
+        if b"\r" in block or b"\\" in block:
+            return False
+        lines = block.split(b"\n")
+        if self.max_headers is not None and len(lines) > self.max_headers:
+            return False
+        if self.max_header_length is not None and max(map(len, lines)) > self.max_header_length:
+            return False
+        headers, names = self._headers, self._names
+        for line in lines:
+            name, colon, value = line.partition(b":")
+            if not colon:
+                raise StompFrameError("header_no_value", line)
+            key = _text(name)
+            if key not in names:
+                names.add(key)
+                headers.append((key, _text(value)))
+        self._header_count = len(lines)
+        self._pos = end + 2
+        self._begin_body()
+        return True
 
     def _skip_noise(self) -> bool:
         """Skip NULs and EOLs between frames; True when a frame starts at ``_pos``."""

@@ -92,6 +92,8 @@ def parse_endpoint(destination: str) -> Endpoint:
 def _escape_destination(text: str) -> str:
     """``rabbit_stomp_util:escape/1``: ``/``, ``%`` and bytes outside 32..127 as ``%XX`` (upper-case hex, per
     byte of the UTF-8 encoding)."""
+    if text.isascii() and text.isprintable() and "/" not in text and "%" not in text:
+        return text  # the usual routing key: nothing to escape
     out = []
     for byte in text.encode("utf-8", "surrogateescape"):
         if byte == 0x2F:

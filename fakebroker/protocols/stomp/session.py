@@ -44,7 +44,7 @@ PROPERTY_HEADERS = (
     ("user-id", "user_id"),
     ("app-id", "app_id"),
 )
-_NOT_USER_HEADERS = frozenset([name for name, _ in PROPERTY_HEADERS] + ["destination"])
+_PROPERTY_OF = dict(PROPERTY_HEADERS)
 # Queue arguments a SUBSCRIBE (or SEND) header may set, and whether RabbitMQ reads them as integers.
 ARGUMENT_HEADERS = {
     "x-dead-letter-exchange": False,
@@ -131,6 +131,7 @@ class StompSession(Session):
         self.subscriptions: dict[str, Subscription] = {}
         self.heart_beat = (0, 0)  # (server sends every, server expects every), ms, as in CONNECTED
         self._declared: set[str] = set()  # /queue/ queues this connection declared already
+        self._endpoints: dict[str, Endpoint] = {}
         self._reply_queues: dict[str, str] = {}  # temp-queue id -> queue name
         self._transactions: dict[str, list[Callable[[], None]]] = {}
         self._prefetch = 0  # the channel's basic.qos, set by SUBSCRIBE's prefetch-count
@@ -177,6 +178,10 @@ class StompSession(Session):
                 for chunk in batch:
                     self._sent += len(chunk)
                     self.send(chunk)
+
+    def transport_received(self, count: int) -> None:
+        # RabbitMQ's heart-beat monitor reads the socket's byte count: WebSocket framing and pings count too.
+        self._received += count
 
     def _write(self, command: str, headers: list[tuple[str, str]], body: bytes = b"") -> None:
         data = encode(command, headers, body, trailing_lf=self.settings.trailing_lf)
@@ -298,12 +303,13 @@ class StompSession(Session):
         self.channel = Channel(self.vhost, self, self.client_id)
         self.channel.on_cancel = self._on_consumer_cancelled
         self.heart_beat = (send_ms, recv_ms)
+        self._established = True
         headers = [("session", self.session_id), ("heart-beat", f"{send_ms},{recv_ms}"), ("version", version)]
         if not self.settings.hide_server_info:
             headers.insert(0, ("server", f"RabbitMQ/{self.settings.server_version}"))
         self._write("CONNECTED", headers)
-        self._established = True  # the handshake timeout no longer applies
-        self._start_heartbeats(send_ms // 1000, recv_ms // 1000)
+        if self.info.transport != "http":  # SockJS: negotiated, never run (RabbitMQ's SockJS endpoint)
+            self._start_heartbeats(send_ms // 1000, recv_ms // 1000)
 
     @staticmethod
     def _negotiate_heartbeat(value: str) -> tuple[int, int]:
@@ -407,19 +413,23 @@ class StompSession(Session):
         """``rabbit_stomp_util:message_properties``: the mapped headers become properties, the others go into
         the headers table (in reverse order, as RabbitMQ's parser accumulates them)."""
         props: dict[str, Any] = {}
-        for header, prop in PROPERTY_HEADERS:
-            value = frame.get(header)
-            if value is None:
-                continue
-            if prop == "delivery_mode":
+        table: dict[str, Any] = {}
+        for name, value in reversed(frame.headers):
+            prop = _PROPERTY_OF.get(name)
+            if prop is None:
+                if name != "destination":
+                    table[name] = value
+            elif prop == "delivery_mode":
                 if _boolean(value):
                     props[prop] = 2
-            elif prop in ("priority", "timestamp"):
+            elif prop == "priority" or prop == "timestamp":
                 props[prop] = _integer(value)
             else:
                 props[prop] = value
-        props["headers"] = {k: v for k, v in reversed(frame.headers) if k not in _NOT_USER_HEADERS}
-        return props
+        # In the order of PROPERTY_HEADERS, as the AMQP properties are laid out.
+        out = {prop: props[prop] for _, prop in PROPERTY_HEADERS if prop in props} if props else {}
+        out["headers"] = table
+        return out
 
     def _ensure_reply_to(self, frame: Frame) -> Frame:
         reply_to = frame.get("reply-to")
@@ -448,7 +458,11 @@ class StompSession(Session):
         if destination is None:
             self._error("Missing destination", f"{_erl_p(command)} must include a 'destination' header\n")
             return None
-        endpoint = parse_endpoint(destination)
+        endpoint = self._endpoints.get(destination)
+        if endpoint is None:
+            endpoint = parse_endpoint(destination)
+            if len(self._endpoints) < 1024:  # a connection sends to a few destinations, over and over
+                self._endpoints[destination] = endpoint
         if endpoint.kind == "queue" and endpoint.name == "":
             self._error("Invalid destination", "Destination cannot be blank")
             return None
@@ -791,27 +805,38 @@ def _integer_exact(text: str) -> int:
     return _integer(text)
 
 
+_PROPERTIES_OUT = tuple(reversed(PROPERTY_HEADERS))
+
+
+def _reply_to(value: str) -> str:
+    """``headers_post_process``: a reply-to that is not a destination names a queue to reply to."""
+    return value if value.startswith(DEST_PREFIXES) else "/reply-queue/" + value
+
+
 def message_headers(properties: dict[str, Any]) -> list[tuple[str, str]]:
     """The MESSAGE headers for a message's AMQP properties, in RabbitMQ's order: the string and integer entries
     of the headers table, then the properties from app-id back to content-type."""
     out: list[tuple[str, str]] = []
     table = properties.get("headers")
-    if isinstance(table, dict):
+    if table:
         for key, value in table.items():
-            if isinstance(value, bool) or key in _NON_STRING_HEADERS:
-                continue
             if isinstance(value, str):
-                out.append((key, value))
+                out.append((key, _reply_to(value) if key == "reply-to" else value))
+            elif isinstance(value, bool) or key in _NON_STRING_HEADERS:
+                continue
             elif isinstance(value, int):
                 out.append((key, str(value)))
             elif isinstance(value, bytes):
                 out.append((key, value.decode("utf-8", "surrogateescape")))
-    for header, prop in reversed(PROPERTY_HEADERS):
-        value = properties.get(prop)
-        if value is None:
-            continue
-        if prop == "delivery_mode":
-            out.append((header, "true" if value == 2 else str(value)))
-        else:
-            out.append((header, str(value)))
-    return [(k, v if k != "reply-to" or v.startswith(DEST_PREFIXES) else "/reply-queue/" + v) for k, v in out]
+    if len(properties) > 1 or table is None:
+        for header, prop in _PROPERTIES_OUT:
+            value = properties.get(prop)
+            if value is None:
+                continue
+            if prop == "delivery_mode":
+                out.append((header, "true" if value == 2 else str(value)))
+            elif prop == "reply_to":
+                out.append((header, _reply_to(str(value))))
+            else:
+                out.append((header, str(value)))
+    return out

@@ -214,6 +214,22 @@ class WebStompClient(_Base):
         """One WebSocket frame with these bytes (several STOMP frames, or part of one)."""
         self.ws.send_frame(websocket.ABNF.create_frame(data, opcode, fin=int(fin)))
 
+    def ping(self) -> None:
+        """A WebSocket ping; returns at its pong (so the broker has read it)."""
+        self.ws.ping(b"p")
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            self.ws.settimeout(max(0.01, deadline - time.monotonic()))
+            opcode, data = self.ws.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_PONG:
+                return
+            if opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
+                self.raw += data
+                self.decoder.feed(data)
+            elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                raise BrokerClosed("the broker closed the connection")
+        raise AssertionError("no pong")
+
     def _receive(self, timeout: float) -> bytes | None:
         if self.close_frame is not None:
             return b""
