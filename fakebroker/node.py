@@ -45,7 +45,8 @@ class Node:
         self.clock = make_clock(options.clock)
         self.model = Broker(self.clock, users=options.users, vhosts=options.vhosts, log_limit=options.retain_log)
         self.runtime = Runtime(self.clock, options.host, handshake_timeout=options.handshake_timeout,
-                               max_connections=options.max_connections)
+                               max_connections=options.max_connections,
+                               output_limit=options.output_buffer_limit)
         self.runtime.on_connect = self._on_connect
         self.runtime.on_disconnect = self._on_disconnect
         self.api_owner = ApiOwner()

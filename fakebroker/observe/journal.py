@@ -57,9 +57,11 @@ class Journal:
     def _closed(self, conn: Connection) -> None:
         summary = self._open.pop(conn.id, None) or ConnectionSummary.of(conn)
         summary.refresh(conn)  # the "opened" event shares it: it shows the client id too
-        subscriptions = conn.session.describe().get("subscriptions") or {}
+        described = conn.session.describe()
+        subscriptions = described.get("subscriptions") or {}
         reason = _close_reason(conn) or ("the broker went down" if self._node.stopping else "")
-        self.events.append((self._node.clock.now(), "closed", (summary, dict(subscriptions), reason)))
+        self.events.append((self._node.clock.now(), "closed",
+                            (summary, dict(subscriptions), reason, described.get("dropped"))))
 
     def note(self, text: str) -> None:
         self.events.append((self._node.clock.now(), "note", text))
@@ -102,8 +104,9 @@ def traffic_report(node: Node, journal: Journal, messages: int = 50) -> str:
         if what == "opened":
             lines.append(f"  t={when:.3f} opened {_conn_text(item)}")
         elif what == "closed":
-            conn, subscriptions, reason = item
+            conn, subscriptions, reason, dropped = item
             extra = f" subscriptions={subscriptions}" if subscriptions else ""
+            extra += f" dropped={dropped} (not reading)" if dropped else ""
             lines.append(f"  t={when:.3f} closed {_conn_text(conn)}{extra}{f' ({reason})' if reason else ''}")
         else:
             lines.append(f"  t={when:.3f} {item}")
@@ -121,6 +124,8 @@ def traffic_report(node: Node, journal: Journal, messages: int = 50) -> str:
         if will:
             parts.append(f"will=({will['topic']!r}, {_short(will['payload'])}, qos {will['qos']}"
                          f"{', retain' if will['retain'] else ''})")
+        if d.get("dropped"):
+            parts.append(f"dropped={d['dropped']} (QoS 0 messages it was too far behind in reading to get)")
         if conn.stalled:
             parts.append("STALLED")
         lines.append("  " + " ".join(parts))

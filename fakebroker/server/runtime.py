@@ -28,6 +28,8 @@ from .sockets import bind, listen_error
 
 logger = logging.getLogger("fakebroker")
 
+#: The most the writer takes from a session per send.
+WRITE_SLICE = 256 * 1024
 #: Back-off between failed accepts (EMFILE, ENFILE, ENOBUFS, ENOMEM): doubles from the first to the second.
 ACCEPT_BACKOFF_MIN = 0.01
 ACCEPT_BACKOFF_MAX = 0.5
@@ -56,8 +58,8 @@ class Connection:
     asyncio backend, :class:`_TaskConnection` (a reader task and a writer task on anyio streams) elsewhere.
     """
 
-    __slots__ = ("__weakref__", "_done", "_ended", "_runtime", "_slots", "finished", "id", "listener", "opened_at",
-                 "peer", "raw", "reads", "session", "stalled", "waiting")
+    __slots__ = ("__weakref__", "_done", "_ended", "_output_was_full", "_runtime", "_slots", "finished", "id",
+                 "listener", "opened_at", "peer", "raw", "reads", "session", "stalled", "waiting")
 
     def __init__(self, runtime: Runtime, conn_id: int, listener: str, session: Session, peer: tuple[str, int],
                  opened_at: float, raw: Any, slots: anyio.Semaphore | None) -> None:
@@ -76,8 +78,10 @@ class Connection:
         self._ended = False  # everything about the connection is done (on_disconnect called)
         self._done: anyio.Event | None = None  # made only when someone waits for the end
         self._slots = slots  # the listener's max_connections semaphore, released when the connection ends
+        self._output_was_full = False  # the session held deliveries back: tell it when the output drains
         session.wakeup = self.wake
         session.abort_transport = self.abort
+        session.output_limit = runtime.output_limit
 
     @property
     def protocol(self) -> str:
@@ -250,7 +254,11 @@ class _ProtocolConnection(Connection, asyncio.BufferedProtocol):
         session, transport = self.session, self._transport
         assert transport is not None
         while not self._paused:
-            data = session.data_to_send()
+            _check_drained(self)
+            if self.finished:
+                return  # resuming the held-back output failed and dropped the connection
+            # In slices: the transport copies what it cannot send at once.
+            data = session.data_to_send(WRITE_SLICE)
             if not data:
                 break
             transport.write(data)
@@ -330,9 +338,10 @@ class Runtime:
     asyncio_protocols = True
 
     def __init__(self, clock: Clock, host: str = "127.0.0.1", *, handshake_timeout: float | None = None,
-                 max_connections: int | None = None) -> None:
+                 max_connections: int | None = None, output_limit: int | None = None) -> None:
         self.clock = clock
         self.host = host
+        self.output_limit = output_limit
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
         self._slots: dict[str, anyio.Semaphore] = {}  # per listener, when max_connections is set
@@ -639,10 +648,14 @@ class Runtime:
                 await conn._idle.wait()
                 conn._idle = None
             conn._pending = False
-            if conn.stalled:
-                await conn._until_resumed()
-            data = session.data_to_send()
-            if data:
+            # In slices: a client that reads slowly must not make each send copy everything queued for it.
+            while True:
+                if conn.stalled:
+                    await conn._until_resumed()
+                _check_drained(conn)
+                data = session.data_to_send(WRITE_SLICE)
+                if not data:
+                    break
                 try:
                     await conn.stream.send(data)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
@@ -764,6 +777,26 @@ def _readable(sock: Any) -> bool:
         return bool(select.select([fd], [], [], 0)[0])
     except (OSError, ValueError):
         return False  # closed meanwhile: the reader learns it from its own receive()
+
+
+def _check_drained(conn: Connection) -> None:
+    """Tell the session once its output, after being at its limit, is under it again: the deliveries it held
+    back resume (and may fill it again at once, hence the new reading)."""
+    session = conn.session
+    if session.output_full:
+        conn._output_was_full = True
+    elif conn._output_was_full:
+        _drained(conn)
+        conn._output_was_full = session.output_full
+
+
+def _drained(conn: Connection) -> None:
+    # Resuming deliveries runs model code; a bug there must cost only this connection (see _lose).
+    try:
+        conn.session.output_drained()
+    except Exception:
+        logger.exception("fakebroker: session error on connection %s while resuming its output", conn.id)
+        conn.abort()
 
 
 async def _close_quietly(stream: anyio.abc.SocketStream) -> None:
