@@ -80,8 +80,8 @@ class Faults(BrokerCore):
 
     def block(self, client_id: Target, reason: str = "low on memory") -> None:
         """A resource alarm as an AMQP client sees it: ``connection.blocked`` with ``reason``, sent to connections
-        that announced the ``connection.blocked`` capability (pika, aio-pika and py-amqp do). Publishing still
-        works: fakebroker only tells, it does not stop reading as RabbitMQ would.
+        that announced the ``connection.blocked`` capability (pika, aio-pika and py-amqp do); from its next
+        basic.publish on, nothing more is read from the connection until :meth:`unblock`, as in RabbitMQ.
 
         Examples:
             >>> import pika

@@ -15,8 +15,9 @@ let managementUrl;
 
 before(async () => {
   sidecar = spawn(process.env.FAKEBROKER ?? 'fakebroker',
-    ['serve', '--clock', 'virtual', '--mqtt-port', '0', '--web-mqtt-port', '0', '--http-port', '0',
-      '--management-port', '0'],
+    // Only the listeners this suite uses, each on a free port (RabbitMQ's own ports may be taken here).
+    ['serve', '--clock', 'virtual', '--mqtt-port', '0', '--management-port', '0', '--no-web-mqtt', '--no-stomp',
+      '--no-web-stomp', '--no-amqp', '--no-http'],
     { stdio: ['ignore', 'pipe', 'inherit'] });
   // The banner names each listener; it ends with the clock line.
   const lines = createInterface({ input: sidecar.stdout });
