@@ -66,6 +66,9 @@ class Options:
     max_connections: int | None = 10_000
     """Connections one listener holds at most; past it the listener stops accepting (new clients wait in the
     TCP backlog) until one closes, as RabbitMQ's listeners do at ``ranch``'s max_connections. None: no limit."""
+    output_buffer_limit: int | None = 16 * 1024 * 1024
+    """Bytes queued for a client that is not reading past which sessions drop what their protocol lets them
+    drop (MQTT QoS 0 deliveries), counted in ``broker.clients`` and the failure report. None: no limit."""
 
     ports: dict[str, int | None] = field(default_factory=_default_ports)
     """Listener name -> port (0: a free port; None: not opened); given as ``<listener>_port`` options."""
@@ -118,6 +121,8 @@ class Options:
             raise ValueError("handshake_timeout is in seconds and must be positive (or None)")
         if self.max_connections is not None and self.max_connections < 1:
             raise ValueError("max_connections must be at least 1 (or None)")
+        if self.output_buffer_limit is not None and self.output_buffer_limit < 1:
+            raise ValueError("output_buffer_limit is in bytes and must be positive (or None)")
         for name, port in self.ports.items():
             if port is not None and not (isinstance(port, int) and 0 <= port <= 65535):
                 raise ValueError(f"{name}_port must be a port number, 0 for a free port, or None; got {port!r}")

@@ -5,6 +5,7 @@ The node is the :class:`~fakebroker.protocols.base.SessionHost` of every session
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -44,7 +45,8 @@ class Node:
         self.clock = make_clock(options.clock)
         self.model = Broker(self.clock, users=options.users, vhosts=options.vhosts, log_limit=options.retain_log)
         self.runtime = Runtime(self.clock, options.host, handshake_timeout=options.handshake_timeout,
-                               max_connections=options.max_connections)
+                               max_connections=options.max_connections,
+                               output_limit=options.output_buffer_limit)
         self.runtime.on_connect = self._on_connect
         self.runtime.on_disconnect = self._on_disconnect
         self.api_owner = ApiOwner()
@@ -106,14 +108,14 @@ class Node:
 
         return make
 
-    async def start(self, tg: anyio.abc.TaskGroup) -> None:
+    async def start(self, tg: anyio.abc.TaskGroup, sockets: dict[str, socket.socket] | None = None) -> None:
         listeners: dict[str, tuple[int, SessionFactory]] = {}
         for spec in self.listener_specs():
             port = self.options.ports[spec.name]
             assert port is not None
             listeners[spec.name] = (port, self._factory(spec))
         self.task_group = tg
-        await self.runtime.start(tg, listeners)
+        await self.runtime.start(tg, listeners, sockets)
 
     async def aclose(self) -> None:
         self.stopping = True

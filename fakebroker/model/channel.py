@@ -35,6 +35,10 @@ class Channel:
         self.consumer_unacked = 0
         # Told when the broker cancels a consumer because its queue was deleted (the MQTT session reacts).
         self.on_cancel: Callable[[str], None] | None = None
+        #: Whether the channel's owner can take deliveries now; False (its client stopped reading) holds every
+        #: consumer of the channel, no-ack ones included, as RabbitMQ's credit flow does. After it turns True
+        #: again, :meth:`wake_consumers` resumes them. None: always.
+        self.flow: Callable[[], bool] | None = None
 
     def next_delivery_tag(self) -> int:
         self._next_tag += 1

@@ -47,6 +47,9 @@ class Consumer:
     priority: int = 0
 
     def has_capacity(self) -> bool:
+        flow = self.channel.flow
+        if flow is not None and not flow():
+            return False  # the channel's client is not reading: deliveries wait in the queue
         if self.no_ack:
             return True
         if self.prefetch and self.unacked >= self.prefetch:

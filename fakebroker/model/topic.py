@@ -54,25 +54,30 @@ class TopicTrie(Generic[T]):
         node.values[value] = node.values.get(value, 0) + 1
 
     def remove(self, pattern: str, value: T) -> None:
-        path: list[tuple[_Node[T], str]] = []
+        nodes: list[_Node[T]] = [self._root]  # the path, root first
+        words = split_key(pattern)
         node = self._root
-        for word in split_key(pattern):
+        for word in words:
             child = node.children.get(word)
             if child is None:
                 return
-            path.append((node, word))
+            nodes.append(child)
             node = child
         count = node.values.get(value, 0)
         if count <= 1:
             node.values.pop(value, None)
         else:
             node.values[value] = count - 1
-        # Prune empty branches so a long-running broker does not accumulate dead nodes.
-        for parent, word in reversed(path):
-            child = parent.children[word]
-            if child.values or child.children:
+        # Prune the branch that is now empty, so that a long-running broker does not accumulate dead nodes: cut
+        # it once, below the deepest node that still holds something (the rest goes with it).
+        depth = len(words)
+        while depth > 0:
+            below = nodes[depth]
+            if below.values or len(below.children) > (1 if depth < len(words) else 0):
                 break
-            parent.set_child(word, None)
+            depth -= 1
+        if depth < len(words):
+            nodes[depth].set_child(words[depth], None)
 
     def match(self, routing_key: str) -> set[T]:
         """The values of every binding whose key matches ``routing_key``.

@@ -112,6 +112,12 @@ class Session:
         #: Why the broker ended this connection (keepalive timeout, a protocol error, a takeover), for reports.
         self.close_reason: str | None = None
         self._established = False
+        #: Bytes of output past which the client counts as not reading (:attr:`output_full`); set by the
+        #: runtime from the broker's ``output_buffer_limit`` option. None: no limit.
+        self.output_limit: int | None = None
+        #: Bytes written by this session and not yet taken by the socket. A wrapping transport (WebSocket)
+        #: replaces it so that the session inside sees the bytes waiting below it.
+        self.output_backlog: Callable[[], int] = lambda: len(self._out)
 
     # -- runtime-facing API ---------------------------------------------------------------------
     @property
@@ -149,10 +155,27 @@ class Session:
             return
         self._on_data(data)
 
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
+    @property
+    def output_full(self) -> bool:
+        """Whether the client is :attr:`output_limit` bytes or more behind in reading. A session then drops
+        what its protocol allows it to drop (MQTT QoS 0 deliveries), counting it, rather than buffer more."""
+        limit = self.output_limit
+        return limit is not None and self.output_backlog() >= limit
+
+    def output_drained(self) -> None:
+        """Called by the runtime when output that had reached :attr:`output_limit` is below it again: a session
+        that held deliveries back (``Channel.flow``) resumes them here."""
+
+    def data_to_send(self, max_bytes: int | None = None) -> bytes:
+        """The output waiting, or its first ``max_bytes`` (the rest stays for the next call)."""
+        out = self._out
+        if max_bytes is None or len(out) <= max_bytes:
+            data = bytes(out)
+            out.clear()
+            return data
+        data = bytes(out[:max_bytes])
+        del out[:max_bytes]  # a bytearray drops its head without moving the rest
+        return data
 
     def connection_lost(self) -> None:
         """The transport is gone (peer closed, reset, dropped by a fault, broker shutdown). Reported once."""
@@ -160,6 +183,9 @@ class Session:
             return
         self._state = "closed"
         self._on_connection_lost()
+        # Nothing is written after the close. The connection may be kept for reports a while (the journal):
+        # what was queued for a client that stopped reading must not be kept with it.
+        self._out = bytearray()
 
     def transport_received(self, count: int) -> None:
         """``count`` bytes arrived on the socket for this session inside a wrapper (WebSocket frames, pings):

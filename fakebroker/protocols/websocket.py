@@ -122,9 +122,13 @@ class WebSocketSession(Session):
         return {**fields, "transport": "websocket", "subprotocol": self.subprotocol}
 
     # -- runtime-facing API ----------------------------------------------------------------------------
-    def data_to_send(self) -> bytes:
+    def data_to_send(self, max_bytes: int | None = None) -> bytes:
         self._pump()
-        return super().data_to_send()
+        return super().data_to_send(max_bytes)
+
+    def output_drained(self) -> None:
+        if self.inner is not None:
+            self.inner.output_drained()
 
     # -- input -------------------------------------------------------------------------------------------
     def _on_data(self, data: bytes) -> None:
@@ -173,6 +177,7 @@ class WebSocketSession(Session):
             self.inner.receive_data(data)
 
     def _on_connection_lost(self) -> None:
+        self._head = bytearray()
         self._close_inner()
 
     def _close_inner(self) -> None:
@@ -201,6 +206,8 @@ class WebSocketSession(Session):
         inner = self._inner_factory(dataclasses.replace(self.info, transport="websocket", headers=headers))
         inner.wakeup = self._inner_wakeup
         inner.abort_transport = lambda: self.abort_transport()
+        inner.output_limit = self.output_limit
+        inner.output_backlog = lambda: len(self._out) + len(inner._out)
         self.protocol = inner.protocol
         self.inner = inner
         if inner.has_output:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pamqp import commands, exceptions
 from pamqp import frame as pframe
@@ -244,9 +244,34 @@ def method_ids(method: Method) -> tuple[int, int]:
 # -- writing ------------------------------------------------------------------------------------------
 
 
+M = TypeVar("M", bound=Method)
+
+
+_UNCHECKED: dict[type[Any], type[Any]] = {}
+
+
+def unchecked(kind: type[M], *values: Any) -> M:
+    """``kind(*values)`` without pamqp's validation (in the constructor and again when marshalled), which
+    refuses names RabbitMQ accepts: any UTF-8 up to 255 bytes. A queue a client declared as ``"a b"`` must get
+    its declare-ok, not crash the connection."""
+    sub: Any = _UNCHECKED.get(kind)
+    if sub is None:
+        # No __slots__ of its own: pamqp marshals the fields named by ``self.__slots__``, the parent's.
+        sub = _UNCHECKED[kind] = type(kind.__name__, (kind,), {"validate": lambda self: None})
+    method = object.__new__(sub)
+    for name, value in zip(kind.__slots__, values, strict=False):
+        setattr(method, name, value)
+    return method  # type: ignore[no-any-return]
+
+
 def encode_method(channel: int, method: Method) -> bytes:
     if type(method) is commands.Basic.Deliver:
         return _encode_deliver(channel, method)
+    text = getattr(method, "reply_text", None)
+    if isinstance(text, str) and len(text) > 85 and len(text.encode()) > 255:
+        # A close's reason is a short string: one quoting a long or undecodable frame would not encode, and
+        # the close would never be sent.
+        method.reply_text = text.encode()[:255].decode("utf-8", "ignore")  # type: ignore[attr-defined]
     return pframe.marshal(method, channel)
 
 

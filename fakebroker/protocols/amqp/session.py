@@ -55,6 +55,7 @@ from .codec import (
     encode_method,
     from_pamqp_properties,
     method_ids,
+    unchecked,
 )
 
 #: connection.start's server properties, as RabbitMQ 3.10.8 sends them.
@@ -354,6 +355,7 @@ class AmqpSession(Session):
                 return
             assert self.vhost is not None
             model = Channel(self.vhost, self, self.client_id)
+            model.flow = lambda: not self.output_full  # a client that stops reading holds its deliveries
             ch = self.channels[number] = _AmqpChannel(number, model)
             model.on_cancel = lambda tag, ch=ch: self._server_cancel(ch, tag)
             self._method(number, c.Channel.OpenOk())
@@ -510,7 +512,8 @@ class AmqpSession(Session):
                                          arguments=dict(m.arguments or {}), passive=m.passive, owner=self)
         ch.last_queue = queue.name
         if not m.nowait:
-            self._method(ch.number, c.Queue.DeclareOk(queue.name, queue.message_count, queue.consumer_count))
+            self._method(ch.number, unchecked(c.Queue.DeclareOk, queue.name, queue.message_count,
+                                              queue.consumer_count))
 
     def _queue_bind(self, ch: _AmqpChannel, m: c.Queue.Bind) -> None:
         assert self.vhost is not None
@@ -659,7 +662,7 @@ class AmqpSession(Session):
         logged = self.model.publish_message(message, protocol="amqp", vhost=self.vhost, client_id=self.client_id,
                                             queues=targets)
         if not targets and m.mandatory and logged.fault is None:
-            self._write(encode_content(ch.number, c.Basic.Return(312, "NO_ROUTE", m.exchange, m.routing_key),
+            self._write(encode_content(ch.number, unchecked(c.Basic.Return, 312, "NO_ROUTE", m.exchange, m.routing_key),
                                        body, properties, self.frame_max, wire))
         if ch.confirm:
             ch.publish_seq += 1
@@ -678,7 +681,7 @@ class AmqpSession(Session):
                     c.Basic.Deliver(target.reply_consumer, tag, False, "", m.routing_key),
                     message.body, message.properties, session.frame_max, message.wire))
         elif m.mandatory:
-            self._write(encode_content(ch.number, c.Basic.Return(312, "NO_ROUTE", "", m.routing_key),
+            self._write(encode_content(ch.number, unchecked(c.Basic.Return, 312, "NO_ROUTE", "", m.routing_key),
                                        message.body, message.properties, self.frame_max, message.wire))
         if ch.confirm:
             ch.publish_seq += 1
@@ -698,7 +701,7 @@ class AmqpSession(Session):
         if d is None:
             self._method(ch.number, c.Basic.GetEmpty())
             return
-        self._write(encode_content(ch.number, c.Basic.GetOk(d.delivery_tag, d.redelivered, d.exchange,
+        self._write(encode_content(ch.number, unchecked(c.Basic.GetOk, d.delivery_tag, d.redelivered, d.exchange,
                                                             d.routing_key, d.message_count),
                                    d.body, d.properties, self.frame_max, d.message.wire))
 
@@ -808,6 +811,11 @@ class AmqpSession(Session):
             if ch.reply_consumer is not None:
                 consumers[ch.reply_consumer] = REPLY_TO
         return consumers
+
+    def output_drained(self) -> None:
+        for ch in list(self.channels.values()):
+            if not ch.model.closed:
+                ch.model.wake_consumers()
 
     def describe(self) -> dict[str, Any]:
         return {

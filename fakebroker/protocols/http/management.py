@@ -189,7 +189,8 @@ def _jsonable(value: Any) -> Json:
 
 def quote_key(text: str) -> str:
     """%-encoding of binding property keys: only letters, digits, ``-``, ``_`` and ``.`` stay; space is ``+``."""
-    return quote(text, safe="-_.").replace("~", "%7E").replace("%20", "+")
+    # surrogateescape: the bytes of a name that is not UTF-8 (from STOMP) are percent-encoded as they were.
+    return quote(text, safe="-_.", errors="surrogateescape").replace("~", "%7E").replace("%20", "+")
 
 
 def properties_key(binding: Binding) -> str:
@@ -786,7 +787,8 @@ class ManagementApi:
             self._model(lambda: vh.bind_exchange(queue, exchange, routing_key, arguments))
         key = properties_key(Binding(exchange, queue, routing_key, _freeze(arguments), kind))
         # The key quoted once more, its "~" separator left as it is.
-        return Response(201, headers=[("Location", f"{quote(queue, safe='')}/{quote(key, safe='-_.~')}")])
+        return Response(201, headers=[("Location", f"{quote(queue, safe='', errors='surrogateescape')}/"
+                                                  f"{quote(key, safe='-_.~', errors='surrogateescape')}")])
 
     def _binding(self, call: Call) -> tuple[VHost, Binding]:
         vh, found = self._between(call)

@@ -86,7 +86,9 @@ class Response:
 
     @classmethod
     def json(cls, status: int, value: Any, headers: list[tuple[str, str]] | None = None) -> Response:
-        body = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        # A name that is not valid UTF-8 (STOMP keeps such bytes as lone surrogates) goes out as its JSON escape
+        # (\udcff): refusing it would break every listing that includes it, for the rest of the broker's life.
+        body = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
         return cls(status, body, [("Content-Type", "application/json"), *(headers or [])])
 
 

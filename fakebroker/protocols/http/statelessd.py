@@ -18,7 +18,6 @@ request is answered before RabbitMQ has judged it. So:
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 import os
@@ -293,7 +292,7 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # bad base64 (binascii.Error), non-ASCII header text, or not UTF-8 once decoded
         return None
     user, colon, password = decoded.partition(":")
     return (user, password) if colon else None

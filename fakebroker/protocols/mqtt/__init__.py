@@ -20,7 +20,11 @@ class MqttSettings:
     exchange: str = "amq.topic"
     prefetch: int = 10
     subscription_ttl: int | None = 86_400_000  # ms; None = persistent sessions never expire
-    max_packet_size: int = 268_435_455  # RabbitMQ 3.10 accepts anything MQTT 3.1.1 can frame
+    #: Largest Remaining Length accepted once a CONNECT is accepted (RabbitMQ 3.13+:
+    #: ``mqtt.max_packet_size_authenticated``, 16 MiB; 3.10 has no limit) ...
+    max_packet_size: int = 16 * 1024 * 1024
+    #: ... and before (``mqtt.max_packet_size_unauthenticated``, 64 KiB): a CONNECT is never larger.
+    max_packet_size_unauthenticated: int = 65_536
     profile: str = "rabbitmq-3.x"
 
     def validate(self) -> None:
@@ -28,6 +32,9 @@ class MqttSettings:
             raise ValueError("prefetch must be >= 0")
         if self.subscription_ttl is not None and self.subscription_ttl <= 0:
             raise ValueError("subscription_ttl is in milliseconds and must be positive (or None)")
+        for name in ("max_packet_size", "max_packet_size_unauthenticated"):
+            if not 1 <= getattr(self, name) <= 268_435_455:
+                raise ValueError(f"{name} must be between 1 and 268,435,455 (MQTT's largest Remaining Length)")
         get_profile(self.profile)  # unknown: fail here, not in the first MQTT connection's session
 
 
@@ -60,7 +67,9 @@ PROTOCOL = ProtocolSpec(
     ),
     settings=MqttSettings,
     aliases={"exchange": "mqtt_exchange", "prefetch": "mqtt_prefetch", "subscription_ttl": "mqtt_subscription_ttl",
-             "max_packet_size": "mqtt_max_packet_size"},
+             "max_packet_size": "mqtt_max_packet_size",
+             "max_packet_size_authenticated": "mqtt_max_packet_size",
+             "max_packet_size_unauthenticated": "mqtt_max_packet_size_unauthenticated"},
     criteria={
         "topic": Criterion(
             "an MQTT topic filter (+ and # wildcards) matched against the routing key as RabbitMQ maps it",

@@ -558,6 +558,11 @@ class MqttDecoder:
             self._pos = 0
         self._buf += data
 
+    def discard(self) -> None:
+        """Forget what is buffered: the connection is gone, and a partial packet can be megabytes."""
+        self._buf = bytearray()
+        self._pos = 0
+
     def __iter__(self) -> Iterator[Packet]:
         while (packet := self.next_packet()) is not None:
             yield packet

@@ -301,6 +301,7 @@ class StompSession(Session):
         self.session_id = _guid("session")
         self.client_id = frame.get("client-id") or self.session_id
         self.channel = Channel(self.vhost, self, self.client_id)
+        self.channel.flow = lambda: not self.output_full  # a client that stops reading holds its deliveries
         self.channel.on_cancel = self._on_consumer_cancelled
         self.heart_beat = (send_ms, recv_ms)
         self._established = True
@@ -774,6 +775,10 @@ class StompSession(Session):
 
     def _on_connection_lost(self) -> None:
         self._close_connection()
+
+    def output_drained(self) -> None:
+        if self.channel is not None and not self.channel.closed:
+            self.channel.wake_consumers()
 
     @staticmethod
     def _sub_key(s: Subscription) -> str:

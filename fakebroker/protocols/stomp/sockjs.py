@@ -531,9 +531,15 @@ class WebStompFront(Session):
     def has_output(self) -> bool:
         return self.delegate.has_output if self.delegate is not None else bool(self._out)
 
-    def data_to_send(self) -> bytes:
-        own = super().data_to_send()
-        return own + (self.delegate.data_to_send() if self.delegate is not None else b"")
+    def data_to_send(self, max_bytes: int | None = None) -> bytes:
+        own = super().data_to_send(max_bytes)
+        if self.delegate is None or (own and max_bytes is not None):
+            return own
+        return own + self.delegate.data_to_send(max_bytes)
+
+    def output_drained(self) -> None:
+        if self.delegate is not None:
+            self.delegate.output_drained()
 
     def receive_data(self, data: bytes) -> None:
         if self.delegate is not None:
@@ -596,6 +602,9 @@ class WebStompFront(Session):
         self.delegate = delegate
         delegate.wakeup = lambda: self.wakeup()
         delegate.abort_transport = lambda: self.abort_transport()
+        delegate.output_limit = self.output_limit
+        own = self.output_backlog
+        self.output_backlog = lambda: own() + delegate.output_backlog()  # what waits below counts here too
         head, self._head = bytes(self._head), bytearray()
         delegate.receive_data(head)
         self.wakeup()
