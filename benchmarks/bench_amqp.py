@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 import pika
 
 import fakebroker
+from fakebroker.protocols import listener_specs
 
 
 def free_port() -> int:
@@ -45,8 +46,10 @@ def free_port() -> int:
 @contextlib.contextmanager
 def fakebroker_process() -> Iterator[str]:
     port = free_port()
+    # Only the AMQP listener: the others' default ports may be a real RabbitMQ's.
+    others = [f"--no-{spec.name.replace('_', '-')}" for spec in listener_specs() if spec.name != "amqp"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakebroker", "serve", "--amqp-port", str(port), "--no-mqtt", "--no-web-mqtt"],
+        [sys.executable, "-m", "fakebroker", "serve", "--amqp-port", str(port), *others],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
@@ -169,7 +172,8 @@ def main() -> None:
     with fakebroker_process() as url:
         results["fakebroker serve"] = measure(url, args, payload)
     if args.in_process:
-        with fakebroker.start(clock="wall", mqtt_port=None, web_mqtt_port=None) as broker:
+        off = {spec.option: None for spec in listener_specs() if spec.name != "amqp"}
+        with fakebroker.start(clock="wall", **off) as broker:
             results["fakebroker (in-process)"] = measure(broker.amqp_url, args, payload)
     if args.rabbitmq:
         results["RabbitMQ"] = measure(f"amqp://guest:guest@{args.rabbitmq}/%2F", args, payload)

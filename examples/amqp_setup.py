@@ -1,8 +1,9 @@
 """Declare the queue the MQTT examples publish into, with rabbitpy, as in "RabbitMQ in Depth", chapter 9.
 
 The chapter prepares RabbitMQ for its MQTT publisher over AMQP: a queue ``mqtt-messages`` bound to ``amq.topic``
-with ``#``, so it receives every MQTT message. The code below is the chapter's, with the broker URL as an
-argument (the chapter uses rabbitpy's default, ``amqp://guest:guest@localhost:5672/%2f``).
+with ``#``, so it receives every MQTT message. The code below does that the chapter's way (rabbitpy's
+Connection, channel and Queue, declare then bind), with the broker URL as an argument (the default is rabbitpy's
+``amqp://guest:guest@localhost:5672/%2f``).
 
     python examples/amqp_setup.py --url amqp://guest:guest@127.0.0.1:5672/%2F
 """

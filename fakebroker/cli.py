@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
-import anyio
-
 from . import __version__
-from .facade import serve
 from .protocols import listener_specs
+from .protocols.base import ListenerSpec
+
+# Everything else is imported inside the functions that need it: `fakebroker serve` is often started by a test
+# suite that waits for its port, and `fakebroker --help` should answer at once.
 
 
 def _user(value: str) -> tuple[str, str]:
@@ -36,10 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     for spec in listener_specs():
         where = f" at {spec.websocket_path}" if spec.websocket_path else ""
-        s.add_argument(spec.cli_flag, type=int, default=spec.default_port, dest=spec.option, metavar="PORT",
+        s.add_argument(spec.cli_flag, type=int, default=None, dest=spec.option, metavar="PORT",
                        help=f"{spec.description}{where} (default {spec.default_port})")
         s.add_argument(f"--no-{spec.name.replace('_', '-')}", action="store_true", dest=f"no_{spec.name}",
                        help=f"do not open the {spec.description} listener")
+    s.add_argument("--free-ports", action="store_true",
+                   help="open every listener not given a port on a free one (printed in the banner), as a sidecar "
+                        "beside a test suite does when RabbitMQ's ports may be taken")
     s.add_argument("--user", action="append", default=[], type=_user, metavar="NAME:PASSWORD",
                    help="a user (repeatable); default guest:guest")
     s.add_argument("--vhost", action="append", default=[], help="an extra virtual host (repeatable)")
@@ -47,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--subscription-ttl", type=int, default=86_400_000,
                    help="persistent MQTT session expiry in ms (default 86400000)")
     s.add_argument("--prefetch", type=int, default=10, help="unacknowledged QoS 1 deliveries per MQTT client")
+    s.add_argument("--loop", choices=("auto", "asyncio", "uvloop", "trio"), default="auto",
+                   help="event loop: auto (uvloop when installed, else asyncio), asyncio, uvloop or trio")
+    s.add_argument("--retain-log", type=int, default=1000, metavar="N",
+                   help="messages the broker remembers for --verbose and reports (default 1000; a long-running "
+                        "broker that kept every message would grow without bound)")
     s.add_argument("--clock", choices=("wall", "virtual"), default="wall",
                    help="wall (default): timers run in real time; virtual: time moves only when a test advances it "
                         "(POST /api/fakebroker/clock/advance on the management listener)")
@@ -55,11 +62,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace, sockets: dict[str, Any]) -> None:
+    import signal
+
+    import anyio
+
+    from .config import Options
+    from .facade.core import _run_node  # the node alone: the handle's methods are not needed here
+
     users = dict(args.user) if args.user else {"guest": "guest"}
-    ports = {spec.option: None if getattr(args, f"no_{spec.name}") else getattr(args, spec.option)
-             for spec in listener_specs()}
-    async with serve(
+    ports = {spec.option: port for spec, port in _ports(args)}
+    options = Options.from_kwargs(
         host=args.host,
         clock=args.clock,
         users=users,
@@ -67,12 +80,19 @@ async def _serve(args: argparse.Namespace) -> None:
         allow_anonymous=not args.no_anonymous,
         mqtt_subscription_ttl=args.subscription_ttl,
         mqtt_prefetch=args.prefetch,
+        retain_log=args.retain_log,
         **ports,
-    ) as broker:
+    )
+    async with _run_node(options, sockets) as (node, _journal):
+        # What exists now (modules, the model, the listeners) lives as long as the process: out of the cyclic
+        # collector's way, so that a collection costs what the connections and messages of the moment hold.
+        import gc
+
+        gc.freeze()
         specs = {spec.name: spec for spec in listener_specs()}
         lines = []
-        width = max((len(name) for name in broker.addresses), default=0) + 2
-        for name, address in broker.addresses.items():
+        width = max((len(name) for name in node.addresses), default=0) + 2
+        for name, address in node.addresses.items():
             spec = specs[name]
             text = spec.url.format(host=address.host, port=address.port) if spec.url else \
                 f"{spec.protocol}://{address.host}:{address.port}"
@@ -85,21 +105,31 @@ async def _serve(args: argparse.Namespace) -> None:
         clock = "wall (timers run in real time)" if args.clock == "wall" else \
             "virtual (time moves on POST /api/fakebroker/clock/advance)"
         print(f"clock: {clock}; users: {login}"
-              f"{'; anonymous MQTT allowed' if not args.no_anonymous else ''}; stop with Ctrl-C or SIGTERM",
-              flush=True)
+              f"{'; anonymous MQTT allowed' if not args.no_anonymous else ''}; event loop: {_loop_name(args)}; "
+              "stop with Ctrl-C or SIGTERM", flush=True)
         if args.verbose:
-            _log_traffic(broker)
+            _log_traffic(node.model)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 print(f"fakebroker: {signal.Signals(signum).name}, stopping", flush=True)
                 return
 
 
-def _log_traffic(broker: Any) -> None:
+def _log_traffic(model: Any) -> None:
     """--verbose: one line per connection, change of subscriptions, and routed message."""
+    import time
 
     def say(text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
+
+    def on(event: str, callback: Any) -> None:
+        def guarded(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception as exc:  # printing must never break the broker
+                print(f"fakebroker: --verbose could not print a {event} event: {exc!r}", file=sys.stderr)
+
+        model.on(event, guarded)
 
     def who(conn: Any) -> str:
         return f"conn#{conn.id} {conn.protocol} {conn.peer[0]}:{conn.peer[1]}"
@@ -112,20 +142,41 @@ def _log_traffic(broker: Any) -> None:
     def on_route(entry: Any) -> None:
         say(entry.describe())
 
-    broker.on("connect", lambda conn: say(f"connected {who(conn)}"))
     def on_disconnect(conn: Any) -> None:
         reason = conn.session.close_reason
         say(f"closed {who(conn)} client_id={conn.client_id!r}" + (f" ({reason})" if reason else ""))
 
-    broker.on("disconnect", on_disconnect)
-    broker.on("client", on_client)
-    broker.on("route", on_route)
+    on("connect", lambda conn: say(f"connected {who(conn)}"))
+    on("disconnect", on_disconnect)
+    on("client", on_client)
+    on("route", on_route)
+
+
+def _has_uvloop() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("uvloop") is not None
+
+
+def _loop_name(args: argparse.Namespace) -> str:
+    if args.loop == "auto":
+        return "uvloop" if _has_uvloop() else "asyncio"
+    return str(args.loop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    import anyio
+
+    loop = _loop_name(args)
+    if loop == "uvloop" and not _has_uvloop():
+        print("fakebroker: --loop uvloop needs uvloop: pip install 'fakebroker[fast]'", file=sys.stderr)
+        return 2
+    backend = "trio" if loop == "trio" else "asyncio"
     try:
-        anyio.run(_serve, args)
+        sockets = _bind_early(args)
+        anyio.run(_serve, args, sockets, backend=backend,
+                  backend_options={"use_uvloop": True} if loop == "uvloop" else {})
     except Exception as exc:
         os_error = _find_os_error(exc)
         if os_error is None:
@@ -134,6 +185,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fakebroker: cannot listen: {os_error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _ports(args: argparse.Namespace) -> list[tuple[ListenerSpec, int | None]]:
+    """Each listener and its port: None when turned off, the given one, 0 with --free-ports, else RabbitMQ's."""
+    out: list[tuple[ListenerSpec, int | None]] = []
+    for spec in listener_specs():
+        given: int | None = getattr(args, spec.option)
+        if getattr(args, f"no_{spec.name}"):
+            out.append((spec, None))
+        else:
+            out.append((spec, given if given is not None else 0 if args.free_ports else spec.default_port))
+    return out
+
+
+def _bind_early(args: argparse.Namespace) -> dict[str, Any]:
+    """Bind and listen on every port before the broker's modules are imported: from then on the kernel accepts
+    connections into the backlog, and the broker serves them once it runs. A test suite that waits for the
+    port can go on that much sooner. Only for an IP address (a host name may stand for several): otherwise the
+    runtime binds, as the Python API does."""
+    from .server.sockets import bind
+
+    sockets: dict[str, Any] = {}
+    try:
+        for spec, port in _ports(args):
+            if port is None:
+                continue
+            sock = bind(spec.name, args.host, port)
+            if sock is None:
+                break
+            sockets[spec.name] = sock
+    except BaseException:
+        for sock in sockets.values():
+            sock.close()
+        raise
+    return sockets
 
 
 def _find_os_error(exc: BaseException) -> OSError | None:

@@ -5,7 +5,8 @@ The node is the :class:`~fakebroker.protocols.base.SessionHost` of every session
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -24,9 +25,9 @@ if TYPE_CHECKING:
 S = TypeVar("S")
 
 
-#: Listeners of the test's operator rather than of the broker's clients: they stay open while the broker refuses
-#: connections or restarts, and their connections survive a restart.
-OPERATOR_LISTENERS = ("management",)
+#: Listeners of the test's operator rather than of the broker's clients (``ListenerSpec.operator``): they stay
+#: open while the broker refuses connections or restarts, and their connections survive a restart or a reset.
+OPERATOR_LISTENERS = tuple(spec.name for spec in listener_specs() if spec.operator)
 
 
 class ApiOwner:
@@ -59,6 +60,7 @@ class Node:
         #: Set by the facade once the node runs: the task group and journal the HTTP control plane uses.
         self.task_group: anyio.abc.TaskGroup | None = None
         self.journal: Journal | None = None
+        self._operator: Any = None
 
     # -- SessionHost ----------------------------------------------------------------------------------
     def state(self, kind: Callable[[], S]) -> S:
@@ -69,6 +71,24 @@ class Node:
 
     def emit(self, event: str, *args: Any) -> None:
         self.model.emit(event, *args)
+
+    def listening(self) -> dict[str, int]:
+        return {name: a.port for name, a in self.runtime.addresses.items()
+                if not self.refusing or name in OPERATOR_LISTENERS}
+
+    def operator(self) -> Any:
+        if self._operator is None:
+            if self.journal is None or self.task_group is None:
+                raise RuntimeError("the control plane needs a running broker node")
+            from .facade.aio import AsyncBroker  # the handle sits above the node
+
+            self._operator = AsyncBroker(self, self.journal)
+        return self._operator
+
+    def spawn(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if self.task_group is None:
+            raise RuntimeError("the node is not running")
+        self.task_group.start_soon(work)
 
     # -- the Python API's own channel -------------------------------------------------------------------
     def api_channel(self, vhost: str) -> Channel:
@@ -88,14 +108,14 @@ class Node:
 
         return make
 
-    async def start(self, tg: anyio.abc.TaskGroup) -> None:
+    async def start(self, tg: anyio.abc.TaskGroup, sockets: dict[str, socket.socket] | None = None) -> None:
         listeners: dict[str, tuple[int, SessionFactory]] = {}
         for spec in self.listener_specs():
             port = self.options.ports[spec.name]
             assert port is not None
             listeners[spec.name] = (port, self._factory(spec))
         self.task_group = tg
-        await self.runtime.start(tg, listeners)
+        await self.runtime.start(tg, listeners, sockets)
 
     async def aclose(self) -> None:
         self.stopping = True
@@ -127,6 +147,40 @@ class Node:
         self.model.restart()
         if not self.refusing:
             await self.runtime.reopen_listeners()
+
+    async def reset(self) -> None:
+        """Empty the broker as if it had just started: every client connection dropped (no wills), every queue,
+        exchange, binding, retained message, message fault and log entry gone, vhosts and users as the options
+        give them; the operator's connections stay and the clock keeps its time."""
+        from .model import VHost
+
+        if self.refusing:
+            await self.refuse(False)
+        self.stopping = True
+        try:
+            await self.runtime.drop_all(keep=OPERATOR_LISTENERS)
+        finally:
+            self.stopping = False
+        for channel in self.api_channels.values():
+            channel.close()
+        self.api_channels.clear()
+        self.api_owner = ApiOwner()
+        model = self.model
+        for vhost in model.vhosts.values():
+            for queue in vhost.queues.values():
+                queue.on_deleted()  # cancels its timers
+        model.vhosts = {name: VHost(model, name) for name in model.vhosts if name in self.options.vhosts}
+        for name in self.options.vhosts:
+            model.add_vhost(name)
+        model.users = dict(self.options.users)  # permissions granted over HTTP are forgotten
+        model.log.clear()
+        model.publish_hooks.clear()
+        for state in list(self._states.values()):
+            reset = getattr(state, "reset", None)
+            if callable(reset):
+                reset()
+        if self.journal is not None:
+            self.journal.events.clear()
 
     @property
     def addresses(self) -> dict[str, Address]:

@@ -285,6 +285,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         None, pytest.TestReport, pytest.TestReport]:
     report = yield
     brokers = item.stash.get(_BROKERS, None)
+    if call.when == "teardown" and brokers is not None:
+        # The last report of this test: let its brokers (model, log, sockets) go, or every test's would stay
+        # alive for the whole session and slow each garbage collection down.
+        del item.stash[_BROKERS]
     if report.failed and brokers:
         try:
             limit = int(item.config.getini("fakebroker_report_messages"))

@@ -13,7 +13,7 @@ does, the runtime can rely on what it checks.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from .clock import VirtualClock
@@ -59,6 +59,15 @@ class FakeHost:
     def emit(self, event: str, *args: Any) -> None:
         self.events.append((event, args))
         self.model.emit(event, *args)
+
+    def listening(self) -> dict[str, int]:
+        return {}
+
+    def operator(self) -> Any:
+        raise RuntimeError("the control plane needs a running broker node (this is a FakeHost)")
+
+    def spawn(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        raise RuntimeError("a FakeHost has no event loop to run tasks on")
 
 
 class SessionDriver:

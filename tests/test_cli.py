@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import queue
 import re
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from fakebroker.protocols import listener_specs
 
@@ -124,3 +126,46 @@ def test_help_has_a_description_and_no_markup() -> None:
         out = subprocess.run([sys.executable, "-m", "fakebroker", *argv], capture_output=True, text=True,
                              timeout=30).stdout
         assert "RabbitMQ" in out and "``" not in out and ":func:" not in out
+
+
+def test_free_ports_opens_every_listener_on_a_free_port() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "fakebroker", "serve", "--free-ports", "--mqtt-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        banner = []
+        while not (line := proc.stdout.readline()).startswith("clock:"):
+            assert line, proc.stderr.read() if proc.stderr else "no banner"
+            banner.append(line)
+        ports = [int(m.group(1)) for line in banner if (m := re.search(r":(\d+)(?:/\S*)?$", line.strip()))]
+        # Some listeners print more than one URL (SockJS beside Web STOMP): count the distinct ports.
+        assert len(set(ports)) == len(listener_specs())
+        defaults = {spec.default_port for spec in listener_specs()}
+        assert not defaults & set(ports)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+@pytest.mark.parametrize("loop", ["auto", "asyncio", "trio", "uvloop"])
+def test_serve_on_each_event_loop(loop: str) -> None:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", *ONLY_MQTT, "--loop", loop],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = [_line(proc) for _ in range(3)]
+        port = int(re.search(r"mqtt://127\.0\.0\.1:(\d+)", banner[1]).group(1))  # type: ignore[union-attr]
+        expected = loop if loop != "auto" else ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
+        assert f"event loop: {expected};" in banner[2]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(bytes([0x10, 13, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 0, 0, 1]) + b"c")
+            assert s.recv(4) == b"\x20\x02\x00\x00"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -212,3 +212,27 @@ async def test_serve_inside_the_callers_loop(anyio_backend: str) -> None:
         host, port = broker.mqtt
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((host, port), timeout=1).close()
+
+
+def test_the_journal_keeps_summaries_not_closed_connections() -> None:
+    import weakref
+
+    refs: list[weakref.ref[Any]] = []
+    with fakebroker.start() as b:
+        b.on("connect", lambda conn: refs.append(weakref.ref(conn)))
+        for i in range(3):
+            with socket.create_connection(tuple(b.mqtt)) as s:
+                s.sendall(bytes([0x10, 17, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 0, 0, 5]) + f"gone{i}".encode())
+                assert s.recv(4) == b"\x20\x02\x00\x00"
+                s.sendall(b"\xe0\x00")
+                b.wait_for_disconnect(f"gone{i}")
+        # The last connection's task may still be closing its socket when wait_for_disconnect returns.
+        deadline = time.monotonic() + 10
+        while any(r() is not None for r in refs) and time.monotonic() < deadline:
+            gc.collect()
+            time.sleep(0.01)
+        assert len(refs) == 3 and all(r() is None for r in refs), "a closed connection is still referenced"
+        report = b.traffic_report()
+    for i in range(3):
+        assert f"opened conn#{i + 1} mqtt client_id='gone{i}'" in report
+        assert f"closed conn#{i + 1} mqtt client_id='gone{i}'" in report

@@ -164,6 +164,21 @@ class AsyncBroker(BrokerAPI):
         __tracebackhide__ = True
         await self._wait_client(client_id, False, None, timeout)
 
+    async def reset(self) -> None:
+        """Empty the broker as if it had just started; see ``ThreadedBroker.reset``.
+
+        Examples:
+            >>> import anyio
+            >>> async def main():
+            ...     async with fakebroker.serve() as broker:
+            ...         broker.declare_queue("leftover")
+            ...         await broker.reset()
+            ...         return "leftover" in broker.queues
+            >>> anyio.run(main)
+            False
+        """
+        await self._reset()
+
     async def restart(self) -> None:
         """Restart the broker as a RabbitMQ node restart; see ``ThreadedBroker.restart``.
 

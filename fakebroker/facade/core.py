@@ -3,6 +3,7 @@ and the node runner both faces use."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -224,13 +225,14 @@ class BrokerCore:
 
 
 @asynccontextmanager
-async def _run_node(options: Options) -> AsyncIterator[tuple[Node, Journal]]:
+async def _run_node(options: Options,
+                    sockets: dict[str, socket.socket] | None = None) -> AsyncIterator[tuple[Node, Journal]]:
     node = Node(options)
     node.thread_id = threading.get_ident()
     journal = node.journal = Journal(node)
     journal.attach()  # before the listeners open: the journal sees every connection
     async with anyio.create_task_group() as tg:
-        await node.start(tg)
+        await node.start(tg, sockets)
         try:
             yield node, journal
         finally:

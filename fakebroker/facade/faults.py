@@ -80,8 +80,8 @@ class Faults(BrokerCore):
 
     def block(self, client_id: Target, reason: str = "low on memory") -> None:
         """A resource alarm as an AMQP client sees it: ``connection.blocked`` with ``reason``, sent to connections
-        that announced the ``connection.blocked`` capability (pika, aio-pika and py-amqp do). Publishing still
-        works: fakebroker only tells, it does not stop reading as RabbitMQ would.
+        that announced the ``connection.blocked`` capability (pika, aio-pika and py-amqp do); from its next
+        basic.publish on, nothing more is read from the connection until :meth:`unblock`, as in RabbitMQ.
 
         Examples:
             >>> import pika
@@ -190,6 +190,29 @@ class Faults(BrokerCore):
         await self._node.runtime.settle()
         clock.advance(seconds)
         await self._node.runtime.flush()
+
+    async def _disconnect(self, target: Target, how: str = "") -> None:
+        """Drop the connection(s) with no protocol goodbye, once what they sent is read; return once closed."""
+        connections = self._connections(target)
+        await self._node.runtime.settle()
+        self._journal.note(f"fault: disconnect({target!r}){how}")
+        for conn in connections:
+            await self._node.runtime.disconnect(conn)
+
+    @property
+    def refusing(self) -> bool:
+        """True inside :meth:`refuse_connections`.
+
+        Examples:
+            >>> broker.refusing
+            False
+        """
+        return self._node.refusing
+
+    async def _reset(self) -> None:
+        await self._node.runtime.settle()
+        await self._node.reset()
+        self._journal.note("fault: reset")
 
     async def _restart(self) -> None:
         await self._node.runtime.settle()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import anyio
@@ -80,18 +83,15 @@ class ClockProxy:
 class ThreadedBroker(BrokerAPI):
     """A broker running on its own event loop in a background thread; see :func:`start`."""
 
-    def __init__(self, node: Node, journal: Journal, portal: anyio.from_thread.BlockingPortal,
-                 portal_cm: AbstractContextManager[Any],
-                 serve_cm: AbstractContextManager[tuple[Node, Journal]]) -> None:
-        self._portal = portal
-        self._portal_cm = portal_cm
-        self._serve_cm = serve_cm
-        self._loop_thread = node.thread_id
-        self.thread = next((t for t in threading.enumerate() if t.ident == node.thread_id), None)
+    def __init__(self, loop: _LoopThread) -> None:
+        self._portal = loop.portal
+        self._loop = loop
+        self._loop_thread = loop.node.thread_id
+        self.thread: threading.Thread | None = loop.thread
         """The thread running the broker's event loop (gone once :meth:`stop` returns)."""
         self.stopped = False
         """True once :meth:`stop` has run."""
-        self._setup(node, journal)
+        self._setup(loop.node, loop.journal)
 
     def _on_loop(self) -> bool:
         return threading.get_ident() == self._loop_thread
@@ -138,14 +138,21 @@ class ThreadedBroker(BrokerAPI):
             >>> broker.wait_for_message(topic="status/device-1").body
             b'offline'
         """
+        self._call_async(self._disconnect, client_id)
 
-        async def run() -> None:
-            await self._node.runtime.settle()
-            self._journal.note(f"fault: disconnect({client_id!r})")
-            for conn in self._connections(client_id):
-                await self._node.runtime.disconnect(conn)
+    def reset(self) -> None:
+        """Empty the broker between tests as if it had just started: every client connection dropped (no Last
+        Wills), every queue, exchange, binding, retained message, message fault and log entry gone; vhosts and
+        users as the options give them. The clock keeps its time.
 
-        self._call_async(run)
+        Examples:
+            >>> broker.declare_queue("leftover")
+            'leftover'
+            >>> broker.reset()
+            >>> "leftover" in broker.queues, len(broker.messages)
+            (False, 0)
+        """
+        self._call_async(self._reset)
 
     def wait_for_message(self, timeout: float = 5.0, **criteria: Any) -> LoggedMessage:
         """Block until a message matching ``criteria`` has been routed, and return its log entry.
@@ -277,10 +284,10 @@ class ThreadedBroker(BrokerAPI):
         if self._on_loop():
             raise RuntimeError("a broker cannot be stopped from its own callbacks; stop it from the test's thread")
         try:
-            self._serve_cm.__exit__(None, None, None)
+            self._loop.close()
         finally:
             self.stopped = True
-            self._portal_cm.__exit__(None, None, None)
+            _running.pop(id(self), None)
 
     def __enter__(self) -> ThreadedBroker:
         return self
@@ -295,26 +302,71 @@ class ThreadedBroker(BrokerAPI):
 
 
 
+class _LoopThread:
+    """A node on an event loop in a daemon thread, reached through a blocking portal.
+
+    Daemon, so that a process which never stops its broker still exits; :func:`_stop_at_exit` stops such brokers
+    first (atexit handlers run while daemon threads still do), closing their sockets in order. The node starts
+    and stops inside the thread's main task: one hand-over between threads each way.
+    """
+
+    def __init__(self, options: Options) -> None:
+        ready: Future[tuple[anyio.from_thread.BlockingPortal, Node, Journal]] = Future()
+        self._error: BaseException | None = None
+
+        async def main() -> None:
+            async with _run_node(options) as (node, journal), anyio.from_thread.BlockingPortal() as portal:
+                ready.set_result((portal, node, journal))
+                await portal.sleep_until_stopped()
+
+        def run() -> None:
+            try:
+                anyio.run(main, backend="asyncio")
+            except BaseException as exc:  # reaches the caller of start() or stop()
+                if ready.done():
+                    self._error = exc
+                else:
+                    ready.set_exception(exc)
+
+        self.thread = threading.Thread(target=run, name="fakebroker", daemon=True)
+        self.thread.start()
+        self.portal, self.node, self.journal = ready.result()
+
+    def close(self) -> None:
+        """Stop the node and its loop; raises what went wrong while the node shut down."""
+        with contextlib.suppress(RuntimeError):  # the loop has already ended
+            self.portal.start_task_soon(self.portal.stop)
+        self.thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+#: Brokers started and not stopped yet, by id: stopped at interpreter exit.
+_running: dict[int, ThreadedBroker] = {}
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    for broker in list(_running.values()):
+        try:
+            broker.stop()
+        except Exception as exc:  # exiting anyway: say why the broker did not stop cleanly, then go on
+            print(f"fakebroker: stopping a broker at exit failed: {exc!r}", file=sys.stderr)
+
+
 def start(**options: Any) -> ThreadedBroker:
     """Start a broker on its own event loop thread; returns once every listener accepts connections.
 
     ``options`` are those of :class:`~fakebroker.Options` (``fakebroker.Options.names()`` lists them); every
     listener takes a free port unless its ``<listener>_port`` says otherwise. Use it as a context manager, or
-    call ``.stop()``.
+    call ``.stop()``. A broker still running when the interpreter exits is stopped then;
+    it never keeps a process alive.
 
     Examples:
         >>> with fakebroker.start(vhosts=("/", "tenant-a"), mqtt_subscription_ttl=60_000) as other:
         ...     other.declare_queue("jobs", vhost="tenant-a")
         'jobs'
     """
-    opts = Options.from_kwargs(**options)
-    portal_cm = anyio.from_thread.start_blocking_portal("asyncio")
-    portal = portal_cm.__enter__()
-    try:
-        serve_cm = portal.wrap_async_context_manager(_run_node(opts))
-        node, journal = serve_cm.__enter__()
-    except BaseException:
-        portal_cm.__exit__(*sys.exc_info())
-        raise
-    return ThreadedBroker(node, journal, portal, portal_cm, serve_cm)
-
+    broker = ThreadedBroker(_LoopThread(Options.from_kwargs(**options)))
+    _running[id(broker)] = broker
+    return broker

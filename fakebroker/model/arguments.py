@@ -25,12 +25,21 @@ EQUIVALENCE_ARGUMENTS = (
 )
 
 
+class Long(int):
+    """An integer that arrived as AMQP's ``long`` whatever its size: RabbitMQ's management API types every JSON
+    integer so, and its error texts say so."""
+
+    __slots__ = ()
+
+
 def amqp_type(value: Any) -> str:
     """The AMQP field type a client would send ``value`` as, by RabbitMQ's name for it (for error texts)."""
     if value is None:
         return "void"
     if isinstance(value, bool):
         return "bool"
+    if isinstance(value, Long):
+        return "long"
     if isinstance(value, int):
         return "signedint" if -(2**31) <= value < 2**31 else "long"
     if isinstance(value, float):

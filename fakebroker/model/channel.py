@@ -62,6 +62,7 @@ class Channel:
         prefetch: int = 0,
         tag: str | None = None,
         exclusive: bool = False,
+        priority: int = 0,
     ) -> str:
         q = self.vhost.queue_for(queue, self.owner)
         tag = tag or f"amq.ctag-{next(_tags)}"
@@ -70,7 +71,7 @@ class Channel:
         # rabbit_queue_consumers: an exclusive consumer needs the queue to itself, and keeps it.
         if q.exclusive_consumer is not None or (exclusive and q.consumers):
             raise AccessRefused(f"queue '{q.name}' in vhost '{self.vhost.name}' in exclusive use")
-        consumer = Consumer(tag, q, self, callback, no_ack, prefetch, client_id=self.client_id)
+        consumer = Consumer(tag, q, self, callback, no_ack, prefetch, client_id=self.client_id, priority=priority)
         self.consumers[tag] = consumer
         if exclusive:
             q.exclusive_consumer = consumer

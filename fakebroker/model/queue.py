@@ -42,6 +42,9 @@ class Consumer:
     client_id: str | None = None
     # Out of the queue's rotation since it was found with a full prefetch window; back at the end on an ack.
     blocked: bool = False
+    #: RabbitMQ's consumer priority (basic.consume's ``x-priority``): higher ones are served first, while they
+    #: have room; consumers of one priority take turns.
+    priority: int = 0
 
     def has_capacity(self) -> bool:
         flow = self.channel.flow
@@ -69,9 +72,10 @@ class Queue:
         self.messages: deque[QueuedMessage] = deque()
         self.consumers: list[Consumer] = []
         self.exclusive_consumer: Consumer | None = None
-        # The rotation, as rabbit_queue_consumers keeps it: the next consumer to try first; a consumer goes to
-        # the back after each delivery, and leaves it when found with a full window.
-        self._active: deque[Consumer] = deque()
+        # The rotation, as rabbit_queue_consumers keeps it, one per consumer priority: the next consumer to try
+        # first; a consumer goes to the back after each delivery, and leaves it when found with a full window.
+        self._tiers: dict[int, deque[Consumer]] = {0: deque()}
+        self._order: list[int] = [0]  # the priorities of _tiers, highest first
         self.unacked = 0
         self.ready_bytes = 0
         self.deleted = False
@@ -129,7 +133,7 @@ class Queue:
         # Otherwise a TTL-0 message is already expired: dropped here when it is the head, else when it gets there.
         self.messages.append(qm)
         self.ready_bytes += size
-        if self._active:
+        if self._has_active():
             self.dispatch()
         if self._limited and drop_head:
             self._drop_over_limit()
@@ -161,8 +165,14 @@ class Queue:
     def _deliver_at_once(self, qm: QueuedMessage) -> bool:
         """Hand a message with TTL 0 to the next consumer that can take it now, as RabbitMQ's
         ``deliver_or_enqueue`` does before the message is ever queued; False when none can."""
-        active = self._active
-        while active and not self.deleted:
+        tiers = self._tiers
+        while not self.deleted:
+            for priority in self._order:
+                active = tiers[priority]
+                if active:
+                    break
+            else:
+                return False
             consumer = active[0]
             if not consumer.has_capacity():
                 active.popleft()
@@ -179,8 +189,14 @@ class Queue:
             return
         self._dispatching = True
         try:
-            active = self._active
-            while self.messages and active and not self.deleted:
+            tiers, order = self._tiers, self._order
+            while self.messages and not self.deleted:
+                for priority in order:
+                    active = tiers[priority]
+                    if active:
+                        break
+                else:
+                    break
                 consumer = active[0]
                 if not consumer.has_capacity():
                     active.popleft()
@@ -250,7 +266,7 @@ class Queue:
             consumer.channel.consumer_unacked -= 1
             if consumer.blocked and consumer.has_capacity() and consumer in self.consumers:
                 consumer.blocked = False
-                self._active.append(consumer)
+                self._activate(consumer)
         if self.deleted:
             return
         if outcome == "requeue":
@@ -275,9 +291,22 @@ class Queue:
         self._after_change()
 
     # -- consumers ----------------------------------------------------------------------------
+    def _has_active(self) -> bool:
+        order = self._order
+        if len(order) == 1:  # no consumer priorities in use: the common case, on every enqueue
+            return bool(self._tiers[order[0]])
+        return any(self._tiers.values())
+
+    def _activate(self, consumer: Consumer) -> None:
+        tier = self._tiers.get(consumer.priority)
+        if tier is None:
+            tier = self._tiers[consumer.priority] = deque()
+            self._order = sorted(self._tiers, reverse=True)
+        tier.append(consumer)
+
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
-        self._active.append(consumer)
+        self._activate(consumer)
         self._had_consumer = True
         self._cancel_expires()
         self.dispatch()
@@ -291,7 +320,7 @@ class Queue:
         """A consumer found with a full window has room again (its channel's shared window opened)."""
         if consumer.blocked and consumer in self.consumers:
             consumer.blocked = False
-            self._active.append(consumer)
+            self._activate(consumer)
             self.dispatch()
 
     def detach_consumer(self, consumer: Consumer) -> None:
@@ -302,7 +331,7 @@ class Queue:
             if consumer.blocked:
                 consumer.blocked = False
             else:
-                self._active.remove(consumer)
+                self._tiers[consumer.priority].remove(consumer)
 
     def consumers_changed(self) -> None:
         if self.deleted:
@@ -379,7 +408,8 @@ class Queue:
         for consumer in list(self.consumers):
             consumer.channel.queue_deleted(consumer)
         self.consumers.clear()
-        self._active.clear()
+        for tier in self._tiers.values():
+            tier.clear()
 
     def peek(self) -> list[Message]:
         """The ready messages, head first, without consuming them."""

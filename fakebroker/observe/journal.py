@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -11,37 +12,77 @@ if TYPE_CHECKING:
 from .matching import _short, describe
 
 
+@dataclass(eq=False)
+class ConnectionSummary:
+    """What the journal remembers of a connection: a few fields, not the connection (whose session, socket and
+    task state would otherwise stay alive for as long as the journal holds the event)."""
+
+    __slots__ = ("client_id", "id", "peer", "protocol", "user")
+    id: int
+    protocol: str
+    peer: tuple[str, int]
+    client_id: str | None
+    user: str | None
+
+    @classmethod
+    def of(cls, conn: Connection) -> ConnectionSummary:
+        session = conn.session
+        return cls(conn.id, conn.protocol, (conn.peer[0], conn.peer[1]), session.client_id, session.user)
+
+    def refresh(self, conn: Connection) -> None:
+        """Take the identity the client gave after it connected."""
+        self.client_id, self.user = conn.session.client_id, conn.session.user
+
+
 class Journal:
     """What happened to connections, and the faults a test injected, for traffic reports.
 
-    Fed by the broker's connect/disconnect hooks on its event loop; keeps the last ``limit`` events.
+    Fed by the broker's connect/disconnect hooks on its event loop; keeps the last ``limit`` events, each with a
+    :class:`ConnectionSummary` rather than the connection.
     """
 
     def __init__(self, node: Node, limit: int = 500) -> None:
         self._node = node
         self.events: deque[tuple[float, str, Any]] = deque(maxlen=limit)
+        self._open: dict[int, ConnectionSummary] = {}  # connections open now, by id
 
     def attach(self) -> None:
         self._node.model.on("connect", self._opened)
         self._node.model.on("disconnect", self._closed)
 
     def _opened(self, conn: Connection) -> None:
-        self.events.append((self._node.clock.now(), "opened", conn))
+        summary = self._open[conn.id] = ConnectionSummary.of(conn)
+        self.events.append((self._node.clock.now(), "opened", summary))
 
     def _closed(self, conn: Connection) -> None:
-        subscriptions = conn.session.describe().get("subscriptions") or {}
+        summary = self._open.pop(conn.id, None) or ConnectionSummary.of(conn)
+        summary.refresh(conn)  # the "opened" event shares it: it shows the client id too
+        described = conn.session.describe()
+        subscriptions = described.get("subscriptions") or {}
         reason = _close_reason(conn) or ("the broker went down" if self._node.stopping else "")
-        self.events.append((self._node.clock.now(), "closed", (conn, dict(subscriptions), reason)))
+        self.events.append((self._node.clock.now(), "closed",
+                            (summary, dict(subscriptions), reason, described.get("dropped"))))
 
     def note(self, text: str) -> None:
         self.events.append((self._node.clock.now(), "note", text))
 
+    def refresh(self) -> None:
+        """Bring the summaries of open connections up to date (before a report)."""
+        live = self._node.runtime.connections
+        for conn_id, summary in self._open.items():
+            conn = live.get(conn_id)
+            if conn is not None:
+                summary.refresh(conn)
 
-def _conn_text(conn: Connection) -> str:
-    session = conn.session
-    who = f"client_id={session.client_id!r}" if session.client_id is not None else "no client id yet"
-    user = f" user={session.user!r}" if session.user is not None else ""
-    return f"conn#{conn.id} {conn.protocol} {who}{user} from {conn.peer[0]}:{conn.peer[1]}"
+
+def _conn_text(conn: Connection | ConnectionSummary) -> str:
+    if isinstance(conn, ConnectionSummary):
+        client_id, user = conn.client_id, conn.user
+    else:
+        client_id, user = conn.session.client_id, conn.session.user
+    who = f"client_id={client_id!r}" if client_id is not None else "no client id yet"
+    user_text = f" user={user!r}" if user is not None else ""
+    return f"conn#{conn.id} {conn.protocol} {who}{user_text} from {conn.peer[0]}:{conn.peer[1]}"
 
 
 def _close_reason(conn: Connection) -> str:
@@ -56,15 +97,15 @@ def traffic_report(node: Node, journal: Journal, messages: int = 50) -> str:
     lines = [f"broker {addresses}; clock t={clock.now():.3f} ({kind})"]
 
     lines.append("connections and faults:")
+    journal.refresh()
     if not journal.events:
         lines.append("  (none)")
     for when, what, item in journal.events:
         if what == "opened":
             lines.append(f"  t={when:.3f} opened {_conn_text(item)}")
         elif what == "closed":
-            conn, subscriptions, reason = item
+            conn, subscriptions, reason, dropped = item
             extra = f" subscriptions={subscriptions}" if subscriptions else ""
-            dropped = conn.session.describe().get("dropped")
             extra += f" dropped={dropped} (not reading)" if dropped else ""
             lines.append(f"  t={when:.3f} closed {_conn_text(conn)}{extra}{f' ({reason})' if reason else ''}")
         else:

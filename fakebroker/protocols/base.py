@@ -13,7 +13,7 @@ routed by another client, a timer on the clock) queues output with :meth:`Sessio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -79,6 +79,19 @@ class SessionHost(Protocol):
 
     def emit(self, event: str, *args: Any) -> None:
         """Tell observers (``broker.on``, the journal, ``--verbose``) that something happened."""
+        ...
+
+    def listening(self) -> dict[str, int]:
+        """Listener name -> port, of the listeners accepting connections now."""
+        ...
+
+    def operator(self) -> Any:
+        """The broker's async handle (:class:`fakebroker.AsyncBroker`) on this loop, for the control plane;
+        raises RuntimeError where there is no running node (a session under test)."""
+        ...
+
+    def spawn(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work`` as a task on the node's loop (a control-plane request that takes time)."""
         ...
 
 
@@ -225,6 +238,9 @@ class ListenerSpec:
     subprotocols: tuple[str, ...] = ()
     # More handle attributes served by this listener: {"sockjs_url": "http://{host}:{port}/stomp"}.
     more_urls: Mapping[str, str] = field(default_factory=dict)
+    # The test operator's listener rather than the clients' (management: the control plane): it stays open, and
+    # its connections stay, while the broker refuses connections, restarts or resets.
+    operator: bool = False
 
     @property
     def option(self) -> str:

@@ -7,15 +7,16 @@ only touched from it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import itertools
 import logging
 import select
 import socket
+from collections import deque
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import anyio
 import anyio.abc
@@ -23,6 +24,7 @@ from anyio.streams.stapled import MultiListener
 
 from ..clock import Clock, TimerHandle, WallClock
 from ..protocols.base import ConnectionInfo, Session, SessionFactory
+from .sockets import bind, listen_error
 
 logger = logging.getLogger("fakebroker")
 
@@ -45,28 +47,41 @@ class Address(NamedTuple):
     port: int
 
 
-@dataclass(eq=False)
-class Connection:
-    """A live client connection as the runtime tracks it."""
+def _noop() -> None:
+    pass
 
-    id: int
-    listener: str
-    session: Session
-    stream: anyio.abc.SocketStream
-    peer: tuple[str, int]
-    opened_at: float
-    stalled: bool = False
-    raw: Any = None  # the socket (asyncio hands out a TransportSocket wrapper)
-    # For settle(): reads completed, and whether the reader is parked in receive() with nothing buffered.
-    reads: int = 0
-    waiting: bool = False
-    finished: bool = False
-    _wake: anyio.Event = field(default_factory=anyio.Event)
-    _resumed: anyio.Event = field(default_factory=anyio.Event)
-    _done: anyio.Event = field(default_factory=anyio.Event)
-    _scope: anyio.CancelScope | None = None
-    _handshake: TimerHandle | None = None
-    _output_was_full: bool = False
+
+class Connection:
+    """A live client connection as the runtime tracks it.
+
+    Two kinds move the bytes: :class:`_ProtocolConnection` (an asyncio protocol, no task of its own) on the
+    asyncio backend, :class:`_TaskConnection` (a reader task and a writer task on anyio streams) elsewhere.
+    """
+
+    __slots__ = ("__weakref__", "_done", "_ended", "_output_was_full", "_runtime", "_slots", "finished", "id",
+                 "listener", "opened_at", "peer", "raw", "reads", "session", "stalled", "waiting")
+
+    def __init__(self, runtime: Runtime, conn_id: int, listener: str, session: Session, peer: tuple[str, int],
+                 opened_at: float, raw: Any, slots: anyio.Semaphore | None) -> None:
+        self._runtime = runtime
+        self.id = conn_id
+        self.listener = listener
+        self.session = session
+        self.peer = peer
+        self.opened_at = opened_at
+        self.stalled = False
+        self.raw = raw  # the socket (asyncio hands out a TransportSocket wrapper)
+        # For settle(): reads completed, and whether the reader is parked waiting for bytes with none buffered.
+        self.reads = 0
+        self.waiting = False
+        self.finished = False  # the transport is gone or going
+        self._ended = False  # everything about the connection is done (on_disconnect called)
+        self._done: anyio.Event | None = None  # made only when someone waits for the end
+        self._slots = slots  # the listener's max_connections semaphore, released when the connection ends
+        self._output_was_full = False  # the session held deliveries back: tell it when the output drains
+        session.wakeup = self.wake
+        session.abort_transport = self.abort
+        session.output_limit = runtime.output_limit
 
     @property
     def protocol(self) -> str:
@@ -76,14 +91,32 @@ class Connection:
     def client_id(self) -> str | None:
         return self.session.client_id
 
+    def __repr__(self) -> str:
+        flags = "".join(f" {f}" for f, on in (("stalled", self.stalled), ("finished", self.finished)) if on)
+        where = f"{self.peer[0]}:{self.peer[1]}"
+        return f"<Connection #{self.id} {self.listener} {where} client_id={self.client_id!r}{flags}>"
+
     def wake(self) -> None:
-        self._wake.set()
+        """The session has output (or wants to close): write it."""
+        raise NotImplementedError
 
     def abort(self) -> None:
         """Drop the socket with no protocol goodbye; the session learns it as a lost connection."""
-        _lose(self)
-        if self._scope is not None:
-            self._scope.cancel()
+        raise NotImplementedError
+
+    def stall(self) -> None:
+        raise NotImplementedError
+
+    def resume(self) -> None:
+        raise NotImplementedError
+
+    async def wait_closed(self) -> None:
+        """Return once the connection has ended and ``on_disconnect`` has run."""
+        if self._ended:
+            return
+        if self._done is None:
+            self._done = anyio.Event()
+        await self._done.wait()
 
 
 def _lose(conn: Connection) -> None:
@@ -96,8 +129,213 @@ def _lose(conn: Connection) -> None:
         logger.exception("fakebroker: session error on connection %s while closing it", conn.id)
 
 
+class _ProtocolConnection(Connection, asyncio.BufferedProtocol):
+    """A connection driven by asyncio's transport callbacks: reading, writing and closing cost no task, no
+    cancel scope and no event. Output produced while handling input is written at the end of that input;
+    output from elsewhere (a message routed by another client, a timer) is written once per loop turn.
+
+    Reads go into one buffer the runtime shares between its connections (a plain protocol makes the loop
+    allocate 256 KiB per read)."""
+
+    __slots__ = ("_flush_pending", "_held", "_loop", "_paused", "_receiving", "_transport")
+
+    def __init__(self, runtime: Runtime, conn_id: int, listener: str, session: Session, peer: tuple[str, int],
+                 opened_at: float, loop: asyncio.AbstractEventLoop, slots: anyio.Semaphore | None) -> None:
+        super().__init__(runtime, conn_id, listener, session, peer, opened_at, None, slots)
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._flush_pending = False
+        self._paused = False  # the transport's buffer is full: the session keeps the output until it drains
+        self._receiving = False
+        self._held: list[bytes] | None = None  # input that arrived while stalled (b"" for the peer's EOF)
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is one without subclassing it
+        self.raw = transport.get_extra_info("socket")
+        self.waiting = True  # the event loop reads whenever bytes arrive
+        self._runtime._opened(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._runtime._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._runtime._read_buffer[:nbytes]))
+
+    def data_received(self, data: bytes) -> None:
+        self.reads += 1
+        if self.stalled:
+            # Bytes that arrive while stalled are held back, as a frozen peer would not read them.
+            self._hold(data)
+            return
+        self._feed(data)
+
+    def eof_received(self) -> bool:
+        if self.stalled:
+            self._hold(b"")
+            return True  # half-open until resume() hands the EOF over
+        self._feed(b"")
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._runtime._ended(self)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._flush()
+
+    # -- the runtime's side ----------------------------------------------------------------------------
+    def wake(self) -> None:
+        if self._receiving or self._flush_pending or self.finished:
+            return  # written at the end of the input being handled, or on the turn already scheduled
+        self._flush_pending = True
+        self._loop.call_soon(self._scheduled_flush)
+
+    def abort(self) -> None:
+        if self.finished:
+            return
+        _lose(self)
+        self.finished = True
+        if self._transport is not None:
+            _shut(self._loop, self._transport)
+
+    def stall(self) -> None:
+        self.stalled = True
+        if self._transport is not None and not self.finished:
+            self._transport.pause_reading()
+
+    def resume(self) -> None:
+        self.stalled = False
+        held, self._held = self._held, None
+        if self._transport is not None and not self.finished:
+            self._transport.resume_reading()
+        for data in held or ():
+            if self.finished or self.session.close_requested:
+                break
+            self._feed(data)
+            if not data:
+                self._close()
+                return
+        self._flush()
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _hold(self, data: bytes) -> None:
+        if self._held is None:
+            self._held = []
+        self._held.append(data)
+
+    def _feed(self, data: bytes) -> None:
+        session = self.session
+        if session.close_requested:
+            return  # the reader stops at a close request; what follows is not read
+        self._receiving = True
+        try:
+            session.receive_data(data)
+        except Exception:
+            # A bug in one session must cost only its own connection, never the listener or the broker.
+            logger.exception("fakebroker: session error on connection %s; closing it", self.id)
+            self._receiving = False
+            self.abort()
+            return
+        self._receiving = False
+        if data:
+            self._flush()
+
+    def _scheduled_flush(self) -> None:
+        self._flush_pending = False
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.stalled or self.finished:
+            return
+        session, transport = self.session, self._transport
+        assert transport is not None
+        while not self._paused:
+            _check_drained(self)
+            if self.finished:
+                return  # resuming the held-back output failed and dropped the connection
+            # In slices: the transport copies what it cannot send at once.
+            data = session.data_to_send(WRITE_SLICE)
+            if not data:
+                break
+            transport.write(data)
+        if session.close_requested and not self._paused:
+            self._close()
+
+    def _close(self) -> None:
+        """Close after the session's last words, as its protocol asked."""
+        if self.finished:
+            return
+        self.finished = True
+        assert self._transport is not None
+        _shut(self._loop, self._transport, eof=False)
+
+
+def _shut(loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, eof: bool = True) -> None:
+    """Close (after an EOF with ``eof``); what the peer has not taken by the next loop turn is dropped, as
+    anyio's ``aclose()`` does. A close after the session's last words needs no separate EOF: with nothing left
+    unread the socket's close sends it (one system call less per connection)."""
+    if eof:
+        with contextlib.suppress(OSError, RuntimeError):
+            if transport.can_write_eof():
+                transport.write_eof()
+    transport.close()
+    if transport.get_write_buffer_size():
+        loop.call_soon(transport.abort)
+
+
+class _TaskConnection(Connection):
+    """A connection on an anyio stream (trio, or asyncio without the protocol path): a reader task and a
+    writer task under one cancel scope."""
+
+    __slots__ = ("_idle", "_pending", "_resumed", "_scope", "stream")
+
+    def __init__(self, runtime: Runtime, conn_id: int, listener: str, session: Session, peer: tuple[str, int],
+                 opened_at: float, stream: anyio.abc.SocketStream, raw: Any, slots: anyio.Semaphore | None) -> None:
+        super().__init__(runtime, conn_id, listener, session, peer, opened_at, raw, slots)
+        self.stream = stream
+        self._pending = False  # output (or a close) to handle
+        self._idle: anyio.Event | None = None  # set by wake() while the writer waits; made only to wait
+        self._resumed: anyio.Event | None = None  # while stalled
+        self._scope: anyio.CancelScope | None = None
+
+    def wake(self) -> None:
+        self._pending = True
+        if self._idle is not None:
+            self._idle.set()
+
+    def abort(self) -> None:
+        _lose(self)
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def stall(self) -> None:
+        if self.stalled:
+            return  # a new event now would leave the reader and writer waiting on one resume() never sets
+        self.stalled = True
+        self._resumed = anyio.Event()
+
+    def resume(self) -> None:
+        self.stalled = False
+        if self._resumed is not None:
+            self._resumed.set()
+            self._resumed = None
+        self.wake()
+
+    async def _until_resumed(self) -> None:
+        while self.stalled and self._resumed is not None:
+            await self._resumed.wait()
+
+
 class Runtime:
     """Owns the listeners and connections of one broker."""
+
+    #: Drive connections with asyncio protocols when the loop is asyncio's (or uvloop); False: anyio streams and
+    #: tasks everywhere (the path trio takes), e.g. to compare the two.
+    asyncio_protocols = True
 
     def __init__(self, clock: Clock, host: str = "127.0.0.1", *, handshake_timeout: float | None = None,
                  max_connections: int | None = None, output_limit: int | None = None) -> None:
@@ -112,31 +350,49 @@ class Runtime:
         self._factories: dict[str, SessionFactory] = {}
         self._ids = itertools.count(1)
         self._tg: anyio.abc.TaskGroup | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # set when connections use the protocol path
         self._listener_scopes: dict[str, anyio.CancelScope] = {}
         self._listener_closed: dict[str, anyio.Event] = {}
         self._timer_wake = anyio.Event()
+        self._timer_deadline: float | None = None  # what the timer task sleeps until (None: no timer)
+        # Connections still to complete their opening, oldest first, as (deadline, id); one clock timer sweeps
+        # them, rather than one timer per connection to schedule and cancel.
+        self._handshakes: deque[tuple[float, int]] = deque()
+        self._handshake_timer: TimerHandle | None = None
+        self._read_buffer = memoryview(bytearray(65536))  # the protocol path's reads, one at a time
         self.on_connect: Callable[[Connection], None] = lambda c: None
         self.accept_failures = 0  # failed accept() calls (e.g. out of file descriptors) since the start
         self.on_disconnect: Callable[[Connection], None] = lambda c: None
 
     # -- lifecycle ----------------------------------------------------------------------------------
-    async def start(self, tg: anyio.abc.TaskGroup, listeners: dict[str, tuple[int, SessionFactory]]) -> None:
+    async def start(self, tg: anyio.abc.TaskGroup, listeners: dict[str, tuple[int, SessionFactory]],
+                    sockets: dict[str, socket.socket] | None = None) -> None:
+        """Open the listeners. ``sockets``: listening sockets already bound (by ``fakebroker serve``, so that
+        its ports accept connections before the event loop runs), by listener name; the rest are bound here."""
         self._tg = tg
+        self._loop = _running_asyncio_loop() if self.asyncio_protocols else None
+        sockets = sockets or {}
         for name, (port, factory) in listeners.items():
             self._factories[name] = factory
             if self.max_connections is not None:
                 self._slots[name] = anyio.Semaphore(self.max_connections)
-            await self._open_listener(name, port)
+            await self._open_listener(name, port, sockets.get(name))
         if isinstance(self.clock, WallClock):
-            self.clock.on_schedule = self._timer_wake.set
+            self.clock.on_schedule = self._timer_scheduled
             tg.start_soon(self._wall_timers)
 
-    async def _open_listener(self, name: str, port: int) -> None:
+    async def _open_listener(self, name: str, port: int, bound: socket.socket | None = None) -> None:
         assert self._tg is not None
-        try:
-            listener = await anyio.create_tcp_listener(local_host=self.host, local_port=port, reuse_port=False)
-        except OSError as exc:
-            raise OSError(exc.errno, f"{name} listener on {self.host}:{port}: {exc.strerror}") from exc
+        listener: anyio.abc.Listener[Any]
+        if bound is None:
+            bound = bind(name, self.host, port)  # an IP address: bound here, with no thread to resolve it
+        if bound is not None:
+            listener = await anyio.abc.SocketListener.from_socket(bound)
+        else:
+            try:
+                listener = await anyio.create_tcp_listener(local_host=self.host, local_port=port, reuse_port=False)
+            except OSError as exc:
+                raise OSError(exc.errno, listen_error(name, self.host, port, exc)) from exc
         sock = listener.extra(anyio.abc.SocketAttribute.raw_socket)
         host, bound_port = sock.getsockname()[:2]
         self.addresses[name] = Address(host, bound_port)
@@ -166,12 +422,20 @@ class Runtime:
         assert self._tg is not None
         failures = 0
         slots = self._slots.get(name)
+        loop = self._loop
+        raw: socket.socket = listener.extra(anyio.abc.SocketAttribute.raw_socket)
         while True:
             if slots is not None:
-                # At max_connections the listener stops accepting; new clients wait in the TCP backlog.
-                await slots.acquire()
+                try:
+                    slots.acquire_nowait()  # no checkpoint (two loop turns) per connection below the cap
+                except anyio.WouldBlock:
+                    # At max_connections the listener stops accepting; new clients wait in the TCP backlog.
+                    await slots.acquire()
             try:
-                stream = await listener.accept()
+                if loop is not None:
+                    sock, _ = await loop.sock_accept(raw)
+                else:
+                    stream = await listener.accept()
             except BaseException as exc:
                 if slots is not None:
                     slots.release()
@@ -192,7 +456,10 @@ class Runtime:
                 logger.warning("fakebroker: %s listener accepts connections again after %d failed attempts",
                                name, failures)
                 failures = 0
-            self._tg.start_soon(self._handle, name, stream, slots)
+            if loop is not None:
+                await self._accept_protocol(loop, name, sock, slots)
+            else:
+                self._tg.start_soon(self._run_task_connection, name, stream, slots)
 
     async def close_listeners(self, keep: Collection[str] = ()) -> None:
         """Close every listening socket but those named in ``keep``; returns once they are closed (a connect()
@@ -230,18 +497,88 @@ class Runtime:
         for conn in doomed:
             conn.abort()
         for conn in doomed:
-            await conn._done.wait()
+            await conn.wait_closed()
 
-    # -- one connection -----------------------------------------------------------------------------
-    async def _handle(self, listener: str, stream: anyio.abc.SocketStream,
-                      slots: anyio.Semaphore | None = None) -> None:
+    # -- one connection: what both kinds share ----------------------------------------------------------
+    def _opened(self, conn: Connection) -> None:
+        self.connections[conn.id] = conn
+        self.on_connect(conn)
+        if self.handshake_timeout is not None and not conn.finished:
+            deadline = self.clock.now() + self.handshake_timeout
+            self._handshakes.append((deadline, conn.id))
+            if self._handshake_timer is None:
+                self._handshake_timer = self.clock.call_at(deadline + self._sweep_slack(), self._sweep_handshakes)
+
+    def _sweep_slack(self) -> float:
+        # On the wall clock one sweep takes every connection due within 50 ms, instead of a wake-up for each of
+        # a stream of connections; a test's virtual clock is exact.
+        return 0.05 if isinstance(self.clock, WallClock) else 0.0
+
+    def _sweep_handshakes(self) -> None:
+        self._handshake_timer = None
+        now, pending, live = self.clock.now(), self._handshakes, self.connections
+        while pending and pending[0][0] <= now:
+            conn = live.get(pending.popleft()[1])
+            if conn is not None:
+                self._handshake_expired(conn)
+        while pending and pending[0][1] not in live:
+            pending.popleft()  # gone already: no need to wake up for it
+        if pending:
+            self._handshake_timer = self.clock.call_at(pending[0][0] + self._sweep_slack(), self._sweep_handshakes)
+
+    def _ended(self, conn: Connection) -> None:
+        """The transport is closed: settle the session, forget the connection, tell the observers."""
+        if conn._ended:
+            return
+        conn.finished = True
+        _lose(conn)
+        self.connections.pop(conn.id, None)
+        conn._ended = True
+        if conn._done is not None:
+            conn._done.set()
+        if conn._slots is not None:
+            conn._slots.release()
+            conn._slots = None
+        self.on_disconnect(conn)
+
+    def _session(self, listener: str, peer: tuple[str, int], local: tuple[str, int]) -> Session:
+        info = ConnectionInfo(peer=(peer[0], peer[1]), local=(local[0], local[1]))
+        return self._factories[listener](info)
+
+    # -- the protocol path (asyncio) --------------------------------------------------------------------
+    async def _accept_protocol(self, loop: asyncio.AbstractEventLoop, listener: str, sock: socket.socket,
+                               slots: anyio.Semaphore | None) -> None:
         try:
-            await self._run_connection(listener, stream)
-        finally:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            peer, local = sock.getpeername(), sock.getsockname()
+            session = self._session(listener, peer, local)
+        except Exception as exc:
+            # Typically the peer reset the connection before it was handed over. Raising here would end the
+            # listener's task group; a session factory's bug must cost only this connection.
+            if not isinstance(exc, OSError):
+                logger.exception("fakebroker: cannot start a session on the %s listener", listener)
+            sock.close()
             if slots is not None:
                 slots.release()
+            return
+        conn = _ProtocolConnection(self, next(self._ids), listener, session, session.info.peer, self.clock.now(),
+                                   loop, slots)
+        try:
+            await loop.connect_accepted_socket(lambda: conn, sock)
+        except BaseException as exc:
+            if conn._transport is None:  # never made: nothing else releases its slot or closes the socket
+                sock.close()
+                if slots is not None:
+                    slots.release()
+                    conn._slots = None
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the listener is closing
+            if not isinstance(exc, OSError):
+                logger.exception("fakebroker: cannot set up a connection on the %s listener", listener)
 
-    async def _run_connection(self, listener: str, stream: anyio.abc.SocketStream) -> None:
+    # -- the task path (anyio streams: trio) ------------------------------------------------------------
+    async def _run_task_connection(self, listener: str, stream: anyio.abc.SocketStream,
+                                   slots: anyio.Semaphore | None) -> None:
         try:
             raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -251,40 +588,33 @@ class Runtime:
             # The peer reset the connection before it was handed over (no peer address any more). Raising here
             # would end the node's task group, i.e. the whole broker.
             await _close_quietly(stream)
+            if slots is not None:
+                slots.release()
             return
-        info = ConnectionInfo(peer=tuple(peer[:2]), local=tuple(local[:2]))  # type: ignore[arg-type]
-        session = self._factories[listener](info)
-        conn = Connection(next(self._ids), listener, session, stream, info.peer, self.clock.now(), raw=raw)
-        session.wakeup = conn.wake
-        session.abort_transport = conn.abort
-        session.output_limit = self.output_limit
-        self.connections[conn.id] = conn
-        self.on_connect(conn)
-        if self.handshake_timeout is not None:
-            conn._handshake = self.clock.call_later(self.handshake_timeout, self._handshake_expired, conn)
+        peer, local = (peer[0], int(peer[1])), (local[0], int(local[1]))
+        session = self._session(listener, peer, local)
+        conn = _TaskConnection(self, next(self._ids), listener, session, session.info.peer, self.clock.now(),
+                               stream, raw, slots)
+        self._opened(conn)
         try:
             with anyio.CancelScope() as scope:
                 conn._scope = scope
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._writer, conn, scope)
                     await self._reader(conn)
-                    scope.cancel()
+                    # Read no more: the writer flushes the session's last words and ends the connection.
+                    conn.wake()
         finally:
             conn.finished = True
-            if conn._handshake is not None:
-                conn._handshake.cancel()
             with anyio.CancelScope(shield=True):
                 await _close_quietly(stream)
-            _lose(conn)
-            self.connections.pop(conn.id, None)
-            conn._done.set()
-            self.on_disconnect(conn)
+            self._ended(conn)
 
-    async def _reader(self, conn: Connection) -> None:
+    async def _reader(self, conn: _TaskConnection) -> None:
         session = conn.session
         while not (session.closed or session.close_requested):
             if conn.stalled:
-                await conn._resumed.wait()
+                await conn._until_resumed()
                 continue
             try:
                 conn.waiting = True
@@ -297,7 +627,7 @@ class Runtime:
                 data = b""
             if conn.stalled:
                 # Bytes that arrive while stalled are held back, as a frozen peer would not read them.
-                await conn._resumed.wait()
+                await conn._until_resumed()
             try:
                 session.receive_data(data)
             except Exception:
@@ -306,30 +636,23 @@ class Runtime:
                 conn.abort()
                 return
             conn.wake()
-            if conn._handshake is not None and session.established:
-                conn._handshake.cancel()
-                conn._handshake = None
             if not data:
                 return
-        # The writer flushes the session's last words, then cancels this task.
-        await anyio.sleep_forever()
 
-    async def _writer(self, conn: Connection, scope: anyio.CancelScope) -> None:
+    async def _writer(self, conn: _TaskConnection, scope: anyio.CancelScope) -> None:
+        """Write what the session produces; once it wants to close (or is closed), end the connection."""
         session = conn.session
         while True:
-            await conn._wake.wait()
-            conn._wake = anyio.Event()
+            if not conn._pending:
+                conn._idle = anyio.Event()  # one per wait, not per write: output that keeps coming never waits
+                await conn._idle.wait()
+                conn._idle = None
+            conn._pending = False
             # In slices: a client that reads slowly must not make each send copy everything queued for it.
             while True:
                 if conn.stalled:
-                    await conn._resumed.wait()
-                # Held-back deliveries resume once the output is under the limit again; they may fill it again
-                # at once, hence the new reading.
-                if session.output_full:
-                    conn._output_was_full = True
-                elif conn._output_was_full:
-                    _drained(conn)
-                    conn._output_was_full = session.output_full
+                    await conn._until_resumed()
+                _check_drained(conn)
                 data = session.data_to_send(WRITE_SLICE)
                 if not data:
                     break
@@ -347,7 +670,7 @@ class Runtime:
         """Return once every byte that has already reached the broker's sockets has been read and handed to its
         session, so that what a client sent before the test moved time is applied first.
 
-        A connection is settled when its reader is parked in ``receive()``, its socket holds nothing (no data,
+        A connection is settled when its reader is parked waiting for bytes, its socket holds nothing (no data,
         no pending EOF), and that held for several loop turns in a row: a read completed by the event loop
         reaches the reader task only a turn or two later. Stalled connections are skipped (their bytes are held
         on purpose); bytes a client has not written yet cannot be seen.
@@ -369,7 +692,6 @@ class Runtime:
                 await anyio.sleep(0)
 
     def _handshake_expired(self, conn: Connection) -> None:
-        conn._handshake = None
         if conn.finished or conn.session.established:
             return
         if conn.session.close_reason is None:
@@ -385,7 +707,7 @@ class Runtime:
                 if conn.stalled:
                     continue
                 if conn.session.close_requested or conn.session.closed:
-                    await conn._done.wait()
+                    await conn.wait_closed()
                     continue
                 spins = 0
                 while conn.session.has_output and not conn.finished:
@@ -400,20 +722,22 @@ class Runtime:
 
     async def disconnect(self, conn: Connection) -> None:
         conn.abort()
-        await conn._done.wait()
+        await conn.wait_closed()
 
     def stall(self, conn: Connection) -> None:
-        if conn.stalled:
-            return  # a new event now would leave the reader and writer waiting on one resume() never sets
-        conn.stalled = True
-        conn._resumed = anyio.Event()
+        conn.stall()
 
     def resume(self, conn: Connection) -> None:
-        conn.stalled = False
-        conn._resumed.set()
-        conn.wake()
+        conn.resume()
 
     # -- wall-clock timers --------------------------------------------------------------------------
+    def _timer_scheduled(self) -> None:
+        # Wake the timer task only for a timer earlier than the one it sleeps until: a handshake or keepalive
+        # timer per connection must not cost a wake-up (and an event and a cancel scope) each.
+        deadline, earliest = self._timer_deadline, self.clock.next_deadline()
+        if deadline is None or earliest is None or earliest < deadline:
+            self._timer_wake.set()
+
     async def _wall_timers(self) -> None:
         while True:
             try:
@@ -424,10 +748,18 @@ class Runtime:
                 logger.exception("fakebroker: timer callback failed")
             deadline = self.clock.next_deadline()
             self._timer_wake = anyio.Event()
-            self.clock.on_schedule = self._timer_wake.set
+            self._timer_deadline = deadline
             delay = None if deadline is None else max(0.0, deadline - self.clock.now())
             with anyio.move_on_after(delay if delay is not None else float("inf")):
                 await self._timer_wake.wait()
+
+
+def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop (uvloop included), or None on another backend (trio)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _readable(sock: Any) -> bool:
@@ -445,6 +777,17 @@ def _readable(sock: Any) -> bool:
         return bool(select.select([fd], [], [], 0)[0])
     except (OSError, ValueError):
         return False  # closed meanwhile: the reader learns it from its own receive()
+
+
+def _check_drained(conn: Connection) -> None:
+    """Tell the session once its output, after being at its limit, is under it again: the deliveries it held
+    back resume (and may fill it again at once, hence the new reading)."""
+    session = conn.session
+    if session.output_full:
+        conn._output_was_full = True
+    elif conn._output_was_full:
+        _drained(conn)
+        conn._output_was_full = session.output_full
 
 
 def _drained(conn: Connection) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,18 @@ TIMEOUT = 10
 def broker() -> Any:
     with fakebroker.start() as b:
         yield b
+
+
+@pytest.fixture(autouse=True)
+def no_threads_left_behind() -> Any:
+    """Client libraries end some of their threads a moment after a close (rabbitpy's channel threads): wait for
+    them, so that what they release (sockets) is not released during a later test that counts file
+    descriptors."""
+    before = set(threading.enumerate())
+    yield
+    for thread in set(threading.enumerate()) - before:
+        thread.join(TIMEOUT)
+    gc.collect()
 
 
 def eventually(predicate: Callable[[], bool]) -> None:
@@ -379,7 +392,26 @@ def test_a_blocked_connection_is_told_and_unblocked(broker: Any) -> None:
     broker.block(client, "low on disk")
     eventually(lambda: conn.process_data_events(time_limit=0) or bool(events))
     assert client.id == broker.clients[0].id and events == ["blocked: low on disk"]
+    ch = conn.channel()
+    ch.queue_declare("held")
+    ch.basic_publish("", "held", b"waits for the alarm to clear")
+    conn.process_data_events(time_limit=0.1)
+    assert broker.queues["held"].messages == 0
     broker.unblock(client)
     eventually(lambda: conn.process_data_events(time_limit=0) or len(events) == 2)
     assert events == ["blocked: low on disk", "unblocked"]
+    eventually(lambda: broker.queues["held"].messages == 1)
     conn.close()
+
+
+@pytest.mark.parametrize("via", ["client", "broker"])
+def test_heartbeats_off_survive_a_long_clock_jump(via: str) -> None:
+    options = {"amqp_heartbeat": 0} if via == "broker" else {}
+    with fakebroker.start(**options) as broker:
+        url = broker.amqp_url + ("?heartbeat=0" if via == "client" else "")
+        conn = pika.BlockingConnection(pika.URLParameters(url))
+        ch = conn.channel()
+        broker.clock.advance(86_400)
+        ch.queue_declare("after-a-day")
+        assert len(broker.clients) == 1
+        conn.close()

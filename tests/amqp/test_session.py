@@ -132,6 +132,11 @@ def test_established_once_open() -> None:
     assert client.session.established
 
 
+def test_update_secret_is_acknowledged() -> None:
+    client = Client().open()
+    assert isinstance(client.call(0, c.Connection.UpdateSecret("new-token", "refresh")), c.Connection.UpdateSecretOk)
+
+
 def test_close_from_the_client() -> None:
     client = Client().open()
     [(_, ok)] = client.send(method(0, c.Connection.Close(200, "bye", 0, 0)))
@@ -593,11 +598,46 @@ def test_direct_reply_to() -> None:
     assert frames[2][1].value == b"answer"
 
 
+def test_a_reply_to_a_closed_channel_goes_nowhere() -> None:
+    host = FakeHost()
+    requester = Client(host).open()
+    server = Client(host).open()
+    requester.call(1, c.Basic.Consume(queue="amq.rabbitmq.reply-to", consumer_tag="r", no_ack=True))
+    requester.call(1, c.Queue.Declare(queue="rpc"))
+    requester.send(content(1, c.Basic.Publish(exchange="", routing_key="rpc"), b"ask",
+                           reply_to="amq.rabbitmq.reply-to"))
+    _, header, _ = server.send(method(1, c.Basic.Get(queue="rpc", no_ack=True)))
+    assert isinstance(requester.call(1, c.Channel.Close(200, "", 0, 0)), c.Channel.CloseOk)
+    frames = server.send(content(1, c.Basic.Publish(exchange="", routing_key=header[1].properties.reply_to,
+                                                    mandatory=True), b"late"))
+    assert isinstance(frames[0][1], c.Basic.Return)  # nobody consumes that address any more
+    assert requester.driver.drain() == b""
+
+
 def test_reply_to_without_the_reply_consumer_is_406() -> None:
     client = Client().open()
     frames = client.send(content(1, c.Basic.Publish(exchange="", routing_key="q"), b"x",
                                  reply_to="amq.rabbitmq.reply-to"))
     closed_with(frames, 406, "PRECONDITION_FAILED - fast reply consumer does not exist", (60, 40))
+
+
+def test_a_blocked_connection_is_not_read_after_its_first_publish() -> None:
+    host = FakeHost()
+    client = Client(host).open()
+    client.call(1, c.Queue.Declare(queue="q"))
+    session = client.session
+    assert isinstance(session, AmqpSession)
+    session.block("low on memory")
+    client.driver.drain()
+    # Other methods still work until a publish arrives; then nothing is read, that publish included.
+    assert isinstance(client.call(1, c.Queue.Declare(queue="q", passive=True)), c.Queue.DeclareOk)
+    assert client.send(content(1, c.Basic.Publish(exchange="", routing_key="q"), b"held"),
+                       method(1, c.Queue.Declare(queue="q", passive=True))) == []
+    assert host.model.vhost("/").queues["q"].message_count == 0
+    session.unblock()
+    frames = parse(client.driver.drain())
+    assert isinstance(frames[0][1], c.Connection.Unblocked)
+    assert frames[1][1].message_count == 1  # the held publish went first, then the declare
 
 
 def test_blocked_and_unblocked() -> None:

@@ -1,6 +1,6 @@
-"""Hypothesis drives the AMQP session with random sequences of well-formed frames after the handshake: whatever
-the order, channel or arguments, the session answers (or closes) without raising, and two sessions on one
-broker leave the model consistent."""
+"""Hypothesis drives the AMQP session with random sequences of frames (nearly all well-formed) after the
+handshake: whatever the order, channel or arguments, the session answers (or closes) without raising, and two
+sessions on one broker leave the model consistent."""
 
 from __future__ import annotations
 
@@ -68,7 +68,11 @@ def _publish() -> st.SearchStrategy[bytes]:
         st.sampled_from([None, "amq.rabbitmq.reply-to"]), st.binary(max_size=8))
 
 
-STEP = st.one_of(st.builds(method, st.integers(0, 2), _methods()), _publish())
+#: Mostly well-formed frames; now and then a content frame out of place, a heartbeat, or a few arbitrary bytes.
+STEP = st.one_of(st.builds(method, st.integers(0, 2), _methods()), _publish(),
+                 st.sampled_from([b"\x08\x00\x00\x00\x00\x00\x00\xce", b"\x08\x00\x01\x00\x00\x00\x00\xce",
+                                  b"\x03\x00\x01\x00\x00\x00\x01x\xce"]),
+                 st.binary(max_size=12))
 
 
 @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None,

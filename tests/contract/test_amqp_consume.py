@@ -254,3 +254,29 @@ def test_deleting_the_queue_cancels_the_consumer(backend: Backend) -> None:
     connect(backend).channel().queue_delete("q")
     pump(conn, lambda: bool(cancelled))
     assert cancelled == [tag]
+
+
+def test_consumer_priorities(backend: Backend) -> None:
+    conn = connect(backend)
+    ch = conn.channel()
+    ch.queue_declare("q")
+    ch.basic_qos(prefetch_count=2)
+    low, high = Collector(conn), Collector(conn)
+    ch.basic_consume("q", low, arguments={"x-priority": 1})
+    ch.basic_consume("q", high, arguments={"x-priority": 10})
+    for i in range(5):
+        ch.basic_publish("", "q", f"m{i}".encode())
+    # The high-priority consumer is served first, while it has room; then the low one.
+    pump(conn, lambda: len(low.items) + len(high.items) == 4)
+    assert (high.bodies, low.bodies) == ([b"m0", b"m1"], [b"m2", b"m3"])
+    ch.basic_ack(high.items[1][0].delivery_tag, multiple=True)
+    pump(conn, lambda: len(high.items) == 3)
+    assert high.bodies[2] == b"m4" and len(low.settle(backend.quiet)) == 2
+
+
+def test_an_invalid_consumer_priority(backend: Backend) -> None:
+    ch = connect(backend).channel()
+    ch.queue_declare("q")
+    assert channel_error(lambda: ch.basic_consume("q", lambda *a: None, arguments={"x-priority": "high"})) == (
+        406, f"PRECONDITION_FAILED - invalid arg 'x-priority' for queue 'q' in vhost '{backend.vhost}': "
+             '"expected integer, got longstr"')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pika
+import pytest
 from amqpkit import Collector, connect
 from contractlib import Backend
 
@@ -48,3 +49,16 @@ def test_an_amqp_consumer_on_an_mqtt_subscription_queue(backend: Backend) -> Non
     name = backend.queue_name(cid, 1)
     method, props, body = ch.basic_get(name, auto_ack=True)
     assert (method.routing_key, body) == ("alerts.fire", b"evacuate")
+
+
+def test_mqtt_publish_refused_by_a_reject_publish_queue(backend: Backend) -> None:
+    """A queue declared over AMQP refuses an MQTT device's publish: RabbitMQ 3.10's MQTT connection dies of the
+    negative confirm, with no PUBACK (fakebroker closes it the same way)."""
+    backend.declare_queue("full", arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    backend.bind("full", "amq.topic", "a.#")
+    c = backend.raw()
+    c.connect()
+    c.publish("a/b", b"fits", 1)
+    with pytest.raises(AssertionError, match="closed the connection"):
+        c.publish("a/b", b"refused", 1)
+    assert backend.get("full") is not None and backend.get("full") is None

@@ -45,6 +45,13 @@ def test_a_method_the_path_does_not_take_is_405_with_allow(backend: Backend) -> 
     assert (r.status_code, r.headers["allow"]) == (405, "DELETE, OPTIONS")
 
 
+def test_options_lists_the_methods_without_credentials(backend: Backend) -> None:
+    r = api(backend, "OPTIONS", "/api/overview", auth=None)
+    assert (r.status_code, r.headers["allow"], r.content) == (200, "HEAD, GET, OPTIONS", b"")
+    r = api(backend, "OPTIONS", "/api/queues/{vhost}/anything", auth=None)
+    assert (r.status_code, r.headers["allow"]) == (200, "HEAD, GET, PUT, DELETE, OPTIONS")
+
+
 def test_an_unknown_path_is_404_object_not_found(backend: Backend) -> None:
     assert error(api(backend, "GET", "/api/no-such-thing")) == (404, "Object Not Found", "Not Found")
 
@@ -598,3 +605,74 @@ def test_an_amqp_connection_is_listed_and_force_closed_with_connection_forced(ba
                headers={"X-Reason": "closed by a test"}).status_code == 204
     assert amqpkit.connection_error(lambda: amqpkit.pump(conn, lambda: False)) == (
         320, "CONNECTION_FORCED - closed by a test")
+
+
+@pytest.mark.parametrize("transport", ["tcp", "websocket"])
+def test_a_stomp_connection_is_listed(backend: Backend, transport: str) -> None:
+    client = backend.stomp_client() if transport == "tcp" else backend.web_stomp_client()
+    client.connected("1.2")
+
+    def listed() -> list[dict[str, Any]]:
+        return [c for c in api(backend, "GET", "/api/vhosts/{vhost}/connections").json()
+                if c.get("protocol", "").endswith("STOMP 1.2")]
+
+    [c] = wait_until(listed, what="the STOMP connection in /api/connections")
+    assert (c["protocol"], c["type"], c["user"], c["client_properties"]) == (
+        "STOMP 1.2" if transport == "tcp" else "Web STOMP 1.2", "direct", "guest", {"product": "STOMP client"})
+
+
+def test_header_values_of_every_json_type_round_trip(backend: Backend) -> None:
+    put_queue(backend, "typed-headers")
+    headers = {"int": 7, "negative": -3, "big": 2**40, "float": 1.5, "true": True, "false": False, "text": "x",
+               "empty": "", "list": [1, "two", [3]], "table": {"nested": {"deeper": 1}}, "unicode": "caf\u00e9"}
+    assert publish(backend, "amq.default", "typed-headers", "h", {"headers": headers}).json() == {"routed": True}
+    [got] = get(backend, "typed-headers").json()
+    assert got["properties"] == {"headers": headers}
+
+
+@pytest.mark.parametrize("path", ["/api/healthchecks/node", "/api/health/checks/alarms",
+                                  "/api/health/checks/local-alarms", "/api/health/checks/virtual-hosts",
+                                  "/api/health/checks/certificate-expiration/1/months"])
+def test_health_checks(backend: Backend, path: str) -> None:
+    r = api(backend, "GET", path)
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+
+
+def test_listener_health_checks(backend: Backend) -> None:
+    port = backend.mqtt[1]
+    assert api(backend, "GET", f"/api/health/checks/port-listener/{port}").json() == {"status": "ok", "port": port}
+    r = api(backend, "GET", "/api/health/checks/port-listener/1")
+    assert r.status_code == 503
+    body = r.json()
+    assert (body["status"], body["reason"], body["missing"]) == ("failed", "No active listener", 1)
+    assert port in body["ports"]
+    for protocol in ("mqtt", "http", "http/web-mqtt"):
+        assert api(backend, "GET", f"/api/health/checks/protocol-listener/{q(protocol)}").json() == {
+            "status": "ok", "protocol": protocol}
+    r = api(backend, "GET", "/api/health/checks/protocol-listener/nope")
+    assert r.status_code == 503 and r.json()["missing"] == "nope" and "mqtt" in r.json()["protocols"]
+    single = api(backend, "GET", "/api/health/checks/node-is-quorum-critical").json()
+    assert single == {"status": "ok", "reason": "single node cluster"}
+
+
+def test_exchange_to_exchange_bindings(backend: Backend) -> None:
+    for name, kind in (("src", "topic"), ("dst", "fanout")):
+        api(backend, "PUT", f"/api/exchanges/{{vhost}}/{name}", {"type": kind})
+    put_queue(backend, "behind")
+    api(backend, "POST", "/api/bindings/{vhost}/e/dst/q/behind", {"routing_key": ""})
+    r = api(backend, "POST", "/api/bindings/{vhost}/e/src/e/dst", {"routing_key": "orders.#"})
+    assert (r.status_code, r.headers["location"]) == (201, "dst/orders.%2523")
+    [binding] = api(backend, "GET", "/api/bindings/{vhost}/e/src/e/dst").json()
+    assert binding == {"source": "src", "vhost": backend.vhost, "destination": "dst", "destination_type": "exchange",
+                       "routing_key": "orders.#", "arguments": {}, "properties_key": "orders.%23"}
+    destination = api(backend, "GET", "/api/exchanges/{vhost}/dst/bindings/destination").json()
+    assert [(b["source"], b["destination"]) for b in destination] == [("src", "dst")]
+    source = api(backend, "GET", "/api/exchanges/{vhost}/src/bindings/source").json()
+    assert [(b["destination"], b["destination_type"]) for b in source] == [("dst", "exchange")]
+    assert publish(backend, "src", "orders.new", "through two exchanges").json() == {"routed": True}
+    assert get(backend, "behind").json()[0]["payload"] == "through two exchanges"
+    assert error(api(backend, "POST", "/api/bindings/{vhost}/e/src/e/nowhere", {})) == (
+        404, "not_found", f"no exchange 'nowhere' in vhost '{backend.vhost}'")
+    assert api(backend, "DELETE", "/api/bindings/{vhost}/e/src/e/dst/orders.%2523").status_code == 204
+    assert api(backend, "GET", "/api/bindings/{vhost}/e/src/e/dst").json() == []
+    assert publish(backend, "src", "orders.new", "x").json() == {"routed": False}

@@ -4,7 +4,9 @@ hypothesis machines compare the fake with a real Redis).
 
 STOMP clients (stomp.py 1.2, always connected) subscribe to and unsubscribe from ``/topic/`` destinations made
 from the same filters (``a/+`` is ``/topic/a.*``) and SEND to the same topics, so messages cross between the
-protocols both ways; a STOMP client's received messages are compared as (destination, body).
+protocols both ways; a STOMP client's received messages are compared as (destination, body). An AMQP 0-9-1
+backend (pika) consumes a queue bound to ``amq.topic`` with ``#`` and now and then publishes to ``amq.topic``
+with a confirm; what it got is compared as (routing key, body, the MQTT plugin's QoS header or -1, persistent).
 
 The steps: a client id connects (clean or persistent session, with or without a will), takes a live
 connection over, subscribes or unsubscribes (QoS 0/1, filters with wildcards), publishes (QoS 0/1, sometimes
@@ -31,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import amqpkit
+import pika
 import pytest
 import stomp
 from contractlib import SUBSCRIPTION_TTL_MS, Backend, FakeBackend, PahoClient, RabbitBackend
@@ -41,6 +45,7 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_s
 CLIENTS = ("c0", "c1", "c2")
 STOMP_CLIENTS = ("s0", "s1")
 OBSERVER = "observer"
+AMQP = "amqp"  # the AMQP consumer's label
 TOPICS = ("a", "a/b", "a/c", "b/x", "a/b/c", "w/c0")
 FILTERS = ("a", "a/+", "a/#", "#", "+/x", "a/b", "+/+", "w/#")
 EXPIRY = SUBSCRIPTION_TTL_MS / 1000
@@ -97,19 +102,66 @@ class StompSide(stomp.ConnectionListener):  # type: ignore[misc]
             self.conn.disconnect()
 
 
+@dataclass(frozen=True)
+class AmqpReceived:
+    """A delivery as the AMQP consumer got it, keyed like an MQTT delivery for the comparison."""
+
+    routing_key: str
+    body: bytes
+    qos: int  # the x-mqtt-publish-qos header, -1 without one
+    persistent: bool
+
+    @property
+    def key(self) -> tuple[str, bytes, int, bool]:
+        return (self.routing_key, self.body, self.qos, self.persistent)
+
+
+class AmqpTap:
+    """An AMQP 0-9-1 consumer (pika, in its own thread) of a queue bound to amq.topic with "#"."""
+
+    def __init__(self, backend: Backend, sink: list[Any]) -> None:
+        self.sink = sink
+        self.stopped = threading.Event()
+        self.conn = amqpkit.connect(backend)
+        ch = self.conn.channel()
+        queue_name = ch.queue_declare("", exclusive=True).method.queue
+        ch.queue_bind(queue_name, "amq.topic", "#")
+        ch.basic_consume(queue_name, self._on_message, auto_ack=True)
+        # From here on only the thread touches the connection, until close() has joined it.
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _on_message(self, ch: Any, method: Any, props: Any, body: bytes) -> None:
+        qos = (props.headers or {}).get("x-mqtt-publish-qos", -1)
+        self.sink.append(AmqpReceived(method.routing_key, body, qos if isinstance(qos, int) else -1,
+                                      props.delivery_mode == 2))
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            self.conn.process_data_events(time_limit=0.02)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+
+
 class Side:
     """One broker's half of the machine: its backend, its live clients, what each client id received."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.clients: dict[str, PahoClient] = {}
-        self.received: dict[str, list[Any]] = {label: [] for label in (*CLIENTS, *STOMP_CLIENTS, OBSERVER)}
+        self.received: dict[str, list[Any]] = {label: [] for label in (*CLIENTS, *STOMP_CLIENTS, OBSERVER, AMQP)}
         self.stomp = {label: StompSide(backend, self.received[label]) for label in STOMP_CLIENTS}
         # The observer sees every message routed on amq.topic (wills and retained publishes included), at the
         # QoS it was published with; the random clients come and go around it.
         observer = backend.paho(OBSERVER, sink=self.received[OBSERVER])
         assert observer.connect() == (False, 0)
         assert observer.subscribe("#", 1) == [1]
+        # An AMQP backend beside them: it consumes every routed message, and publishes now and then.
+        backend._owned.append(AmqpTap(backend, self.received[AMQP]))
+        self.amqp = amqpkit.connect(backend).channel()
+        self.amqp.confirm_delivery()
 
     def counts(self) -> dict[str, int]:
         return {label: len(msgs) for label, msgs in self.received.items()}
@@ -186,7 +238,7 @@ class MqttDifferential(RuleBasedStateMachine):
         fake_seen, real_seen = self.fake.observed(), self.real.observed()
         if fake_seen != real_seen:
             lines = []
-            for label in (*CLIENTS, *STOMP_CLIENTS, OBSERVER):
+            for label in (*CLIENTS, *STOMP_CLIENTS, OBSERVER, AMQP):
                 only_fake = fake_seen[label] - real_seen[label]
                 only_real = real_seen[label] - fake_seen[label]
                 if only_fake or only_real:
@@ -264,6 +316,17 @@ class MqttDifferential(RuleBasedStateMachine):
         payload = b"m%d" % self.n
         for side in self.sides:
             side.clients[label].publish(topic, payload, qos, retain)
+        self._settle_and_compare()
+
+    @rule(topic=st.sampled_from(TOPICS), persistent=st.booleans())
+    def amqp_publish(self, topic: str, persistent: bool) -> None:
+        """The AMQP backend publishes to amq.topic (MQTT topic a/b is routing key a.b), with a confirm."""
+        self._sync_clock()
+        self.n += 1
+        payload = b"a%d" % self.n
+        props = pika.BasicProperties(delivery_mode=2 if persistent else 1)
+        for side in self.sides:
+            side.amqp.basic_publish("amq.topic", to_key(topic), payload, props)
         self._settle_and_compare()
 
     @precondition(lambda self: any(self.connected.values()))

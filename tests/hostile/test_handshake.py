@@ -117,6 +117,8 @@ def test_handshake_timeout_is_an_option(broker, bystander):
     broker.clock.advance(0.2)
     assert all(is_closed(s) for s in socks)
     bystander.check()
+    for s in socks:
+        s.close()
 
 
 @pytest.mark.fakebroker(handshake_timeout=None)
@@ -125,6 +127,8 @@ def test_no_handshake_timeout(broker, bystander):
     broker.clock.advance(30 * 86_400)
     assert all(is_open(s) for s in socks)
     bystander.check()
+    for s in socks:
+        s.close()
 
 
 @pytest.mark.fakebroker(max_connections=3, web_mqtt_port=None)

@@ -224,3 +224,58 @@ def test_reset_empties_the_broker_between_tests(broker: fakebroker.ThreadedBroke
     broker.publish("", "fresh", b"not dropped")
     assert [m.body for m in broker.peek("fresh")] == [b"not dropped"]
     client.loop_stop()
+
+
+def test_waiting_for_a_client_to_connect_subscribe_and_leave(broker: fakebroker.ThreadedBroker) -> None:
+    answer: dict[str, requests.Response] = {}
+    waiter = threading.Thread(target=lambda: answer.setdefault("r", ctl(
+        broker, "POST", "/clients/wait", {"client_id": "late", "subscribed": "news/#", "timeout": 10})))
+    waiter.start()
+    client = device(broker, "late")
+    client.subscribe("news/#", qos=1)
+    waiter.join(10)
+    assert answer["r"].status_code == 200
+    assert answer["r"].json()["subscriptions"] == {"news/#": 1}
+    client.loop_stop()
+    client.disconnect()
+    assert ctl(broker, "POST", "/clients/wait-disconnect", {"client_id": "late", "timeout": 5}).status_code == 204
+    missing = ctl(broker, "POST", "/clients/wait", {"client_id": "never", "timeout": 0.1})
+    assert missing.status_code == 408 and "never" in missing.json()["reason"]
+    assert ctl(broker, "POST", "/clients/wait", {"timeout": 1}).status_code == 400
+
+
+def test_the_traffic_report(broker: fakebroker.ThreadedBroker) -> None:
+    broker.publish("amq.topic", "report.me", b"x")
+    r = ctl(broker, "GET", "/report")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert "report.me" in r.text
+
+
+def test_bad_requests_say_what_is_wrong(broker: fakebroker.ThreadedBroker) -> None:
+    r = ctl(broker, "POST", "/faults/delay", {"count": 1})
+    assert (r.status_code, r.json()["reason"]) == (400, "missing field 'seconds'")
+    r = ctl(broker, "POST", "/faults/drop", {"colour": "red"})
+    assert (r.status_code, r.json()["reason"]) == (400, "unknown criteria: colour")
+    r = ctl(broker, "POST", "/clock/advance", {"seconds": "soon"})
+    assert r.status_code == 400
+    r = ctl(broker, "GET", "/messages?limit=x")
+    assert (r.status_code, r.json()["reason"]) == (400, "limit must be an integer, not 'x'")
+    assert ctl(broker, "POST", "/clients/nobody/stall").status_code == 404
+
+
+def test_a_connection_is_named_by_its_id_too(broker: fakebroker.ThreadedBroker) -> None:
+    client = device(broker, "by-id")
+    [conn] = [c for c in ctl(broker, "GET", "/clients").json() if c["client_id"] == "by-id"]
+    assert ctl(broker, "POST", f"/clients/%23{conn['id']}/disconnect").status_code == 204
+    assert broker.clients.get("by-id") is None
+    client.loop_stop()
+
+
+def test_the_listener_health_check_fails_while_the_broker_refuses_connections(
+        broker: fakebroker.ThreadedBroker) -> None:
+    path = f"{broker.management_url}/api/health/checks/port-listener/{broker.mqtt.port}"
+    assert requests.get(path, auth=AUTH, timeout=5).status_code == 200
+    ctl(broker, "POST", "/refuse-connections")
+    assert requests.get(path, auth=AUTH, timeout=5).status_code == 503
+    ctl(broker, "DELETE", "/refuse-connections")
+    assert requests.get(path, auth=AUTH, timeout=5).status_code == 200

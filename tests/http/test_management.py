@@ -143,3 +143,23 @@ def test_deleting_a_vhost_forgets_its_retained_messages(broker: fakebroker.Threa
     device.loop_stop()
     assert call(broker, "PUT", "/api/vhosts/tenant", {}).status_code == 201
     assert broker.retained(vhost="tenant") == {}
+
+
+def test_json_integers_are_amqp_longs_in_error_texts(broker: fakebroker.ThreadedBroker) -> None:
+    # RabbitMQ's management API types every JSON integer as long; its inequivalence texts name that type.
+    assert call(broker, "PUT", "/api/queues/%2F/typed", {}).status_code == 201
+    r = call(broker, "PUT", "/api/queues/%2F/typed", {"arguments": {"x-max-length": 1}})
+    assert r.json()["reason"] == ("inequivalent arg 'x-max-length' for queue 'typed' in vhost '/': received the value "
+                                  "'1' of type 'long' but current is none")
+
+
+def test_a_permission_for_a_limited_user_lets_it_in_without_touching_the_options(
+        broker: fakebroker.ThreadedBroker) -> None:
+    limited = ("limited", "pw")
+    assert call(broker, "GET", "/api/queues/other", auth=limited).status_code == 401
+    r = call(broker, "PUT", "/api/permissions/other/limited", {"configure": ".*", "write": ".*", "read": ".*"})
+    assert r.status_code == 201
+    assert call(broker, "GET", "/api/queues/other", auth=limited).status_code == 200
+    assert broker.options.users["limited"]["vhosts"] == ["/"]
+    requests.post(f"{broker.management_url}/api/fakebroker/reset", auth=AUTH, timeout=10)
+    assert call(broker, "GET", "/api/queues/other", auth=limited).status_code == 401

@@ -234,6 +234,7 @@ _HEADERS = st.lists(st.sampled_from([
     b"Host: x", b"Host: y", b"Connection: keep-alive", b"Connection: close", b"Content-Length: 3",
     b"Content-Length: 03", b"Content-Length: x", b"Transfer-Encoding: chunked", b"X-A: 1", b"X-A:  two  words ",
     b"X-Empty:", b" folded", b"Bad Header: 1", b"Expect: 100-continue", b"X-Tab:\tv", b"X-Ctl: a\x01b",
+    b"Content-Length: \xb2", b"Content-Length: 1\xb2", b"X-Latin: caf\xe9", b"Content-Length: 99999999999999999",
 ]), max_size=5)
 
 

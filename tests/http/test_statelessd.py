@@ -136,8 +136,9 @@ def test_another_method_is_405(queue_host: Host, method: str) -> None:
     assert bodies(queue_host) == []
 
 
-def test_post_to_stats_is_405(queue_host: Host) -> None:
-    assert Client(queue_host).post("/stats").status == 405
+@pytest.mark.parametrize("method", ["POST", "HEAD", "DELETE"])
+def test_stats_takes_only_get(queue_host: Host, method: str) -> None:
+    assert Client(queue_host).post("/stats", method=method).status == 405
 
 
 @pytest.mark.parametrize("header", [None, "Bearer abc", "Basic !!!notbase64", "Basic " +

@@ -166,3 +166,32 @@ def test_take_then_restore_or_settle(vh: VHost) -> None:
     ch.settle_taken(ch.take(tags[2], multiple=False), "requeue")
     assert [m.body for m in vh.queues["q"].peek()] == [b"2"]
     assert ch.unacked_count == 2
+
+
+def test_consumer_priorities_serve_the_highest_with_room_first(vh: VHost) -> None:
+    vh.declare_queue("q")
+    ch = Channel(vh, owner=object())
+    got: list[tuple[str, bytes]] = []
+    ch.consume("q", lambda d: got.append(("low-a", d.body)), prefetch=1, tag="low-a", priority=-1)
+    ch.consume("q", lambda d: got.append(("high", d.body)), prefetch=1, tag="high", priority=5)
+    ch.consume("q", lambda d: got.append(("low-b", d.body)), prefetch=1, tag="low-b", priority=-1)
+    for i in range(4):
+        vh.deliver(Message("", "q", b"%d" % i), ["q"])
+    # high first; with its window full the two low ones take turns; the fourth waits for room.
+    assert got == [("high", b"0"), ("low-a", b"1"), ("low-b", b"2")]
+    ch.ack(2)  # low-a's delivery: room opens at the low tier only
+    assert got[3:] == [("low-a", b"3")]
+    vh.deliver(Message("", "q", b"4"), ["q"])
+    ch.ack(1)  # high has room again and comes first
+    assert got[4:] == [("high", b"4")]
+
+
+def test_cancelling_a_prioritised_consumer(vh: VHost) -> None:
+    vh.declare_queue("q")
+    ch = Channel(vh, owner=object())
+    got: list[str] = []
+    ch.consume("q", lambda d: got.append("high"), tag="high", priority=3)
+    ch.consume("q", lambda d: got.append("plain"), tag="plain")
+    ch.cancel("high")
+    vh.deliver(Message("", "q", b"x"), ["q"])
+    assert got == ["plain"]

@@ -15,8 +15,8 @@ let managementUrl;
 
 before(async () => {
   sidecar = spawn(process.env.FAKEBROKER ?? 'fakebroker',
-    ['serve', '--clock', 'virtual', '--mqtt-port', '0', '--web-mqtt-port', '0', '--http-port', '0',
-      '--management-port', '0'],
+    // Every listener on a free port (RabbitMQ's own ports may be taken here).
+    ['serve', '--clock', 'virtual', '--free-ports'],
     { stdio: ['ignore', 'pipe', 'inherit'] });
   // The banner names each listener; it ends with the clock line.
   const lines = createInterface({ input: sidecar.stdout });

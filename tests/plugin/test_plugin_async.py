@@ -15,9 +15,20 @@ pytestmark = pytest.mark.anyio
 AsyncClient = Callable[..., Any]  # the async_mqtt fixture (conftest.AsyncMqtt)
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+try:
+    import uvloop  # noqa: F401  # the protocol path of the runtime on uvloop's transports as well
+    HAVE_UVLOOP = True
+except ImportError:
+    HAVE_UVLOOP = False
+
+
+@pytest.fixture(params=[
+    "asyncio", "trio",
+    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop",
+                 marks=pytest.mark.skipif(not HAVE_UVLOOP, reason="uvloop is not installed")),
+])
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    return request.param
 
 
 async def test_broker_runs_in_the_test_loop(async_fakebroker: AsyncBroker, async_mqtt: AsyncClient,

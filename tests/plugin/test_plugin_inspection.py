@@ -4,6 +4,7 @@ event hooks."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,6 +31,10 @@ def traffic(fakebroker: ThreadedBroker, mqtt_client: Client) -> ThreadedBroker:
     fakebroker.wait_for_messages(4)
     app.get().astuple()
     app.get().astuple()
+    # paho sends each PUBACK after its message callback, so get() can return before the broker has the ack.
+    deadline = time.monotonic() + 5
+    while fakebroker.queues["mqtt-subscription-appqos1"].unacked and time.monotonic() < deadline:
+        time.sleep(0.005)
     return fakebroker
 
 

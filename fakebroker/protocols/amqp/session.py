@@ -33,6 +33,7 @@ from ...errors import (
     UnexpectedFrame,
 )
 from ...model import Channel, Delivery, Message, VHost
+from ...model.arguments import amqp_type
 from ...model.message import parse_expiration
 from ..base import ConnectionInfo, Session, SessionHost
 from . import AmqpSettings
@@ -146,6 +147,7 @@ class AmqpSession(Session):
         self._hb_send: TimerHandle | None = None
         self._hb_recv: TimerHandle | None = None
         self._final_consumers: dict[str, str] = {}
+        self._held = False  # blocked by a resource alarm after a publish: frames wait in the reader
 
     # -- capabilities the client announced ----------------------------------------------------------
     def _client_capability(self, name: str) -> bool:
@@ -156,8 +158,12 @@ class AmqpSession(Session):
     def _on_data(self, data: bytes) -> None:
         self._received = True
         self.reader.feed(data)
+        self._process()
+
+    def _process(self) -> None:
         try:
-            while self.state == "open":
+            # A blocked connection that published is not read any further until the alarm clears.
+            while self.state == "open" and not self._held:
                 frame = self.reader.next_frame()
                 if self.phase == "header" and self.reader.header_seen:
                     self.start()
@@ -317,6 +323,9 @@ class AmqpSession(Session):
             self.request_close("closed by the client")
         elif isinstance(m, c.Connection.CloseOk):
             self.request_close(self.close_reason)
+        elif isinstance(m, c.Connection.UpdateSecret):
+            # RabbitMQ's extension for refreshing an expiring token; users here have passwords, nothing expires.
+            self._method(0, c.Connection.UpdateSecretOk())
         else:
             raise _HardError(ChannelStateError("unexpected method in connection state running"), m)
 
@@ -385,6 +394,9 @@ class AmqpSession(Session):
 
     def _release(self, ch: _AmqpChannel) -> None:
         """What closing a channel does in the model: consumers go, unacknowledged messages are requeued."""
+        if ch.reply_consumer is not None:
+            self.host.state(ReplyRegistry).consumers.pop(self._reply_address(ch), None)
+            ch.reply_consumer = None
         for taken, _ in ch.tx_settles:
             ch.model.restore(taken)
         ch.tx_settles.clear()
@@ -551,10 +563,11 @@ class AmqpSession(Session):
             self._consume_reply_to(ch, m, tag)
             return
         queue = self._queue_name(ch, m.queue)
+        priority = self._consumer_priority(queue, dict(m.arguments or {}))
         ch.deferred = []
         try:
             ch.model.consume(queue, lambda d, ch=ch: self._deliver(ch, d), no_ack=m.no_ack,  # type: ignore[misc]
-                             prefetch=ch.prefetch, tag=tag, exclusive=m.exclusive)
+                             prefetch=ch.prefetch, tag=tag, exclusive=m.exclusive, priority=priority)
             deferred = ch.deferred
         finally:
             ch.deferred = None
@@ -562,6 +575,17 @@ class AmqpSession(Session):
             self._method(ch.number, c.Basic.ConsumeOk(tag))
         for data in deferred:
             self._write(data)
+
+    def _consumer_priority(self, queue: str, arguments: dict[str, Any]) -> int:
+        """basic.consume's ``x-priority``, checked as ``rabbit_amqqueue``'s consumer argument validators do."""
+        assert self.vhost is not None
+        value = arguments.get("x-priority", 0)
+        kind = amqp_type(value)
+        if kind not in ("signedint", "long"):
+            self.vhost.queue_for(queue, self)  # a missing queue is reported first
+            raise PreconditionFailed(f"invalid arg 'x-priority' for queue '{queue}' in vhost '{self.vhost.name}': "
+                                     f'"expected integer, got {kind}"')
+        return int(value)
 
     def _consume_reply_to(self, ch: _AmqpChannel, m: c.Basic.Consume, tag: str) -> None:
         # Direct reply-to: a pseudo-queue, consumed with no-ack only, once per channel.
@@ -600,6 +624,10 @@ class AmqpSession(Session):
         if m.immediate:
             raise NotImplementedByBroker("immediate=true")
         ch.content = _Publish(m)
+        if self.blocked_reason is not None:
+            # rabbit_reader: under a resource alarm, the first publish moves the connection from "blocking" to
+            # "blocked", and nothing more is read from it (the rest of this publish included).
+            self._held = True
 
     def _published(self, ch: _AmqpChannel, pending: _Publish, body: bytes) -> None:
         assert self.vhost is not None and pending.properties is not None
@@ -647,10 +675,10 @@ class AmqpSession(Session):
         if found is not None:
             session, target = found
             if target.reply_consumer is not None and not session.close_requested:
-                target.model._next_tag += 1  # the reply uses the channel's delivery tag sequence
+                tag = target.model.next_delivery_tag()  # the reply uses the channel's delivery tag sequence
                 session._write(encode_content(
                     target.number,
-                    c.Basic.Deliver(target.reply_consumer, target.model._next_tag, False, "", m.routing_key),
+                    c.Basic.Deliver(target.reply_consumer, tag, False, "", m.routing_key),
                     message.body, message.properties, session.frame_max, message.wire))
         elif m.mandatory:
             self._write(encode_content(ch.number, unchecked(c.Basic.Return, 312, "NO_ROUTE", "", m.routing_key),
@@ -740,8 +768,8 @@ class AmqpSession(Session):
 
     # -- the broker's side ------------------------------------------------------------------------------
     def block(self, reason: str = "low on memory") -> None:
-        """connection.blocked, as RabbitMQ sends it when a resource alarm goes off (to clients that announced
-        the ``connection.blocked`` capability)."""
+        """A resource alarm: connection.blocked to clients that announced the ``connection.blocked`` capability;
+        from the next basic.publish on, nothing more is read from the connection until :meth:`unblock`."""
         self.blocked_reason = reason
         if self.phase == "running" and self._client_capability("connection.blocked"):
             self._method(0, c.Connection.Blocked(reason))
@@ -751,6 +779,9 @@ class AmqpSession(Session):
                 and self._client_capability("connection.blocked"):
             self._method(0, c.Connection.Unblocked())
         self.blocked_reason = None
+        if self._held:
+            self._held = False
+            self._process()
 
     def close_connection(self, reason: str = "Closed via management plugin") -> None:
         """connection.close 320 CONNECTION_FORCED, as ``rabbitmqctl close_connection`` sends it."""

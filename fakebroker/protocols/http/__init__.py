@@ -53,7 +53,7 @@ PROTOCOL = ProtocolSpec(
         ListenerSpec(name="management", protocol="http", session=management_session, default_port=15672,
                      attribute="management_url",
                      description="RabbitMQ management API, fakebroker control plane and live page",
-                     url="http://{host}:{port}"),
+                     url="http://{host}:{port}", operator=True),
     ),
     settings=HttpSettings,
 )

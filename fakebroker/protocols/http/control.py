@@ -23,7 +23,6 @@ from .server import HttpSession, Pending, Request, Response
 if TYPE_CHECKING:
     from ...facade.aio import AsyncBroker
     from ...model import LoggedMessage
-    from ...node import Node
 
 Handler = Callable[["Call"], "Response | Pending"]
 #: Criteria given as query parameters that are not strings.
@@ -59,6 +58,9 @@ class ControlPlane:
         r("GET", "/api/fakebroker/messages", self.messages)
         r("POST", "/api/fakebroker/messages/wait", self.wait)
         r("GET", "/api/fakebroker/clients", self.clients)
+        r("POST", "/api/fakebroker/clients/wait", self.wait_client)
+        r("POST", "/api/fakebroker/clients/wait-disconnect", self.wait_disconnect)
+        r("GET", "/api/fakebroker/report", self.report)
         r("POST", "/api/fakebroker/clients/{client_id}/disconnect", self.disconnect)
         r("POST", "/api/fakebroker/clients/{client_id}/stall", self.stall)
         r("POST", "/api/fakebroker/clients/{client_id}/resume", self.resume)
@@ -74,21 +76,12 @@ class ControlPlane:
 
     # -- plumbing ------------------------------------------------------------------------------------------
     @property
-    def node(self) -> Node:
-        from ...node import Node
-
-        if not isinstance(self.host, Node) or self.host.journal is None or self.host.task_group is None:
-            raise ApiError(501, "not_implemented", "the control plane needs a running broker node")
-        return self.host
-
-    @property
     def broker(self) -> AsyncBroker:
         if self._broker is None:
-            from ...facade.aio import AsyncBroker
-
-            node = self.node
-            assert node.journal is not None
-            self._broker = AsyncBroker(node, node.journal)
+            try:
+                self._broker = self.host.operator()
+            except RuntimeError as exc:
+                raise ApiError(501, "not_implemented", str(exc)) from None
         return self._broker
 
     def handle(self, request: Request, session: HttpSession, authenticate: Callable[[Request], str | Response],
@@ -106,9 +99,12 @@ class ControlPlane:
             return handler(Call(self.api, request, params, user, session))
         except ApiError as exc:
             return _error(exc)
-        except (TypeError, ValueError, LookupError) as exc:
-            return _error(bad_request(str(exc)) if not isinstance(exc, LookupError)
-                          else ApiError(404, "not_found", str(exc.args[0]) if exc.args else "not found"))
+        except KeyError as exc:  # a field the request needs
+            return _error(bad_request(f"missing field {exc.args[0]!r}"))
+        except (TypeError, ValueError) as exc:  # a criterion or value the broker refuses
+            return _error(bad_request(str(exc)))
+        except LookupError as exc:  # no such client
+            return _error(ApiError(404, "not_found", str(exc.args[0]) if exc.args else "not found"))
 
     def _later(self, work: Callable[[], Awaitable[Response]]) -> Pending:
         """Run ``work`` on the node's loop; the response is what it returns (or the error it raises)."""
@@ -127,9 +123,7 @@ class ControlPlane:
                     response = _error(ApiError(500, "internal_error", repr(exc)))
                 pending.resolve(response)
 
-        task_group = self.node.task_group
-        assert task_group is not None
-        task_group.start_soon(run)
+        self.host.spawn(run)
         return pending
 
     @staticmethod
@@ -149,6 +143,14 @@ class ControlPlane:
                 criteria[key] = value
         if headers:
             criteria["headers"] = {**criteria.get("headers", {}), **headers}
+        return criteria
+
+    def _strict_criteria(self, call: Call, body: dict[str, Any]) -> dict[str, Any]:
+        """The criteria of a JSON body in which every other key is an error."""
+        criteria = self._criteria(call, body)
+        unknown = sorted(set(body) - set(criteria) - {k for k in body if k.startswith("header.")})
+        if unknown:
+            raise bad_request(f"unknown criteria: {', '.join(unknown)}")
         return criteria
 
     # -- the message log -----------------------------------------------------------------------------------
@@ -172,10 +174,7 @@ class ControlPlane:
         timeout = float(body.pop("timeout", 5.0))
         if count < 1 or not 0 <= timeout <= 3600:
             raise bad_request("count must be at least 1 and timeout between 0 and 3600 seconds")
-        criteria = self._criteria(call, body)
-        unknown = sorted(set(body) - set(criteria) - {k for k in body if k.startswith("header.")})
-        if unknown:
-            raise bad_request(f"unknown criteria: {', '.join(unknown)}")
+        criteria = self._strict_criteria(call, body)
 
         async def work() -> Response:
             try:
@@ -198,6 +197,53 @@ class ControlPlane:
             out.append(entry)
         return Response.json(200, out)
 
+    def wait_client(self, call: Call) -> Pending:
+        """Long poll until ``client_id`` is connected (and subscribed to ``subscribed``, when given)."""
+        from ...observe.matching import MessageTimeout
+
+        body = call.body()
+        client_id, subscribed, timeout = self._client_wait_args(body)
+
+        async def work() -> Response:
+            try:
+                found = await self.broker.wait_for_client(client_id, subscribed=subscribed, timeout=timeout)
+            except MessageTimeout as exc:
+                return Response.json(408, {"error": "timeout", "reason": str(exc)})
+            return Response.json(200, {"id": found.id, "client_id": found.client_id, "protocol": found.protocol,
+                                       "subscriptions": found.subscriptions})
+
+        return self._later(work)
+
+    def wait_disconnect(self, call: Call) -> Pending:
+        """Long poll until no connection with ``client_id`` is left."""
+        from ...observe.matching import MessageTimeout
+
+        client_id, _, timeout = self._client_wait_args(call.body())
+
+        async def work() -> Response:
+            try:
+                await self.broker.wait_for_disconnect(client_id, timeout=timeout)
+            except MessageTimeout as exc:
+                return Response.json(408, {"error": "timeout", "reason": str(exc)})
+            return Response(204)
+
+        return self._later(work)
+
+    @staticmethod
+    def _client_wait_args(body: dict[str, Any]) -> tuple[str, str | None, float]:
+        client_id = body.get("client_id")
+        subscribed = body.get("subscribed")
+        if not isinstance(client_id, str) or not (subscribed is None or isinstance(subscribed, str)):
+            raise bad_request("client_id (and subscribed, when given) must be strings")
+        timeout = float(body.get("timeout", 5.0))
+        if not 0 <= timeout <= 3600:
+            raise bad_request("timeout must be between 0 and 3600 seconds")
+        return client_id, subscribed, timeout
+
+    def report(self, call: Call) -> Response:
+        """The fixture's traffic report as text: connections, faults, queues, the last ``messages`` messages."""
+        return Response.text(200, self.broker.traffic_report(_int(call.query.get("messages", "50"), "messages")))
+
     def _target(self, call: Call) -> str | int:
         raw = call.params["client_id"]
         return int(raw[1:]) if raw.startswith("#") and raw[1:].isdigit() else raw
@@ -206,10 +252,7 @@ class ControlPlane:
         target = self._target(call)
 
         async def work() -> Response:
-            connections = self.broker._connections(target)
-            self.broker._journal.note(f"fault: disconnect({target!r}) over HTTP")
-            for conn in connections:
-                await self.node.runtime.disconnect(conn)
+            await self.broker._disconnect(target, " over HTTP")
             return Response(204)
 
         return self._later(work)
@@ -234,7 +277,7 @@ class ControlPlane:
 
     def accept(self, call: Call) -> Pending:
         async def work() -> Response:
-            if self.node.refusing:
+            if self.broker.refusing:
                 await self.broker._refuse(False)
             return Response(204)
 
@@ -250,14 +293,14 @@ class ControlPlane:
     def drop(self, call: Call) -> Response:
         body = call.body()
         count = _int(body.pop("count", 1), "count")
-        fault = self.broker.drop_next(count, **self._criteria(call, body))
+        fault = self.broker.drop_next(count, **self._strict_criteria(call, body))
         return Response.json(201, {"fault": repr(fault)})
 
     def delay(self, call: Call) -> Response:
         body = call.body()
         count = _int(body.pop("count", 1), "count")
         seconds = float(body.pop("seconds"))
-        fault = self.broker.delay_next(count, seconds, **self._criteria(call, body))
+        fault = self.broker.delay_next(count, seconds, **self._strict_criteria(call, body))
         return Response.json(201, {"fault": repr(fault)})
 
     # -- time ----------------------------------------------------------------------------------------------
@@ -310,46 +353,11 @@ class ControlPlane:
     # -- reset ---------------------------------------------------------------------------------------------
     def reset(self, call: Call) -> Pending:
         async def work() -> Response:
-            await reset_node(self.node)
+            await self.broker.reset()
+            self.broker._journal.note("reset over HTTP")
             return Response(204)
 
         return self._later(work)
-
-
-async def reset_node(node: Node) -> None:
-    """Empty the broker as if it had just started: every client connection dropped (no wills), every queue,
-    exchange, binding, retained message, message fault and log entry gone; the operator's connections stay and
-    the clock keeps its time."""
-    from ...model import VHost
-    from ...node import OPERATOR_LISTENERS, ApiOwner
-
-    if node.refusing:
-        await node.refuse(False)
-    node.stopping = True
-    try:
-        await node.runtime.drop_all(keep=OPERATOR_LISTENERS)
-    finally:
-        node.stopping = False
-    for channel in node.api_channels.values():
-        channel.close()
-    node.api_channels.clear()
-    node.api_owner = ApiOwner()
-    model = node.model
-    for vhost in model.vhosts.values():
-        for queue in vhost.queues.values():
-            queue.on_deleted()  # cancels its timers
-    model.vhosts = {name: VHost(model, name) for name in model.vhosts if name in node.options.vhosts}
-    for name in node.options.vhosts:
-        model.add_vhost(name)
-    model.log.clear()
-    model.publish_hooks.clear()
-    for state in list(node._states.values()):
-        reset = getattr(state, "reset", None)
-        if callable(reset):
-            reset()
-    if node.journal is not None:
-        node.journal.events.clear()
-        node.journal.note("reset over HTTP")
 
 
 def _int(value: Any, name: str) -> int:
@@ -365,4 +373,4 @@ def _error(exc: ApiError) -> Response:
     return Response.json(exc.status, {"error": exc.error, "reason": exc.reason})
 
 
-__all__ = ["ControlPlane", "message_json", "reset_node"]
+__all__ = ["ControlPlane", "message_json"]

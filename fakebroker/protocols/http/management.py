@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from ...errors import AccessRefused, ChannelError, CommandInvalid, NotFound
 from ...model import Channel, Queue, VHost
+from ...model.arguments import Long
 from ...model.exchange import Binding
 from ..base import Session, SessionHost
 from .router import DecodeError, Router, parse_form
@@ -137,6 +138,24 @@ class Call:
         return value
 
 
+def _arguments(body: dict[str, Any]) -> dict[str, Any]:
+    """The ``arguments`` table of a request, its JSON integers typed as AMQP longs as RabbitMQ types them."""
+    arguments = body.get("arguments") or {}
+    if not isinstance(arguments, dict):
+        raise bad_request("arguments must be an object")
+    return {k: _longs(v) for k, v in arguments.items()}
+
+
+def _longs(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Long(value)
+    if isinstance(value, dict):
+        return {k: _longs(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_longs(v) for v in value]
+    return value
+
+
 def _bool(body: dict[str, Any], key: str, default: bool = False) -> bool:
     value = body.get(key, default)
     if isinstance(value, bool):
@@ -185,11 +204,12 @@ def properties_key(binding: Binding) -> str:
 
 def sorted_bindings(bindings: Iterable[Binding]) -> list[Binding]:
     """In RabbitMQ's order: by source, destination, routing key, then arguments."""
-    return sorted(bindings, key=lambda b: (b.source, b.destination, b.routing_key, repr(b.arguments)))
+    return sorted(bindings, key=lambda b: (b.source, b.destination_type, b.destination, b.routing_key,
+                                           repr(b.arguments)))
 
 
 def binding_json(vhost: str, b: Binding) -> dict[str, Any]:
-    return {"source": b.source, "vhost": vhost, "destination": b.destination, "destination_type": "queue",
+    return {"source": b.source, "vhost": vhost, "destination": b.destination, "destination_type": b.destination_type,
             "routing_key": b.routing_key, "arguments": _jsonable(b.args), "properties_key": properties_key(b)}
 
 
@@ -251,6 +271,10 @@ class ManagementApi:
         r("POST", "/api/bindings/{vhost}/e/{exchange}/q/{queue}", self.post_binding)
         r("GET", "/api/bindings/{vhost}/e/{exchange}/q/{queue}/{props}", self.binding)
         r("DELETE", "/api/bindings/{vhost}/e/{exchange}/q/{queue}/{props}", self.delete_binding)
+        r("GET", "/api/bindings/{vhost}/e/{exchange}/e/{queue}", self.bindings_between)
+        r("POST", "/api/bindings/{vhost}/e/{exchange}/e/{queue}", self.post_binding)
+        r("GET", "/api/bindings/{vhost}/e/{exchange}/e/{queue}/{props}", self.binding)
+        r("DELETE", "/api/bindings/{vhost}/e/{exchange}/e/{queue}/{props}", self.delete_binding)
         r("GET", "/api/connections", self.connections)
         r("GET", "/api/connections/{name}", self.connection)
         r("DELETE", "/api/connections/{name}", self.close_connection)
@@ -259,6 +283,13 @@ class ManagementApi:
         r("GET", "/api/consumers", self.consumers)
         r("GET", "/api/consumers/{vhost}", self.consumers)
         r("GET", "/api/aliveness-test/{vhost}", self.aliveness)
+        r("GET", "/api/healthchecks/node", self.healthy)
+        for check in ("alarms", "local-alarms", "virtual-hosts", "certificate-expiration/{within}/{unit}"):
+            r("GET", f"/api/health/checks/{check}", self.healthy)
+        r("GET", "/api/health/checks/node-is-quorum-critical", self.single_node)
+        r("GET", "/api/health/checks/node-is-mirror-sync-critical", self.single_node)
+        r("GET", "/api/health/checks/port-listener/{port}", self.port_listener)
+        r("GET", "/api/health/checks/protocol-listener/{protocol}", self.protocol_listener)
 
     # -- dispatch ------------------------------------------------------------------------------------------
     def handle(self, request: Request, session: HttpSession) -> Response | Pending:
@@ -271,7 +302,8 @@ class ManagementApi:
         if isinstance(found, list):
             allowed = ", ".join(sorted({*found, "OPTIONS"} | ({"HEAD"} if "GET" in found else set()),
                                        key=["HEAD", "GET", "PUT", "POST", "DELETE", "OPTIONS"].index))
-            return Response(405, headers=[("Allow", allowed)])
+            # OPTIONS needs no credentials and says what the path takes, as Cowboy answers it.
+            return Response(200 if request.method == "OPTIONS" else 405, headers=[("Allow", allowed)])
         handler, params = found
         user = self.authenticate(request)
         if isinstance(user, Response):
@@ -401,9 +433,10 @@ class ManagementApi:
 
     def _grant(self, user: str, vhost: str, permission: dict[str, str]) -> bool:
         """Record ``user``'s permission on ``vhost`` (and let a user limited to some vhosts use it); True when new."""
-        entry = self.host.model.users.get(user)
+        users = self.host.model.users
+        entry = users.get(user)
         if isinstance(entry, dict) and entry.get("vhosts") is not None and vhost not in entry["vhosts"]:
-            entry["vhosts"] = [*entry["vhosts"], vhost]
+            users[user] = {**entry, "vhosts": [*entry["vhosts"], vhost]}  # a new entry: the options stay as given
         permissions = self.host.state(ManagementState).permissions
         new = (vhost, user) not in permissions
         permissions[(vhost, user)] = permission
@@ -436,6 +469,36 @@ class ManagementApi:
         vh = call.vhost()
         self._model(lambda: vh.declare_queue("aliveness-test", owner=self.owner))
         return Response.json(200, {"status": "ok"})
+
+    # -- health checks (what container health checks and wait-for scripts poll) ----------------------------
+    def healthy(self, call: Call) -> Response:
+        return Response.json(200, {"status": "ok"})
+
+    def single_node(self, call: Call) -> Response:
+        return Response.json(200, {"status": "ok", "reason": "single node cluster"})
+
+    def _active_listeners(self) -> dict[str, int]:
+        """Listener name -> port of the listeners accepting connections now (not while the broker refuses)."""
+        return self.host.listening()
+
+    def port_listener(self, call: Call) -> Response:
+        try:
+            port = int(call.params["port"])
+        except ValueError:
+            raise bad_request(f"invalid port {call.params['port']!r}") from None
+        ports = list(self._active_listeners().values())
+        if port in ports:
+            return Response.json(200, {"status": "ok", "port": port})
+        return Response.json(503, {"status": "failed", "reason": "No active listener", "missing": port,
+                                   "ports": ports})
+
+    def protocol_listener(self, call: Call) -> Response:
+        wanted = call.params["protocol"]
+        protocols = [LISTENER_PROTOCOLS[n] for n in self._active_listeners() if n in LISTENER_PROTOCOLS]
+        if wanted in protocols:
+            return Response.json(200, {"status": "ok", "protocol": wanted})
+        return Response.json(503, {"status": "failed", "reason": "No active listener", "missing": wanted,
+                                   "protocols": protocols})
 
     # -- queues --------------------------------------------------------------------------------------------
     def queue_json(self, vh: VHost, q: Queue) -> dict[str, Any]:
@@ -492,9 +555,7 @@ class ManagementApi:
         body = call.body()
         name = call.params["name"]
         durable, auto_delete = _bool(body, "durable"), _bool(body, "auto_delete")
-        arguments = body.get("arguments") or {}
-        if not isinstance(arguments, dict):
-            raise bad_request("arguments must be an object")
+        arguments = _arguments(body)
         if name.startswith("amq."):
             raise ACCESS_REFUSED
         existed = name in vh.queues
@@ -518,18 +579,20 @@ class ManagementApi:
     def queue_bindings(self, call: Call) -> Response:
         vh, q = self._queue(call)
         return self._list(call, [binding_json(vh.name, b) for b in sorted_bindings(vh.bindings())
-                                 if b.destination == q.name], sort=False)
+                                 if b.destination == q.name and b.destination_type == "queue"], sort=False)
 
     def get(self, call: Call) -> Response:
         vh = call.vhost()
         body = call.body()
         _key_missing(body, ("count", "ackmode", "encoding"))
         count, ackmode, encoding = body["count"], body["ackmode"], body["encoding"]
-        if isinstance(count, bool) or not isinstance(count, int):
+        if isinstance(count, str):
             try:
                 count = int(count)
-            except (TypeError, ValueError):
-                raise bad_request(["not_integer", body["count"]]) from None
+            except ValueError:
+                raise bad_request(["not_integer", count]) from None
+        elif isinstance(count, bool) or not isinstance(count, int):
+            raise bad_request(["not_integer", count])
         if encoding not in ("auto", "base64"):
             raise bad_request("Unsupported encoding. Please use auto or base64.")
         if ackmode not in GET_ACKMODES:
@@ -595,9 +658,7 @@ class ManagementApi:
         kind = body.get("type", "direct")
         durable, auto_delete = _bool(body, "durable"), _bool(body, "auto_delete")
         internal = _bool(body, "internal")
-        arguments = body.get("arguments") or {}
-        if not isinstance(arguments, dict):
-            raise bad_request("arguments must be an object")
+        arguments = _arguments(body)
         if name == "" or (name.startswith("amq.") and name not in vh.exchanges):
             raise ACCESS_REFUSED
         existed = name in vh.exchanges
@@ -631,9 +692,11 @@ class ManagementApi:
 
     def exchange_bindings_destination(self, call: Call) -> Response:
         vh = call.vhost()
-        if self._exchange_name(call) not in vh.exchanges:
+        name = self._exchange_name(call)
+        if name not in vh.exchanges:
             raise NOT_FOUND
-        return self._list(call, [], sort=False)  # exchange-to-exchange bindings are not modelled
+        return self._list(call, [binding_json(vh.name, b) for b in sorted_bindings(vh.bindings())
+                                 if b.destination == name and b.destination_type == "exchange"], sort=False)
 
     def publish(self, call: Call) -> Response:
         vh = call.vhost()
@@ -685,11 +748,17 @@ class ManagementApi:
                                  for b in sorted_bindings(vh.bindings())],
                           sort=False)
 
+    @staticmethod
+    def _destination_type(call: Call) -> str:
+        """``/e/{source}/q/{queue}`` binds a queue, ``/e/{source}/e/{exchange}`` an exchange."""
+        return "exchange" if "/e/" in call.request.path.split("/e/", 1)[1] else "queue"
+
     def _between(self, call: Call) -> tuple[VHost, list[Binding]]:
         vh = call.vhost()
         exchange = "" if call.params["exchange"] == "amq.default" else call.params["exchange"]
-        queue = call.params["queue"]
-        found = [b for b in sorted_bindings(vh.bindings()) if b.source == exchange and b.destination == queue]
+        destination, kind = call.params["queue"], self._destination_type(call)
+        found = [b for b in sorted_bindings(vh.bindings())
+                 if b.source == exchange and b.destination == destination and b.destination_type == kind]
         return vh, found
 
     def bindings_between(self, call: Call) -> Response:
@@ -704,15 +773,19 @@ class ManagementApi:
         if exchange in ("", "amq.default"):
             raise ACCESS_REFUSED
         routing_key = str(body.get("routing_key", ""))
-        arguments = body.get("arguments") or {}
-        if not isinstance(arguments, dict):
-            raise bad_request("arguments must be an object")
+        arguments = _arguments(body)
+        kind = self._destination_type(call)
         if exchange not in vh.exchanges:
             raise ApiError(404, "not_found", f"no exchange '{exchange}' in vhost '{vh.name}'")
-        if queue not in vh.queues:
+        if kind == "queue" and queue not in vh.queues:
             raise ApiError(404, "not_found", f"no queue '{queue}' in vhost '{vh.name}'")
-        self._model(lambda: vh.bind(queue, exchange, routing_key, arguments, owner=self.owner))
-        key = properties_key(Binding(exchange, queue, routing_key, _freeze(arguments)))
+        if kind == "exchange" and queue not in vh.exchanges:
+            raise ApiError(404, "not_found", f"no exchange '{queue}' in vhost '{vh.name}'")
+        if kind == "queue":
+            self._model(lambda: vh.bind(queue, exchange, routing_key, arguments, owner=self.owner))
+        else:
+            self._model(lambda: vh.bind_exchange(queue, exchange, routing_key, arguments))
+        key = properties_key(Binding(exchange, queue, routing_key, _freeze(arguments), kind))
         # The key quoted once more, its "~" separator left as it is.
         return Response(201, headers=[("Location", f"{quote(queue, safe='', errors='surrogateescape')}/"
                                                   f"{quote(key, safe='-_.~', errors='surrogateescape')}")])
@@ -730,7 +803,10 @@ class ManagementApi:
 
     def delete_binding(self, call: Call) -> Response:
         vh, b = self._binding(call)
-        self._model(lambda: vh.unbind(b.destination, b.source, b.routing_key, b.args, owner=self.owner))
+        if b.destination_type == "exchange":
+            self._model(lambda: vh.unbind_exchange(b.destination, b.source, b.routing_key, b.args))
+        else:
+            self._model(lambda: vh.unbind(b.destination, b.source, b.routing_key, b.args, owner=self.owner))
         return Response(204)
 
     # -- connections, channels, consumers ------------------------------------------------------------------

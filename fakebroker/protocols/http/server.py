@@ -43,6 +43,7 @@ _REQUEST_LINE = re.compile(rb"(GET|HEAD|POST|PUT|DELETE) ([\x21-\x7e]+) HTTP/1\.
 _HEADER_FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*((?:[\x21-\x7e\x80-\xff]+(?:[ \t]+"
                            rb"[\x21-\x7e\x80-\xff]+)*)?)[ \t]*")
 _NOT_FAST = ("transfer-encoding", "expect", "upgrade", "te")
+_DIGITS = re.compile(rb"[0-9]{1,15}")
 
 
 @dataclass
@@ -186,8 +187,7 @@ class HttpSession(Session):
                     headers[name] = f"{headers[name]}, {value}"
                     continue
                 if name == "content-length":
-                    # isascii(): "³9".isdigit() is true, and int() refuses it.
-                    if not (value.isascii() and value.isdigit()) or len(value) > 15:
+                    if _DIGITS.fullmatch(field[2]) is None:  # ASCII digits only: str.isdigit() takes "²"
                         return data
                     length = int(value)
                 headers[name] = value

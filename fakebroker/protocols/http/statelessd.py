@@ -116,14 +116,14 @@ class Statelessd:
         segments = split_path(request.path)
         if request.path == "/":
             # statelessd's dashboard: its counters, refreshed from /stats.
-            if request.method not in ("GET", "HEAD"):
+            if request.method != "GET":  # Tornado answers 405 to HEAD where only get() is defined
                 return self._finish(request, start, _method_not_allowed("GET"))
             from .page import DASHBOARD
 
             return self._finish(request, start, Response(200, DASHBOARD.encode(),
                                                          [("Content-Type", "text/html; charset=utf-8")]))
         if request.path == "/stats":
-            if request.method not in ("GET", "HEAD"):
+            if request.method != "GET":  # Tornado answers 405 to HEAD where only get() is defined
                 return self._finish(request, start, _method_not_allowed("GET"))
             return self._finish(request, start, Response.json(200, self.stats()))
         if len(segments) != 3 or not all(segments):

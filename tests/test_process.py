@@ -1,0 +1,94 @@
+"""What a broker does to the process it runs in: it never keeps it alive, and importing fakebroker is cheap."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+# A subprocess gets this long to exit; a hang (the failure these tests look for) hits it.
+EXIT_TIMEOUT = 60
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                              timeout=EXIT_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"no exit within {EXIT_TIMEOUT} s:\n{exc.stdout!r}\n{exc.stderr!r}") from None
+
+
+def test_a_process_that_never_stops_its_brokers_exits_and_they_are_stopped_first() -> None:
+    result = _run("""
+        import atexit, socket
+
+        seen = []
+
+        def check():  # registered before fakebroker's own handler, so it runs after it
+            for broker, (host, port) in seen:
+                try:
+                    socket.create_connection((host, port), timeout=5).close()
+                    print("still listening", port)
+                except ConnectionRefusedError:
+                    print("stopped" if broker.stopped else "not stopped")
+
+        atexit.register(check)
+
+        import fakebroker
+
+        for _ in range(2):
+            broker = fakebroker.start()
+            seen.append((broker, broker.mqtt))
+        # A client that stays connected, mid-session, when the script ends.
+        client = socket.create_connection(tuple(seen[0][1]))
+        client.sendall(bytes([0x10, 13, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 0, 0, 1]) + b"c")
+        assert client.recv(4) == b"\\x20\\x02\\x00\\x00"
+        print("end of script", flush=True)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:3] == ["end of script", "stopped", "stopped"], result.stdout
+
+
+def test_a_script_that_fails_with_a_running_broker_exits_with_its_error() -> None:
+    result = _run("""
+        import fakebroker
+        broker = fakebroker.start()
+        raise SystemExit(3)
+    """)
+    assert result.returncode == 3, result.stderr
+
+
+def test_importing_fakebroker_imports_only_what_is_used() -> None:
+    result = _run("""
+        import sys
+        import fakebroker
+        assert fakebroker.__version__
+        heavy = sorted(m for m in sys.modules if m.startswith(("fakebroker.", "anyio", "asyncio")))
+        print(heavy)
+        from fakebroker import Address, NotFound, start
+        import fakebroker.errors
+        assert fakebroker.NotFound is NotFound is fakebroker.errors.NotFound
+        assert "start" in dir(fakebroker) and "model" in dir(fakebroker)
+        try:
+            fakebroker.no_such_name
+        except AttributeError as exc:
+            print("AttributeError:", exc)
+    """)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "[]"
+    assert lines[1] == "AttributeError: module 'fakebroker' has no attribute 'no_such_name'"
+
+
+def test_the_cli_imports_no_event_loop_until_it_serves() -> None:
+    result = _run("""
+        import sys
+        import fakebroker.cli
+        try:
+            fakebroker.cli.main(["--version"])
+        except SystemExit:
+            pass
+        print(sorted(m for m in sys.modules if m.startswith(("anyio", "asyncio", "fakebroker.model"))))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
