@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import requests
 
 import fakebroker
@@ -178,6 +179,7 @@ def run_example(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_rabbitpy_setup_then_mqtt_publish_then_rabbitpy_get() -> None:
+    pytest.importorskip("rabbitpy", reason="rabbitpy 3 needs Python 3.11")
     with fakebroker.start() as broker:
         out = run_example(str(EXAMPLES / "amqp_setup.py"), "--url", broker.amqp_url)
         assert out.stdout == "declared mqtt-messages, bound to amq.topic with #\n"
