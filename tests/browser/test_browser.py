@@ -2,7 +2,7 @@
 plain WebSocket (/ws) and sockjs-client over SockJS (/stomp); the test checks both sides.
 
 Needs Debian's ``chromium`` and the npm packages in ``.browser/node_modules`` (``.ci/run`` installs both). Without
-them the tests skip, unless ``FAKEBROKER_BROWSER=1`` (set by CI), where a missing piece fails them. Chromium is
+them the tests skip, unless ``FAKEBROKER_REQUIRE_ALL=1`` (set by .ci/run), where a missing piece fails them. Chromium is
 driven over the DevTools protocol with websocket-client: no browser-automation package needed.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -25,6 +24,7 @@ from urllib.parse import quote
 
 import pytest
 import websocket
+from kit.needs import need
 
 from fakebroker import ThreadedBroker
 
@@ -50,11 +50,7 @@ def _missing() -> str | None:
 
 @pytest.fixture(scope="module", autouse=True)
 def _browser_available() -> None:
-    problem = _missing()
-    if problem is not None:
-        if os.environ.get("FAKEBROKER_BROWSER") == "1":
-            pytest.fail(problem, pytrace=False)
-        pytest.skip(problem)
+    need(_missing())
 
 
 class _Files(http.server.SimpleHTTPRequestHandler):

@@ -10,17 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from kit.needs import need
 
 NODE_SUITE = Path(__file__).resolve().parents[1] / "node"
 
 
 def test_the_node_suite_passes_against_the_sidecar() -> None:
     node = shutil.which("node")
-    if node is None or not (NODE_SUITE / "node_modules" / "mqtt").is_dir():
-        if os.environ.get("CI"):
-            pytest.fail("CI must run `npm install --no-package-lock` in tests/node before the tests")
-        pytest.skip("needs node and `npm install --no-package-lock` in tests/node")
+    need(None if node is not None and (NODE_SUITE / "node_modules" / "mqtt").is_dir()
+         else "needs Node.js and mqtt.js: `npm install --no-package-lock` in tests/node")
     scripts = str(Path(sys.executable).parent)  # where this environment's `fakebroker` script is
     env = {**os.environ, "PATH": scripts + os.pathsep + os.environ.get("PATH", "")}
     out = subprocess.run([node, "--test"], cwd=NODE_SUITE, env=env, capture_output=True, text=True, timeout=120)

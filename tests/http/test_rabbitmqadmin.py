@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kit.needs import need
 
 import fakebroker
 
@@ -28,7 +29,8 @@ def rabbitmqadmin(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return Path(given)
     host = os.environ.get("FAKEBROKER_RABBITMQ")
     if not host:
-        pytest.skip("set FAKEBROKER_RABBITMQ (a RabbitMQ to download rabbitmqadmin from) or FAKEBROKER_RABBITMQADMIN")
+        need("needs rabbitmqadmin, which a real RabbitMQ serves: set FAKEBROKER_RABBITMQ (scripts/rabbitmq.sh "
+             "start) or FAKEBROKER_RABBITMQADMIN")
     path = tmp_path_factory.mktemp("cli") / "rabbitmqadmin"
     with urllib.request.urlopen(f"http://{host}:15672/cli/rabbitmqadmin", timeout=10) as resp:
         path.write_bytes(resp.read())
