@@ -16,7 +16,7 @@ from .clock import make_clock
 from .config import Options
 from .model import Broker, Channel
 from .protocols import listener_specs
-from .protocols.base import ConnectionInfo, ListenerSpec, Session, SessionFactory
+from .protocols.base import ConnectionInfo, ListenerSpec, ProtocolStates, Session, SessionFactory
 from .server.runtime import Address, Connection, Runtime
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class Node:
         self.runtime.on_disconnect = self._on_disconnect
         self.api_owner = ApiOwner()
         self.api_channels: dict[str, Channel] = {}
-        self._states: dict[Callable[[], Any], Any] = {}
+        self._states = ProtocolStates()
         self.thread_id = 0  # the event loop's thread, set when the node starts
         # True while the node goes down (stop, restart): connections are dropped with no Last Will, as when
         # RabbitMQ stops its MQTT plugin (observed on 3.10 with `rabbitmqctl stop_app`).
@@ -64,10 +64,7 @@ class Node:
 
     # -- SessionHost ----------------------------------------------------------------------------------
     def state(self, kind: Callable[[], S]) -> S:
-        found = self._states.get(kind)
-        if found is None:
-            found = self._states[kind] = kind()
-        return found
+        return self._states.get(kind)
 
     def emit(self, event: str, *args: Any) -> None:
         self.model.emit(event, *args)
@@ -175,7 +172,7 @@ class Node:
         model.users = dict(self.options.users)  # permissions granted over HTTP are forgotten
         model.log.clear()
         model.publish_hooks.clear()
-        for state in list(self._states.values()):
+        for state in self._states.values():
             reset = getattr(state, "reset", None)
             if callable(reset):
                 reset()

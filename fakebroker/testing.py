@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from .clock import VirtualClock
 from .config import Options
 from .model import Broker
-from .protocols.base import ConnectionInfo, Session, SessionHost
+from .protocols.base import ConnectionInfo, ProtocolStates, Session, SessionHost
 
 S = TypeVar("S")
 
@@ -48,13 +48,10 @@ class FakeHost:
         self.model = Broker(self.clock, users=self.options.users, vhosts=self.options.vhosts)
         self.stopping = False
         self.events: list[tuple[str, tuple[Any, ...]]] = []
-        self._states: dict[Callable[[], Any], Any] = {}
+        self._states = ProtocolStates()
 
     def state(self, kind: Callable[[], S]) -> S:
-        found = self._states.get(kind)
-        if found is None:
-            found = self._states[kind] = kind()
-        return found
+        return self._states.get(kind)
 
     def emit(self, event: str, *args: Any) -> None:
         self.events.append((event, args))

@@ -95,6 +95,22 @@ class SessionHost(Protocol):
         ...
 
 
+class ProtocolStates:
+    """What a host's ``state(kind)`` returns: one instance of each kind, made on first use."""
+
+    def __init__(self) -> None:
+        self._states: dict[Callable[[], Any], Any] = {}
+
+    def get(self, kind: Callable[[], S]) -> S:
+        found = self._states.get(kind)
+        if found is None:
+            found = self._states[kind] = kind()
+        return found
+
+    def values(self) -> list[Any]:
+        return list(self._states.values())
+
+
 class Session:
     """Base class of protocol sessions. Subclasses implement ``_on_data`` and ``_on_connection_lost``."""
 
