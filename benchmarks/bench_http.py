@@ -41,7 +41,8 @@ def sidecar() -> Iterator[tuple[int, int]]:
     """``fakebroker serve`` with only its HTTP listeners, in a process of its own; yields (http, management)."""
     http_port, management_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakebroker", "serve", "--no-mqtt", "--no-web-mqtt", "--http-port", str(http_port),
+        [sys.executable, "-m", "fakebroker", "serve", "--no-mqtt", "--no-web-mqtt", "--no-stomp", "--no-web-stomp",
+         "--no-amqp", "--http-port", str(http_port),
          "--management-port", str(management_port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
