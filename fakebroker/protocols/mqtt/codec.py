@@ -129,7 +129,7 @@ class Connack:
     return_code: int = ConnackCode.ACCEPTED
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs twice as much, once per message
 class Publish:
     """PUBLISH. ``packet_id`` is None exactly when ``qos`` is 0 (the encoder ignores it for QoS 0)."""
 
@@ -312,20 +312,31 @@ def _encode_connack(p: Connack) -> bytes:
 
 
 def _encode_publish(p: Publish) -> bytes:
-    qos = p.qos
+    return encode_publish(p.topic, p.payload, p.qos, p.retain, p.dup, p.packet_id)
+
+
+_topics: dict[str, bytes] = {}
+
+
+def encode_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = False, dup: bool = False,
+                   packet_id: int | None = None) -> bytes:
+    """A PUBLISH packet, without a :class:`Publish` in between: the broker writes one per delivery."""
     if not 0 <= qos <= 3:
         raise ValueError("qos must fit in 2 bits")
-    topic = p.topic.encode()
-    if len(topic) > 0xFFFF:
-        raise ValueError("topic longer than 65535 bytes")
+    var = _topics.get(topic)
+    if var is None:
+        data = topic.encode()
+        if len(data) > 0xFFFF:
+            raise ValueError("topic longer than 65535 bytes")
+        if len(_topics) >= 4096:
+            _topics.clear()  # a cache of the topics in use, not of every topic ever seen
+        var = _topics[topic] = _U16.pack(len(data)) + data
     if qos:
-        if p.packet_id is None:
+        if packet_id is None:
             raise ValueError("a PUBLISH with qos > 0 needs a packet_id")
-        var = _U16.pack(len(topic)) + topic + _U16.pack(p.packet_id)
-    else:
-        var = _U16.pack(len(topic)) + topic
-    first = 0x30 | (0x08 if p.dup else 0) | (qos << 1) | (1 if p.retain else 0)
-    return _fixed_header(first, len(var) + len(p.payload)) + var + p.payload
+        var += _U16.pack(packet_id)
+    first = 0x30 | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
+    return _fixed_header(first, len(var) + len(payload)) + var + payload
 
 
 def _encode_subscribe(p: Subscribe) -> bytes:
@@ -623,7 +634,7 @@ class MqttDecoder:
         return packet
 
     def _decode_body(self, ptype: int, flags: int, buf: bytearray, pos: int, end: int) -> Packet:
-        if ptype == PacketType.PUBLISH:
+        if ptype == 3:  # PacketType.PUBLISH, without the enum look-up on the hot path
             topic, pos = _read_str(buf, pos, end, "PUBLISH topic")
             if not topic:
                 raise MqttProtocolError("PUBLISH with an empty topic")
