@@ -37,12 +37,24 @@ from .codec import (
     Unsubscribe,
     Will,
     encode,
+    encode_puback,
     encode_publish,
 )
 from .profile import get_profile, to_amqp, to_mqtt
 from .state import MqttState
 
 _mqtt_topics: dict[str, str] = {}
+_routing_keys: dict[str, str] = {}
+
+
+def _routing_key(topic: str) -> str:
+    # A device publishes to the same few topics over and over: convert each once.
+    key = _routing_keys.get(topic)
+    if key is None:
+        if len(_routing_keys) >= 4096:
+            _routing_keys.clear()
+        key = _routing_keys[topic] = to_amqp(topic)
+    return key
 
 
 def _topic(routing_key: str) -> str:
@@ -285,7 +297,7 @@ class MqttSession(Session):
                 self._send_will = False
                 self.request_close()
             return
-        self._write(Puback(p.packet_id))
+        self.send(encode_puback(p.packet_id))
 
     def _route(self, topic: str, payload: bytes, qos: int, dup: bool, retain: bool,
                protocol: str) -> LoggedMessage:
@@ -294,7 +306,7 @@ class MqttSession(Session):
         if self.profile.publish_headers:
             headers = {QOS_HEADER: qos, DUP_HEADER: dup}
         properties: dict[str, Any] = {"delivery_mode": 2 if qos else 1, "headers": headers}
-        key = to_amqp(topic)
+        key = _routing_key(topic)
         if retain:
             self._retain(to_mqtt(key), payload, qos)
         return self.host.model.publish(
