@@ -363,6 +363,7 @@ class Runtime:
         self._handshake_timer: TimerHandle | None = None
         self._read_buffer = memoryview(bytearray(65536))  # the protocol path's reads, one at a time
         self.on_connect: Callable[[Connection], None] = lambda c: None
+        self._local_addresses: dict[str, tuple[str, int]] = {}
         self.accept_failures = 0  # failed accept() calls (e.g. out of file descriptors) since the start
         self.on_disconnect: Callable[[Connection], None] = lambda c: None
 
@@ -633,8 +634,16 @@ class Runtime:
         self.on_disconnect(conn)
 
     def _session(self, listener: str, peer: tuple[str, int], local: tuple[str, int]) -> Session:
-        info = ConnectionInfo(peer=(peer[0], peer[1]), local=(local[0], local[1]))
-        return self._factories[listener](info)
+        # An IPv6 address comes with flow info and scope id: keep (host, port). The local address is the same
+        # for most connections of a listener: one tuple for all of them.
+        if len(peer) != 2:
+            peer = (peer[0], peer[1])
+        known = self._local_addresses.get(listener)
+        if known == local:
+            local = known
+        else:
+            local = self._local_addresses[listener] = (local[0], local[1])
+        return self._factories[listener](ConnectionInfo(peer, local))
 
     # -- the protocol path (asyncio) --------------------------------------------------------------------
     async def _accept_protocol(self, loop: asyncio.AbstractEventLoop, listener: str, sock: socket.socket,
