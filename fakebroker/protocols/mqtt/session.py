@@ -197,8 +197,6 @@ class MqttSession(Session):
         self.keepalive = p.keepalive
         self.will = p.will
         self._take_over(vhost.name, client_id)
-        self.channel = Channel(vhost, self, client_id)
-        self.channel.on_cancel = self._on_consumer_cancelled
         q1 = queue_name(client_id, 1)
         if p.clean_session:
             for qos in (0, 1):
@@ -365,7 +363,11 @@ class MqttSession(Session):
         return name
 
     def _consume(self, qos: int, name: str) -> None:
-        assert self.channel is not None
+        if self.channel is None:
+            # Made with the first subscription: a connection that only publishes (most devices) needs none.
+            assert self.vhost is not None and self.client_id is not None
+            self.channel = Channel(self.vhost, self, self.client_id)
+            self.channel.on_cancel = self._on_consumer_cancelled
         if qos == 0:
             tag = self.channel.consume(name, self._deliver0, no_ack=True)
         else:
