@@ -53,10 +53,10 @@ from rawkit import (
     interleave,
     open_conn,
     print_report,
-    pump,
     rss_kib,
     run_scenarios,
     running,
+    stream,
     until,
     wait_port,
 )
@@ -171,13 +171,6 @@ class Qos1Subscriber(Peer):
         self.on_data()
 
 
-def _disconnect(*peers: Peer) -> None:
-    for c in peers:
-        assert c.transport is not None
-        c.transport.write(DISCONNECT)
-        c.transport.close()
-
-
 async def qos0(port: int, count: int, subscribers: int, payload: bytes, tag: str) -> tuple[int, float]:
     """QoS 0 from one publisher to ``subscribers`` subscribers; (deliveries, seconds taken)."""
     progress = asyncio.Event()
@@ -199,12 +192,11 @@ async def qos0(port: int, count: int, subscribers: int, payload: bytes, tag: str
     def delivered() -> int:
         return (tally[0] - head * subscribers) // size
 
-    start = time.perf_counter()
-    await pump(lambda first, n: pub.write(pub_packet * n), count, batch,
-               lambda sent: sent * subscribers - delivered(), window, progress, subs)
-    await until(lambda: delivered() >= total, progress, subs)
-    elapsed = time.perf_counter() - start
-    _disconnect(pub, *subs)
+    elapsed = await stream(lambda first, n: pub.write(pub_packet * n), count, batch,
+                           lambda sent: sent * subscribers - delivered(), window, lambda: delivered() >= total,
+                           progress, subs)
+    for c in (pub, *subs):
+        c.close(DISCONNECT)
     check_count("deliveries", delivered(), total)
     return total, elapsed
 
@@ -228,11 +220,10 @@ async def qos1(port: int, count: int, payload: bytes, tag: str) -> tuple[int, fl
     def publish(first: int, n: int) -> None:
         pub.write(b"".join(head + struct.pack("!H", (first + i) % 65535 + 1) + body for i in range(n)))
 
-    start = time.perf_counter()
-    await pump(publish, count, batch, lambda sent: sent - acked(), window - batch + 1, progress, (pub, sub))
-    await until(lambda: sub.messages >= count and acked() >= count, progress, (pub, sub))
-    elapsed = time.perf_counter() - start
-    _disconnect(pub, sub)
+    elapsed = await stream(publish, count, batch, lambda sent: sent - acked(), window - batch + 1,
+                           lambda: sub.messages >= count and acked() >= count, progress, (pub, sub))
+    for c in (pub, sub):
+        c.close(DISCONNECT)
     check_count("messages", sub.messages, count)
     return count, elapsed
 

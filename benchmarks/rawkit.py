@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -186,6 +187,7 @@ class Peer(asyncio.Protocol):
     def __init__(self, on_data: Callable[[], None]) -> None:
         self.on_data = on_data
         self.lost = False
+        self.error: str | None = None  # what was wrong with what the broker sent
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -199,6 +201,18 @@ class Peer(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
+
+    def fail(self, error: str) -> None:
+        """Stop on something the broker should not have sent; ``until`` raises it."""
+        self.error = error
+        assert self.transport is not None
+        self.transport.close()
+        self.on_data()
+
+    def close(self, last: bytes = b"") -> None:
+        assert self.transport is not None
+        self.transport.write(last)
+        self.transport.close()
 
 
 class Counter(Peer):
@@ -240,8 +254,9 @@ async def until(predicate: Callable[[], bool], progress: asyncio.Event, watch: S
     """Wait until ``predicate()``; fail if no progress for ``timeout`` or the broker closes a watched peer."""
     deadline = time.monotonic() + timeout
     while not predicate():
-        if any(p.lost for p in watch):
-            raise RuntimeError("the broker closed a connection")
+        for p in watch:
+            if p.error or p.lost:
+                raise RuntimeError(p.error or "the broker closed a connection")
         progress.clear()
         try:
             await asyncio.wait_for(progress.wait(), max(0.001, deadline - time.monotonic()))
@@ -265,9 +280,24 @@ async def pump(write: Callable[[int, int], None], count: int, batch: int, in_fli
         sent += n
 
 
+async def stream(write: Callable[[int, int], None], count: int, batch: int, in_flight: Callable[[int], int],
+                 limit: int, done: Callable[[], bool], progress: asyncio.Event, watch: Sequence[Peer]) -> float:
+    """``pump``, then wait until ``done()``; the seconds from the first write until then."""
+    start = time.perf_counter()
+    await pump(write, count, batch, in_flight, limit, progress, watch)
+    await until(done, progress, watch)
+    return time.perf_counter() - start
+
+
 def check_count(what: str, got: int, expected: int) -> None:
+    """Fail loudly unless the receivers got exactly what was sent: no loss, no duplicates."""
     if got != expected:
         raise RuntimeError(f"{got} {what}, expected {expected}")
+
+
+def payload_text(size: int) -> bytes:
+    """A payload of ASCII letters: no NUL (STOMP's frame end), no line break (its header lines)."""
+    return bytes(random.choices(range(ord("a"), ord("z") + 1), k=size))
 
 
 # -- rounds and the report ------------------------------------------------------------------------------------
@@ -380,3 +410,31 @@ def print_report(brokers: list[Broker], rounds: int, run: Callable[[str], list[F
     with tempfile.TemporaryDirectory() as tmp:
         figures = run(tmp)
     print(report(figures, brokers, rounds, (load0, os.getloadavg()[0])), flush=True)
+
+
+# -- beside a RabbitMQ node -----------------------------------------------------------------------------------
+
+
+def beside_rabbitmq(doc: str, listener: str, rabbitmq_port: int, only: str,
+                    scenarios: Callable[[argparse.Namespace], Sequence[tuple[str, str, str, Scenario]]],
+                    cleanup: Callable[[], None] = lambda: None) -> None:
+    """The main of a benchmark of fakebroker's ``listener`` beside a RabbitMQ node already running on this
+    machine (its CPU is the node's ``beam.smp``, found as the process listening on the port)."""
+    parser = arguments(doc, only, 20_000)
+    parser.add_argument("--rabbitmq-port", type=int, default=rabbitmq_port,
+                        help="the port of a RabbitMQ on 127.0.0.1 (0: fakebroker only)")
+    args = parser.parse_args()
+    brokers = fakebrokers(args, listener)
+    if args.rabbitmq_port:
+        brokers.append(Broker("RabbitMQ", None, port=args.rabbitmq_port))
+        pid = listening_pid(args.rabbitmq_port)
+        cpu0 = cpu_seconds(pid)
+        time.sleep(1.0)
+        print(f"RabbitMQ (pid {pid}) uses {(cpu_seconds(pid) - cpu0) * 1000:.0f} ms of CPU per second when this "
+              "benchmark does not talk to it", flush=True)
+    try:
+        print_report(brokers, args.rounds, lambda tmp: run_scenarios(brokers, tmp, scenarios(args),
+                                                                     set(args.only.split(",")), args.rounds))
+    finally:
+        if args.rabbitmq_port:
+            cleanup()
