@@ -108,7 +108,7 @@ def listening_pid(port: int) -> int:
                 with contextlib.suppress(OSError):
                     if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
                         return int(pid)
-    raise RuntimeError(f"no process of ours listens on port {port}")
+    raise RuntimeError(f"no process on this machine listens on port {port} (or it is not ours to see)")
 
 
 def cpu_seconds(pid: int) -> float:
