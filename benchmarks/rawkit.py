@@ -189,10 +189,13 @@ class Peer(asyncio.Protocol):
         self.lost = False
         self.error: str | None = None  # what was wrong with what the broker sent
         self.transport: asyncio.Transport | None = None
+        self.pending = b""  # read before the connection was handed over (``adopt``)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if self.pending:  # before the loop reads anything more from the socket
+            self.data_received(self.pending)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -244,9 +247,8 @@ async def open_conn(port: int, protocol: asyncio.Protocol, first: bytes) -> None
 async def adopt(reader: Reader, protocol: Peer) -> None:
     """Hand a connection opened with blocking calls to ``protocol``; what the reader has buffered is fed to it."""
     reader.sock.setblocking(False)
+    protocol.pending = reader.buf
     await asyncio.get_running_loop().create_connection(lambda: protocol, sock=reader.sock)
-    if reader.buf:
-        protocol.data_received(reader.buf)
 
 
 async def until(predicate: Callable[[], bool], progress: asyncio.Event, watch: Sequence[Peer] = (),
