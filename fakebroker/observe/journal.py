@@ -27,7 +27,7 @@ class ConnectionSummary:
     @classmethod
     def of(cls, conn: Connection) -> ConnectionSummary:
         session = conn.session
-        return cls(conn.id, conn.protocol, (conn.peer[0], conn.peer[1]), session.client_id, session.user)
+        return cls(conn.id, conn.protocol, conn.peer, session.client_id, session.user)
 
     def refresh(self, conn: Connection) -> None:
         """Take the identity the client gave after it connected."""
