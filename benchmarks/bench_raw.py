@@ -38,6 +38,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import rawkit
 from rawkit import (
     Broker,
     Counter,
@@ -47,7 +48,6 @@ from rawkit import (
     Scenario,
     arguments,
     check_count,
-    connect_loop,
     fakebrokers,
     free_port,
     interleave,
@@ -133,9 +133,9 @@ def mqtt_connect(reader: Reader, n: int) -> None:
     reader.sock.sendall(DISCONNECT)
 
 
-def mqtt_connect_loop(port: int, seconds: float) -> tuple[int, float]:
+def connect_loop(port: int, seconds: float) -> tuple[int, float]:
     """Sequential connect/CONNECT/CONNACK/DISCONNECT/close for ``seconds``; (connections, seconds taken)."""
-    return connect_loop(port, seconds, mqtt_connect)
+    return rawkit.connect_loop(port, seconds, mqtt_connect)
 
 
 class Qos1Subscriber(Peer):
@@ -298,7 +298,7 @@ def run(args: argparse.Namespace, brokers: list[Broker], tmp: str) -> list[Figur
 
     scenarios: list[tuple[str, str, str, Scenario]] = [
         ("connect", "sequential connect + CONNACK + DISCONNECT", "conn",
-         lambda port, tag: mqtt_connect_loop(port, args.seconds)),
+         lambda port, tag: connect_loop(port, args.seconds)),
         ("qos0", f"QoS 0, {args.payload} B, 1 -> 1", "msg",
          lambda port, tag: asyncio.run(qos0(port, args.messages, 1, payload, tag + "q0"))),
         ("fanout", f"QoS 0 fan-out 1 -> {args.fanout}", "delivery",
