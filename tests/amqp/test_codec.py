@@ -206,3 +206,15 @@ def test_the_hand_decoded_methods_match_pamqp(exchange: str, key: str, mandatory
     for m in (c.Basic.Publish(exchange=exchange, routing_key=key, mandatory=mandatory, immediate=immediate),
               c.Basic.Ack(tag, multiple)):
         assert dict(decode_method(method(1, m)[7:-1])) == dict(m)
+
+
+@given(st.text(max_size=40), st.integers(0, 2**63 - 1), st.booleans(),
+       st.from_regex(r"[a-zA-Z0-9_.:-]{0,40}", fullmatch=True), st.text(max_size=40), st.integers(0, 65535))
+def test_the_hand_encoded_methods_match_pamqp(consumer_tag: str, tag: int, flag: bool, exchange: str, key: str,
+                                              channel: int) -> None:
+    from pamqp import frame
+
+    from fakebroker.protocols.amqp.codec import encode_method
+
+    for m in (c.Basic.Ack(tag, flag), c.Basic.Deliver(consumer_tag, tag, flag, exchange, key)):
+        assert encode_method(channel, m) == frame.marshal(m, channel)
