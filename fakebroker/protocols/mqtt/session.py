@@ -417,7 +417,9 @@ class MqttSession(Session):
         self._write_qos0(d)
 
     def _deliver1(self, d: Delivery) -> None:
-        headers = d.headers
+        headers = d.message.properties.get("headers")
+        if not isinstance(headers, dict):
+            headers = {}
         published_qos = headers.get(QOS_HEADER)
         # Non-MQTT publishes count as QoS 1. RabbitMQ crashes on a non-byte header; any int is used here.
         qos = min(published_qos, 1) if isinstance(published_qos, int) and not isinstance(published_qos, bool) else 1
