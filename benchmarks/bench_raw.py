@@ -18,7 +18,8 @@ Scenarios:
   qos0     one publisher -> one subscriber, QoS 0, 64-byte payloads; messages per second
   fanout   one publisher -> 100 subscribers of one topic, QoS 0; deliveries per second
   qos1     one publisher (QoS 1, PUBACKs) -> one subscriber (QoS 1, sends PUBACKs); messages per second
-  idle     N idle connections: broker RSS before, with them open and after they closed; KiB per connection
+  idle     N idle connections: broker RSS before, with them open and after they closed, then with N more open;
+           KiB per connection
   startup  process start until the MQTT port accepts a connection; milliseconds
 """
 
@@ -228,17 +229,28 @@ async def qos1(port: int, count: int, payload: bytes, tag: str) -> tuple[int, fl
     return count, elapsed
 
 
-def idle(port: int, pid: int, n: int) -> tuple[float, float, float]:
-    """Open ``n`` idle MQTT connections; the broker's RSS in KiB (before, open, after close)."""
+def idle(port: int, pid: int, n: int) -> tuple[float, float, float, float]:
+    """Open ``n`` idle MQTT connections, close them, then open and close ``n`` more; the broker's RSS in KiB
+    (before, with the first ``n`` open, after they closed, with the second ``n`` open). The last shows whether
+    what was not given back is reused or lost."""
     time.sleep(0.3)
     before = rss_kib(pid)
+    opened = _idle_wave(port, pid, n, "idle")
+    time.sleep(1.5)
+    after = rss_kib(pid)
+    again = _idle_wave(port, pid, n, "again")
+    return before, opened, after, again
+
+
+def _idle_wave(port: int, pid: int, n: int, prefix: str) -> float:
+    """Open ``n`` idle connections (CONNECT, keepalive 0), read the broker's RSS, close them."""
     socks = []
     addr = ("127.0.0.1", port)
     try:
         for start in range(0, n, 100):
             group = [socket.create_connection(addr) for _ in range(min(100, n - start))]
             for i, s in enumerate(group):
-                s.sendall(connect(f"idle-{start + i}"))
+                s.sendall(connect(f"{prefix}-{start + i}"))
             for s in group:
                 got = b""
                 while len(got) < 4:
@@ -248,14 +260,12 @@ def idle(port: int, pid: int, n: int) -> tuple[float, float, float]:
                     got += chunk
             socks.extend(group)
         time.sleep(0.5)
-        opened = rss_kib(pid)
+        return rss_kib(pid)
     finally:
         for s in socks:
             with contextlib.suppress(OSError):
                 s.sendall(DISCONNECT)
             s.close()
-    time.sleep(1.5)
-    return before, opened, rss_kib(pid)
 
 
 def startup(command: list[str], port: int, mqtt: bool = True, env: dict[str, str] | None = None,
@@ -312,12 +322,14 @@ def run(args: argparse.Namespace, brokers: list[Broker], tmp: str) -> list[Figur
         per = fig(f"extra RSS per idle connection, {args.idle:,} open", "KiB", False)
         kept = fig("RSS not returned after they closed, per connection", "KiB", False)
         total = fig(f"RSS with {args.idle:,} idle connections", "MB", False)
+        grown = fig(f"RSS growth of a second {args.idle:,} after those closed, per connection", "KiB", False)
         for _, b in interleave(brokers, max(1, args.rounds // 2)):
             with running(b, tmp) as (port, pid):
-                before, opened, after = idle(port, pid, args.idle)
+                before, opened, after, again = idle(port, pid, args.idle)
             per.values[b.name].append((opened - before) / args.idle)
             kept.values[b.name].append(max(0.0, after - before) / args.idle)
             total.values[b.name].append(opened / 1024)
+            grown.values[b.name].append(max(0.0, again - opened) / args.idle)
     if "startup" in only:
         f_start = fig("process start until the port accepts", "ms", False)
         f_ack = fig("process start until the first CONNACK", "ms", False)

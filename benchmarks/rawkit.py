@@ -369,8 +369,9 @@ def report(figures: list[Figure], brokers: list[Broker], rounds: int, load: tupl
         cells = [f"{statistics.median(f.values[n]):,.1f} {f.unit}" if f.values[n] else "-" for n in names]
         ratios = []
         for n in names[:-1]:
-            pairs = list(zip(f.values[n], f.values[base], strict=True))
-            ratios.append(f"{statistics.median(a / b for a, b in pairs if b):.2f}" if pairs else "-")
+            # A reference figure that rounds to nothing (memory not grown) makes no ratio worth printing.
+            pairs = [(a, b) for a, b in zip(f.values[n], f.values[base], strict=True) if b >= 0.05]
+            ratios.append(f"{statistics.median(a / b for a, b in pairs):.2f}" if pairs else "-")
         lines.append(f"| {f.title} | {' | '.join(cells)} | {' | '.join(ratios)} |")
     return "\n".join(lines)
 
