@@ -382,26 +382,50 @@ def test_pika_sees_a_dropped_connection(broker: Any) -> None:
             conn.process_data_events(time_limit=0.05)
 
 
-def test_a_blocked_connection_is_told_and_unblocked(broker: Any) -> None:
+def test_a_blocked_connection_is_told_when_it_publishes(broker: Any) -> None:
     conn = blocking(broker)
     events: list[str] = []
     conn.add_on_connection_blocked_callback(lambda c, frame: events.append(f"blocked: {frame.method.reason}"))
     conn.add_on_connection_unblocked_callback(lambda c, frame: events.append("unblocked"))
-    conn.channel()
+    ch = conn.channel()
     (client,) = broker.clients
     broker.block(client, "low on disk")
-    eventually(lambda: conn.process_data_events(time_limit=0) or bool(events))
-    assert client.id == broker.clients[0].id and events == ["blocked: low on disk"]
-    ch = conn.channel()
-    ch.queue_declare("held")
+    ch.queue_declare("held")  # anything but a publish goes on as usual, and nothing is said
+    assert events == [] and broker.clients[0].blocked is False
     ch.basic_publish("", "held", b"waits for the alarm to clear")
-    conn.process_data_events(time_limit=0.1)
+    eventually(lambda: conn.process_data_events(time_limit=0) or bool(events))
+    assert events == ["blocked: low on disk"] and broker.clients[0].blocked is True
     assert broker.queues["held"].messages == 0
     broker.unblock(client)
     eventually(lambda: conn.process_data_events(time_limit=0) or len(events) == 2)
     assert events == ["blocked: low on disk", "unblocked"]
     eventually(lambda: broker.queues["held"].messages == 1)
     conn.close()
+
+
+def test_a_node_alarm_blocks_every_publisher_and_new_connections(broker: Any) -> None:
+    broker.declare_queue("q")
+    consumer = blocking(broker)
+    got: list[bytes] = []
+    consumer.channel().basic_consume("q", lambda ch, m, p, body: got.append(body), auto_ack=True)
+    broker.publish("", "q", b"before")
+    broker.block()
+    eventually(lambda: consumer.process_data_events(time_limit=0) or got == [b"before"])
+    late = blocking(broker)  # opened during the alarm: it is under it too
+    told: list[str] = []
+    late.add_on_connection_blocked_callback(lambda c, frame: told.append(frame.method.reason))
+    late.channel().basic_publish("", "q", b"held")
+    eventually(lambda: late.process_data_events(time_limit=0) or bool(told))
+    assert told == ["low on memory"]
+    consumer.process_data_events(time_limit=0.1)
+    assert got == [b"before"]
+    broker.unblock()
+    eventually(lambda: consumer.process_data_events(time_limit=0) or got == [b"before", b"held"])
+    after = blocking(broker)
+    after.channel().basic_publish("", "q", b"after")  # the alarm is over for new connections too
+    eventually(lambda: consumer.process_data_events(time_limit=0) or len(got) == 3)
+    for conn in (consumer, late, after):
+        conn.close()
 
 
 @pytest.mark.parametrize("via", ["client", "broker"])

@@ -139,6 +139,7 @@ class AmqpSession(Session):
         self.frame_max = self.settings.frame_max
         self.heartbeat = 0
         self.channels: dict[int, _AmqpChannel] = {}
+        #: The resource alarm this connection is under (``block``), None without one.
         self.blocked_reason: str | None = None
         self._reply_key = ""
         self._received = False
@@ -148,6 +149,7 @@ class AmqpSession(Session):
         self._hb_recv: TimerHandle | None = None
         self._final_consumers: dict[str, str] = {}
         self._held = False  # blocked by a resource alarm after a publish: frames wait in the reader
+        self._told_blocked = False  # connection.blocked sent, connection.unblocked owed
 
     # -- capabilities the client announced ----------------------------------------------------------
     def _client_capability(self, name: str) -> bool:
@@ -290,6 +292,9 @@ class AmqpSession(Session):
             return
         self.vhost = self.model.vhosts[name]
         self.phase = "running"
+        alarm = self.host.state(ResourceAlarm).reason
+        if alarm is not None:
+            self.block(alarm)  # the node's alarm (broker.block() with no client) covers new connections too
         self._established = True  # the runtime's handshake_timeout no longer applies
         self._method(0, c.Connection.OpenOk())
 
@@ -626,8 +631,12 @@ class AmqpSession(Session):
         ch.content = _Publish(m)
         if self.blocked_reason is not None:
             # rabbit_reader: under a resource alarm, the first publish moves the connection from "blocking" to
-            # "blocked", and nothing more is read from it (the rest of this publish included).
+            # "blocked": only now is the client told, and nothing more is read from it (the rest of this
+            # publish included).
             self._held = True
+            if self._client_capability("connection.blocked"):
+                self._told_blocked = True
+                self._method(0, c.Connection.Blocked(self.blocked_reason))
 
     def _published(self, ch: _AmqpChannel, pending: _Publish, body: bytes) -> None:
         assert self.vhost is not None and pending.properties is not None
@@ -768,17 +777,19 @@ class AmqpSession(Session):
 
     # -- the broker's side ------------------------------------------------------------------------------
     def block(self, reason: str = "low on memory") -> None:
-        """A resource alarm: connection.blocked to clients that announced the ``connection.blocked`` capability;
-        from the next basic.publish on, nothing more is read from the connection until :meth:`unblock`."""
-        self.blocked_reason = reason
-        if self.phase == "running" and self._client_capability("connection.blocked"):
-            self._method(0, c.Connection.Blocked(reason))
+        """A resource alarm, as RabbitMQ 3.10 applies it: nothing is sent yet; the connection's next
+        basic.publish blocks it (connection.blocked with ``reason`` to a client that announced the capability)
+        and nothing more is read from it until :meth:`unblock`."""
+        if self.blocked_reason is None:
+            self.blocked_reason = reason
 
     def unblock(self) -> None:
-        if self.blocked_reason is not None and self.phase == "running" \
-                and self._client_capability("connection.blocked"):
-            self._method(0, c.Connection.Unblocked())
+        """The alarm clears: connection.unblocked to a client that was told it was blocked; reading resumes."""
         self.blocked_reason = None
+        if self._told_blocked:
+            self._told_blocked = False
+            if not self.close_requested:
+                self._method(0, c.Connection.Unblocked())
         if self._held:
             self._held = False
             self._process()
@@ -828,8 +839,24 @@ class AmqpSession(Session):
             "channel_max": self.channel_max,
             "auth_mechanism": self.mechanism,
             "client_properties": self.client_properties,
-            "blocked": self.blocked_reason is not None,
+            "blocked": self._held,
         }
+
+    @property
+    def connection_state(self) -> str:
+        """``rabbit_reader``'s state as the management API shows it: running, blocking (under an alarm, not
+        published since) or blocked (published under the alarm: no longer read)."""
+        if self._held:
+            return "blocked"
+        return "running" if self.blocked_reason is None else "blocking"
+
+
+class ResourceAlarm:
+    """The node's resource alarm, set by ``broker.block()`` with no client: it blocks every AMQP connection,
+    those opened while it lasts included."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
 
 
 class ReplyRegistry:
@@ -921,4 +948,4 @@ _HANDLERS: dict[type, Any] = {
     c.Tx.Rollback: AmqpSession._tx_rollback,
 }
 
-__all__ = ["SERVER_PROPERTIES", "AmqpSession", "ReplyRegistry"]
+__all__ = ["SERVER_PROPERTIES", "AmqpSession", "ReplyRegistry", "ResourceAlarm"]

@@ -1,0 +1,141 @@
+"""A private RabbitMQ node for the scenarios that must not run on the shared one: a memory alarm blocks every
+publisher of its node, so the alarm scenarios raise it on a node of their own.
+
+The node is Debian's ``rabbitmq-server`` (the one ``scripts/rabbitmq.sh`` installs), started through the same
+wrappers as the shared node, so it runs as the ``rabbitmq`` user with that user's Erlang cookie, and
+``rabbitmqctl -n <node>`` reaches it. Everything else is its own: the node name, the AMQP and distribution
+ports (free ones), and a temporary directory holding its configuration (AMQP on 127.0.0.1, no plugins), its
+database, logs and pid file. Booting takes about 4 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 60.0
+CTL_TIMEOUT = 30.0
+
+
+def problem() -> str | None:
+    """None when a private node can be started here; otherwise what is missing."""
+    if shutil.which("rabbitmq-server") is None or shutil.which("rabbitmqctl") is None:
+        return "rabbitmq-server is not installed (scripts/rabbitmq.sh install)"
+    try:
+        pwd.getpwnam("rabbitmq")
+    except KeyError:
+        return "there is no rabbitmq user (scripts/rabbitmq.sh install makes one)"
+    if os.geteuid() not in (0, pwd.getpwnam("rabbitmq").pw_uid):
+        return "a private RabbitMQ node needs root or the rabbitmq user (Debian's wrappers refuse anyone else)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
+        return True
+    return False
+
+
+class PrivateNode:
+    """One RabbitMQ node of our own: :meth:`start`, :meth:`ctl`, :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self.name = f"fbalarm{os.getpid()}@localhost"
+        self.port = _free_port()
+        self.dist_port = _free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="fakebroker-node-"))
+        self._started = False
+
+    def _env(self) -> dict[str, str]:
+        d = self.dir
+        return {**os.environ,
+                "RABBITMQ_NODENAME": self.name,
+                "RABBITMQ_NODE_IP_ADDRESS": HOST,
+                "RABBITMQ_NODE_PORT": str(self.port),
+                "RABBITMQ_DIST_PORT": str(self.dist_port),
+                "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+                "RABBITMQ_LOG_BASE": str(d / "log"),
+                "RABBITMQ_PID_FILE": str(d / "node.pid"),
+                "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
+                "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config"),
+                "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+                "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf")}
+
+    def _run(self, *argv: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        # close_fds: whatever the test process holds (a flock on the shared node's lock file, say) must not
+        # live on in the node, which detaches and outlives this call.
+        return subprocess.run(argv, env=self._env(), cwd="/", stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=timeout, close_fds=True, check=False)
+
+    def start(self) -> None:
+        d = self.dir
+        (d / "rabbitmq.conf").write_text(f"listeners.tcp.default = {HOST}:{self.port}\n"
+                                         "loopback_users.guest = true\n")
+        (d / "advanced.config").write_text("[].\n")
+        (d / "enabled_plugins").write_text("[].\n")  # AMQP only
+        (d / "rabbitmq-env.conf").write_text("")
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("rabbitmq")
+            for path in (d, *d.iterdir()):
+                os.chown(path, user.pw_uid, user.pw_gid)
+        self._started = True
+        started = self._run("rabbitmq-server", "-detached", timeout=CTL_TIMEOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _port_open(self.port):
+            if started.returncode != 0 or time.monotonic() > deadline:
+                raise RuntimeError(f"the private RabbitMQ node {self.name} did not open port {self.port} "
+                                   f"(rabbitmq-server: {started.returncode} {started.stderr.strip()}); "
+                                   f"log:\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def ctl(self, *args: str) -> str:
+        """``rabbitmqctl -n <node> <args>``; its output, or RuntimeError."""
+        done = self._run("rabbitmqctl", "-q", "-n", self.name, *args, timeout=CTL_TIMEOUT)
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.returncode} {done.stdout} {done.stderr}")
+        return done.stdout.strip()
+
+    def memory_watermark(self) -> list[str]:
+        """The arguments of ``set_vm_memory_high_watermark`` that restore the current watermark."""
+        value = self.ctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
+        absolute = re.fullmatch(r"\{absolute,\s*(\d+)\}", value)
+        return ["absolute", absolute.group(1)] if absolute else [value]
+
+    def log_tail(self, lines: int = 30) -> str:
+        logs = sorted((self.dir / "log").glob("*.log"))
+        if not logs:
+            return "(no log)"
+        return "\n".join(logs[0].read_text(errors="replace").splitlines()[-lines:])
+
+    def _kill(self) -> None:
+        """The node's own process, if ``rabbitmqctl stop`` could not halt it (checked by its command line)."""
+        with contextlib.suppress(ValueError, OSError):
+            pid = int((self.dir / "node.pid").read_text().strip())
+            if self.name.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, 9)
+
+    def stop(self) -> None:
+        try:
+            if self._started:
+                try:
+                    self.ctl("stop")
+                except (RuntimeError, subprocess.TimeoutExpired):
+                    self._kill()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
