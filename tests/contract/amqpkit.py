@@ -9,7 +9,7 @@ from typing import Any
 
 import pika
 import rabbitmq
-from contractlib import TIMEOUT, Backend
+from contractlib import TIMEOUT, Backend, FakeBackend
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker
 
@@ -20,7 +20,8 @@ def address(backend: Backend) -> tuple[str, int]:
     if backend.is_fake:
         host, port = backend.broker.amqp  # type: ignore[attr-defined]
         return (host, port)
-    return (rabbitmq.HOST, AMQP_PORT)
+    own: tuple[str, int] | None = getattr(backend, "amqp_address", None)  # a private node (privatenode.py)
+    return own or (rabbitmq.HOST, AMQP_PORT)
 
 
 def connect(backend: Backend, *, vhost: str | None = None, user: str = "guest", password: str = "guest",
@@ -99,7 +100,8 @@ class RawAmqp:
     """AMQP on a plain socket with pamqp, for what pika will not send (a reused consumer tag, ``immediate``)
     and byte-level checks. ``call`` sends frames and reads until the answer of the wanted kind arrives."""
 
-    def __init__(self, backend: Backend, vhost: str | None = None) -> None:
+    def __init__(self, backend: Backend, vhost: str | None = None,
+                 capabilities: dict[str, bool] | None = None) -> None:
         import socket
 
         from pamqp import commands as c
@@ -110,8 +112,8 @@ class RawAmqp:
         self.buf = b""
         self.sock.sendall(b"AMQP\x00\x00\x09\x01")
         self.expect(c.Connection.Start)
-        self.send(0, c.Connection.StartOk(client_properties={"capabilities": {"authentication_failure_close": True,
-                                                                              "consumer_cancel_notify": True}},
+        caps = {"authentication_failure_close": True, "consumer_cancel_notify": True, **(capabilities or {})}
+        self.send(0, c.Connection.StartOk(client_properties={"capabilities": caps},
                                           mechanism="PLAIN", response="\0guest\0guest"))
         tune = self.expect(c.Connection.Tune)
         self.send(0, c.Connection.TuneOk(tune.channel_max, tune.frame_max, 0))
@@ -144,6 +146,22 @@ class RawAmqp:
                 return -1, None
             self.buf += data
 
+    def frames_within(self, seconds: float) -> list[tuple[int, Any]]:
+        """Every frame that arrives within ``seconds`` (a scenario's quiet period); (-1, None) for a close."""
+        deadline = time.monotonic() + seconds
+        got: list[tuple[int, Any]] = []
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                got.append(self.frame())
+                if got[-1][0] == -1:
+                    break
+        except TimeoutError:
+            pass
+        finally:
+            self.sock.settimeout(TIMEOUT)
+        return got
+
     def expect(self, kind: type) -> Any:
         channel, value = self.frame()
         assert isinstance(value, kind), (channel, value)
@@ -151,3 +169,24 @@ class RawAmqp:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class FakeAlarmBackend(FakeBackend):
+    """The fake side of the alarm scenarios (the real side is ``privatenode.PrivateRabbitBackend``): the
+    node-wide alarm is ``broker.block()``."""
+
+    def alarm(self) -> None:
+        self.broker.block()
+
+    def clear_alarm(self) -> None:
+        self.broker.unblock()
+
+    def connection_states(self) -> list[str]:
+        """The management API's ``state`` of each AMQP connection, sorted."""
+        import json
+        import urllib.request
+
+        request = urllib.request.Request(self.broker.management_url + "/api/connections",
+                                         headers={"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="})
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            return sorted(c["state"] for c in json.load(response))

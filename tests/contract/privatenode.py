@@ -139,3 +139,56 @@ class PrivateNode:
                     self._kill()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+MEMORY_ALARM_ON = ("lists:any(fun({{resource_limit, memory, _}, _}) -> true; (_) -> false end, "
+                   "rabbit_alarm:get_alarms()).")
+
+
+class PrivateRabbitBackend:
+    """The AMQP side of :class:`PrivateNode`, for scenarios written against the contract suite's backends:
+    what ``amqpkit.connect`` and ``RawAmqp`` use (``vhost``, ``amqp_address``), and the node's memory alarm."""
+
+    name = "rabbitmq"
+    is_fake = False
+    quiet = 0.3
+
+    def __init__(self, node: PrivateNode) -> None:
+        self.node = node
+        self.vhost = "/"
+        self.prefix = f"ct{os.urandom(4).hex()}"  # queue names of this test: the node outlives it
+        self._owned: list[object] = []
+        self._restore: list[str] | None = None
+
+    @property
+    def amqp_address(self) -> tuple[str, int]:
+        return (HOST, self.node.port)
+
+    def cid(self, label: str) -> str:
+        return f"{self.prefix}-{label}"
+
+    def alarm(self) -> None:
+        """``rabbitmqctl set_vm_memory_high_watermark 0``: a memory alarm, in force on every connection once
+        this returns (the alarm handler notifies the connections before it lists the alarm)."""
+        self._restore = self.node.memory_watermark()
+        self.node.ctl("set_vm_memory_high_watermark", "0")
+        deadline = time.monotonic() + CTL_TIMEOUT
+        while self.node.ctl("eval", MEMORY_ALARM_ON) != "true":
+            assert time.monotonic() < deadline, "the memory alarm did not go off"
+            time.sleep(0.05)
+
+    def clear_alarm(self) -> None:
+        """The watermark as it was before :meth:`alarm`: the alarm clears."""
+        if self._restore is not None:
+            self.node.ctl("set_vm_memory_high_watermark", *self._restore)
+            self._restore = None
+
+    def connection_states(self) -> list[str]:
+        """``rabbitmqctl list_connections state``, sorted: running, blocking or blocked."""
+        return sorted(self.node.ctl("list_connections", "--no-table-headers", "state").split())
+
+    def close(self) -> None:
+        self.clear_alarm()  # first: a blocked connection would not read its connection.close
+        for client in reversed(self._owned):
+            with contextlib.suppress(Exception):
+                client.close()  # type: ignore[attr-defined]
