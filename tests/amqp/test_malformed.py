@@ -151,7 +151,12 @@ def test_an_unknown_frame_type(broker: Any, bystander: Bystander) -> None:
 def test_an_undecodable_method(broker: Any, bystander: Bystander) -> None:
     sock = opened(broker)
     sock.sendall(struct.pack(">BHI", 1, 1, 5) + struct.pack(">HH", 50, 10) + b"\x00\xce")
-    assert closed_with(sock) == (501, "FRAME_ERROR - cannot decode <<0>>", 50, 10)
+    (channel, close), = _read_frames(sock, 1)
+    assert (close.reply_code, close.reply_text, close.class_id, close.method_id) == (
+        501, "FRAME_ERROR - cannot decode <<0>>", 50, 10)
+    # Unlike the framing errors above, an undecodable method waits for the close-ok, as other errors do.
+    sock.sendall(method(0, c.Connection.CloseOk()))
+    assert read_until_eof(sock) == b""
     bystander.still_served(broker, b"after an undecodable method")
 
 

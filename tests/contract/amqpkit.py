@@ -96,6 +96,16 @@ def pump(conn: pika.BlockingConnection, until: Callable[[], bool]) -> None:
         conn.process_data_events(time_limit=0.02)
 
 
+def resized(frame: bytes, payload: bytes) -> bytes:
+    """``frame`` (one frame, as pamqp marshals it) with ``payload`` in place of its own: arguments cut short, or
+    with bytes after them."""
+    return frame[:3] + len(payload).to_bytes(4, "big") + payload + frame[-1:]
+
+
+def payload_of(frame: bytes) -> bytes:
+    return frame[7:-1]
+
+
 class RawAmqp:
     """AMQP on a plain socket with pamqp, for what pika will not send (a reused consumer tag, ``immediate``)
     and byte-level checks. ``call`` sends frames and reads until the answer of the wanted kind arrives."""
@@ -129,7 +139,8 @@ class RawAmqp:
         self.sock.sendall(data)
 
     def frame(self) -> tuple[int, Any]:
-        """The next frame; ("eof", None) when the broker closed the socket."""
+        """The next frame; (-1, None) when the broker closed the socket (with a FIN, or with an RST as RabbitMQ
+        does after some errors)."""
         from pamqp import frame
 
         while True:
@@ -141,7 +152,10 @@ class RawAmqp:
                 else:
                     self.buf = self.buf[used:]
                     return channel, value
-            data = self.sock.recv(65536)
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
             if not data:
                 return -1, None
             self.buf += data

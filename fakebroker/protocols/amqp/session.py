@@ -50,6 +50,7 @@ from .codec import (
     HeaderMismatch,
     HeartbeatFrame,
     MethodFrame,
+    UndecodableMethod,
     UnknownMethod,
     encode_content,
     encode_method,
@@ -163,6 +164,11 @@ class AmqpSession(Session):
         self._process()
 
     def _process(self) -> None:
+        while self._read_frames():
+            pass
+
+    def _read_frames(self) -> bool:
+        """Handle the frames read so far; True to go on reading after an error that leaves the connection up."""
         try:
             # A blocked connection that published is not read any further until the alarm clears.
             while self.state == "open" and not self._held:
@@ -170,8 +176,14 @@ class AmqpSession(Session):
                 if self.phase == "header" and self.reader.header_seen:
                     self.start()
                 if frame is None:
-                    return
+                    return False
                 self._frame(frame)
+        except UndecodableMethod as exc:
+            if self.phase not in ("running", "closing"):
+                self.request_close(exc.text)  # in the handshake, as any other error there: a silent close
+                return False
+            self._undecodable(exc)
+            return True  # the client's close-ok may be in the buffer already
         except HeaderMismatch:
             # rabbit_reader: refuse with the header of the protocol it does speak, then close.
             self._write(PROTOCOL_HEADER)
@@ -190,6 +202,24 @@ class AmqpSession(Session):
             self._connection_error(exc.error, *method_ids(exc.method))
         except ConnectionLevelError as exc:
             self._connection_error(exc, 0, 0)
+        return False
+
+    def _undecodable(self, exc: UndecodableMethod) -> None:
+        """A method frame whose arguments do not fill its payload exactly, as ``rabbit_reader`` answers one."""
+        if self.phase == "closing":
+            return  # the reader drops what arrives on channels while it closes, undecoded
+        if exc.channel == 0:
+            # Channel 0's methods are decoded by the reader itself, which reports any failure as an internal
+            # error with no explanation.
+            self._connection_error(_InternalError(""), 0, 0)
+            return
+        ch = self.channels.get(exc.channel)
+        if ch is not None and ch.state == "open" and ch.content is not None:
+            # Expecting a content header or body: the frame type is wrong before its arguments matter.
+            error = self._content_interrupted(ch.content)
+            self._connection_error(error.error, *method_ids(error.method))
+            return
+        self._connection_error(_FrameError(exc.text), exc.class_id, exc.method_id)
 
     def _write(self, data: bytes) -> None:
         self._sent = True
@@ -419,8 +449,7 @@ class AmqpSession(Session):
         assert pending is not None
         if pending.properties is None:
             if not isinstance(frame, HeaderFrame):
-                raise _HardError(UnexpectedFrame(
-                    "expected content header for class 60, got non content header frame instead"), pending.method)
+                raise self._content_interrupted(pending)
             if frame.class_id != 60:
                 raise _HardError(UnexpectedFrame(
                     f"expected content header for class 60, got one for class {frame.class_id} instead"),
@@ -439,8 +468,7 @@ class AmqpSession(Session):
             # RabbitMQ waits for exactly the announced size; more than that and it never completes.
             pending.remaining -= len(frame.data)
         else:
-            raise _HardError(UnexpectedFrame("expected content body, got non content body frame instead"),
-                             pending.method)
+            raise self._content_interrupted(pending)
         if pending.remaining == 0:
             ch.content = None
             body = b"".join(pending.parts)
@@ -450,6 +478,15 @@ class AmqpSession(Session):
                 self._connection_error(exc, 60, 40)
             except AmqpError as exc:
                 self._channel_error(ch, exc, 60, 40)
+
+    @staticmethod
+    def _content_interrupted(pending: _Publish) -> _HardError:
+        """rabbit_command_assembler's error for a frame of the wrong type where a content header or body is due."""
+        if pending.properties is None:
+            return _HardError(UnexpectedFrame(
+                "expected content header for class 60, got non content header frame instead"), pending.method)
+        return _HardError(UnexpectedFrame("expected content body, got non content body frame instead"),
+                          pending.method)
 
     def _channel_method(self, ch: _AmqpChannel, m: Method) -> None:
         handler = _HANDLERS.get(type(m))
@@ -878,6 +915,28 @@ class _HardError(Exception):
 class _Forced(ConnectionLevelError):
     code = 320
     name = "CONNECTION_FORCED"
+
+
+class _FrameError(ConnectionLevelError):
+    """501 with the codec's complete text (``FRAME_ERROR - cannot decode <<...>>``)."""
+
+    code = 501
+    name = "FRAME_ERROR"
+
+    @property
+    def text(self) -> str:
+        return self.explanation
+
+
+class _InternalError(ConnectionLevelError):
+    """541 as ``rabbit_reader`` sends it for a channel-0 method it cannot decode: no explanation."""
+
+    code = 541
+    name = "INTERNAL_ERROR"
+
+    @property
+    def text(self) -> str:
+        return self.name
 
 
 def _command_invalid(text: str) -> ConnectionLevelError:
