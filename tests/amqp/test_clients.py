@@ -83,6 +83,69 @@ def test_pika_sees_its_connection_in_clients(broker: Any) -> None:
     conn.close()
 
 
+def _rpc(broker: Any, **server_publish: Any) -> tuple[pika.BlockingConnection, list[bytes], Any]:
+    """A requester (connection name "requester") consuming direct reply-to, a request in queue "rpc", and a
+    server (connection "server") that answers it with ``server_publish``; returns the requester's connection,
+    the bodies it got, and the reply-to address."""
+    params = pika.URLParameters(broker.amqp_url)
+    params.client_properties = {"connection_name": "requester"}
+    requester = pika.BlockingConnection(params)
+    answers: list[bytes] = []
+    ch = requester.channel()
+    ch.queue_declare("rpc")
+    ch.basic_consume("amq.rabbitmq.reply-to", lambda c, m, p, body: answers.append(body), auto_ack=True)
+    ch.basic_publish("", "rpc", b"ask", pika.BasicProperties(reply_to="amq.rabbitmq.reply-to"))
+    server = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
+    sch = server.channel()
+    _, props, _ = sch.basic_get("rpc", auto_ack=True)
+    sch.basic_publish("", props.reply_to, b"answer", pika.BasicProperties(correlation_id="c1"), **server_publish)
+    server.close()
+    return requester, answers, props.reply_to
+
+
+def test_a_direct_reply_is_in_the_message_log_with_its_delivery(broker: Any) -> None:
+    requester, answers, address = _rpc(broker)
+    eventually(lambda: requester.process_data_events(time_limit=0) or answers == [b"answer"])
+    (reply,) = broker.messages.filter(routing_key=address)
+    assert address.startswith("amq.rabbitmq.reply-to.")
+    assert (reply.protocol, reply.exchange, reply.body, reply.properties["correlation_id"]) == (
+        "amqp", "", b"answer", "c1")
+    assert reply.routed and reply.queues == ("amq.rabbitmq.reply-to",)
+    (delivery,) = reply.deliveries
+    assert delivery == ("amq.rabbitmq.reply-to", "requester") and delivery.outcome == "auto"
+    assert list(broker.messages.filter(queue="amq.rabbitmq.reply-to", delivered_to="requester")) == [reply]
+    broker.assert_published(routing_key=address, payload=b"answer", delivered_to="requester")
+    (request,) = broker.messages.filter(routing_key="rpc")
+    assert request.properties["reply_to"] == address  # the address the broker filled in
+    requester.close()
+
+
+def test_a_direct_reply_nobody_consumes_is_logged_unrouted(broker: Any) -> None:
+    requester, answers, address = _rpc(broker)
+    requester.close()
+    eventually(lambda: not broker.clients)
+    server = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
+    server.channel().basic_publish("", address, b"too late")
+    server.close()
+    (late,) = broker.wait_for_messages(1, payload=b"too late")
+    assert (late.routing_key, late.routed, late.deliveries) == (address, False, [])
+
+
+def test_message_faults_apply_to_direct_replies(broker: Any) -> None:
+    broker.delay_next(1, 5.0, payload=b"answer")
+    requester, answers, address = _rpc(broker)
+    eventually(lambda: bool(broker.messages.filter(routing_key=address)))  # logged, pending: not routed yet
+    (reply,) = broker.messages.filter(routing_key=address)
+    assert (reply.fault, reply.pending, reply.deliveries) == ("delayed", True, [])
+    requester.process_data_events(time_limit=0.1)
+    assert answers == []
+    broker.clock.advance(5)
+    eventually(lambda: requester.process_data_events(time_limit=0) or answers == [b"answer"])
+    (reply,) = broker.messages.filter(routing_key=address)
+    assert reply.routed and reply.deliveries == [("amq.rabbitmq.reply-to", "requester")]
+    requester.close()
+
+
 def test_pika_channel_error_closes_only_that_channel(broker: Any) -> None:
     conn = blocking(broker)
     ch = conn.channel()

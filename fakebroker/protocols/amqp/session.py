@@ -32,7 +32,7 @@ from ...errors import (
     PreconditionFailed,
     UnexpectedFrame,
 )
-from ...model import Channel, Delivery, Message, VHost
+from ...model import Channel, Delivery, LoggedMessage, Message, VHost
 from ...model.arguments import amqp_type
 from ...model.message import parse_expiration
 from ..base import ConnectionInfo, Session, SessionHost
@@ -717,21 +717,47 @@ class AmqpSession(Session):
             self._method(ch.number, c.Basic.Nack(ch.publish_seq) if refused else c.Basic.Ack(ch.publish_seq))
 
     def _reply(self, ch: _AmqpChannel, m: c.Basic.Publish, message: Message) -> None:
-        found = self.host.state(ReplyRegistry).consumers.get(m.routing_key)
-        if found is not None:
-            session, target = found
-            if target.reply_consumer is not None and not session.close_requested:
-                tag = target.model.next_delivery_tag()  # the reply uses the channel's delivery tag sequence
-                session._write(encode_content(
-                    target.number,
-                    c.Basic.Deliver(target.reply_consumer, tag, False, "", m.routing_key),
-                    message.body, message.properties, session.frame_max, message.wire))
-        elif m.mandatory:
+        """A publish to ``amq.rabbitmq.reply-to.<key>`` on the default exchange: logged like any publish (so
+        message faults apply to it), and delivered straight to the requester's reply consumer."""
+        assert self.vhost is not None
+        logged = self.model.publish_message(message, protocol="amqp", vhost=self.vhost, client_id=self.client_id,
+                                            queues=[])
+        if logged.fault is None:
+            delivered = self._deliver_reply(message, logged)
+        else:
+            # A dropped reply is lost inside the broker, as any dropped publish; a delayed one is delivered once
+            # the model routes it (to no queue: its address is not one).
+            delivered = True
+            if logged.fault == "delayed":
+                def routed(entry: LoggedMessage) -> None:
+                    if entry is logged:
+                        remove()
+                        self._deliver_reply(message, logged)
+
+                remove = self.model.on("route", routed)
+        if not delivered and m.mandatory:
             self._write(encode_content(ch.number, unchecked(c.Basic.Return, 312, "NO_ROUTE", "", m.routing_key),
                                        message.body, message.properties, self.frame_max, message.wire))
         if ch.confirm:
             ch.publish_seq += 1
             self._method(ch.number, c.Basic.Ack(ch.publish_seq))
+
+    def _deliver_reply(self, message: Message, logged: LoggedMessage) -> bool:
+        """basic.deliver of a direct reply to the consumer of its address, recorded on its log entry as a
+        no-ack delivery through ``amq.rabbitmq.reply-to``; False when nobody consumes that address."""
+        found = self.host.state(ReplyRegistry).consumers.get(message.routing_key)
+        if found is None:
+            return False
+        session, target = found
+        if target.reply_consumer is None or session.close_requested:
+            return False
+        tag = target.model.next_delivery_tag()  # the reply uses the channel's delivery tag sequence
+        logged.queues = (REPLY_TO,)
+        self.model.record_delivery(message, REPLY_TO, session.client_id, no_ack=True)
+        session._write(encode_content(
+            target.number, c.Basic.Deliver(target.reply_consumer, tag, False, "", message.routing_key),
+            message.body, message.properties, session.frame_max, message.wire))
+        return True
 
     def _deliver(self, ch: _AmqpChannel, d: Delivery) -> None:
         data = encode_content(ch.number, c.Basic.Deliver(d.consumer_tag or "", d.delivery_tag, d.redelivered,
