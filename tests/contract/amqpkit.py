@@ -189,8 +189,8 @@ class FakeAlarmBackend(FakeBackend):
     """The fake side of the alarm scenarios (the real side is ``privatenode.PrivateRabbitBackend``): the
     node-wide alarm is ``broker.block()``."""
 
-    def alarm(self) -> None:
-        self.broker.block()
+    def alarm(self, resource: str = "memory") -> None:
+        self.broker.block(reason=f"low on {resource}")
 
     def clear_alarm(self) -> None:
         self.broker.unblock()

@@ -141,8 +141,10 @@ class PrivateNode:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-MEMORY_ALARM_ON = ("lists:any(fun({{resource_limit, memory, _}, _}) -> true; (_) -> false end, "
-                   "rabbit_alarm:get_alarms()).")
+def alarm_on(resource: str) -> str:
+    """An expression for ``rabbitmqctl eval``: true once ``rabbit_alarm`` lists the resource's alarm."""
+    return (f"lists:any(fun({{{{resource_limit, {resource}, _}}, _}}) -> true; (_) -> false end, "
+            "rabbit_alarm:get_alarms()).")
 
 
 class PrivateRabbitBackend:
@@ -158,7 +160,7 @@ class PrivateRabbitBackend:
         self.vhost = "/"
         self.prefix = f"ct{os.urandom(4).hex()}"  # queue names of this test: the node outlives it
         self._owned: list[object] = []
-        self._restore: list[str] | None = None
+        self._restore: list[list[str]] = []  # rabbitmqctl commands that undo the alarms raised
 
     @property
     def amqp_address(self) -> tuple[str, int]:
@@ -167,21 +169,26 @@ class PrivateRabbitBackend:
     def cid(self, label: str) -> str:
         return f"{self.prefix}-{label}"
 
-    def alarm(self) -> None:
-        """``rabbitmqctl set_vm_memory_high_watermark 0``: a memory alarm, in force on every connection once
-        this returns (the alarm handler notifies the connections before it lists the alarm)."""
-        self._restore = self.node.memory_watermark()
-        self.node.ctl("set_vm_memory_high_watermark", "0")
+    def alarm(self, resource: str = "memory") -> None:
+        """A resource alarm, in force on every connection once this returns (the alarm handler notifies the
+        connections before it lists the alarm): ``rabbitmqctl set_vm_memory_high_watermark 0`` for memory,
+        ``set_disk_free_limit`` far above the free space for disk."""
+        if resource == "memory":
+            self._restore.append(["set_vm_memory_high_watermark", *self.node.memory_watermark()])
+            self.node.ctl("set_vm_memory_high_watermark", "0")
+        else:
+            self._restore.append(["set_disk_free_limit",
+                                  self.node.ctl("eval", "rabbit_disk_monitor:get_disk_free_limit().")])
+            self.node.ctl("set_disk_free_limit", "1000000GB")
         deadline = time.monotonic() + CTL_TIMEOUT
-        while self.node.ctl("eval", MEMORY_ALARM_ON) != "true":
-            assert time.monotonic() < deadline, "the memory alarm did not go off"
+        while self.node.ctl("eval", alarm_on(resource)) != "true":
+            assert time.monotonic() < deadline, f"the {resource} alarm did not go off"
             time.sleep(0.05)
 
     def clear_alarm(self) -> None:
-        """The watermark as it was before :meth:`alarm`: the alarm clears."""
-        if self._restore is not None:
-            self.node.ctl("set_vm_memory_high_watermark", *self._restore)
-            self._restore = None
+        """The watermark or disk limit as it was before :meth:`alarm`: the alarm clears."""
+        while self._restore:
+            self.node.ctl(*self._restore.pop())
 
     def connection_states(self) -> list[str]:
         """``rabbitmqctl list_connections state``, sorted: running, blocking or blocked."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pika
+import pytest
 from amqpkit import Collector, RawAmqp, connect, pump
 from kit.wait import wait_until
 from pamqp import frame
@@ -108,7 +109,8 @@ def _get_wait(raw: RawAmqp, queue: str) -> bytes:
     return wait_until(get, what=f"a message in {queue}")  # type: ignore[no-any-return]
 
 
-def test_the_frames_of_a_blocked_connection(alarm_backend: Any) -> None:
+@pytest.mark.parametrize("resource", ["memory", "disk"])
+def test_the_frames_of_a_blocked_connection(alarm_backend: Any, resource: str) -> None:
     backend = alarm_backend
     queue = backend.cid("q")
     raw = RawAmqp(backend, capabilities={"connection.blocked": True})
@@ -117,11 +119,11 @@ def test_the_frames_of_a_blocked_connection(alarm_backend: Any) -> None:
     raw.expect(c.Channel.OpenOk)
     raw.send(1, c.Queue.Declare(queue=queue))
     raw.expect(c.Queue.DeclareOk)
-    backend.alarm()
+    backend.alarm(resource)
     _publish(raw, queue, b"held")
     raw.send(1, c.Queue.Declare(queue=queue, passive=True))
     blocked = raw.expect(c.Connection.Blocked)
-    assert blocked.reason == "low on memory"
+    assert blocked.reason == f"low on {resource}"  # the disk alarm's text: "low on disk"
     assert raw.frames_within(backend.quiet) == []  # the declare behind the publish is not read
     backend.clear_alarm()
     raw.expect(c.Connection.Unblocked)
