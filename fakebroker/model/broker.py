@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,31 +22,51 @@ FaultOutcome = Literal["dropped", "delayed"]
 EVENTS = ("publish", "route", "deliver", "connect", "disconnect", "client", "queue_deleted", "dropped")
 
 
-class DeliveryRecord(tuple[str, "str | None"]):
+class DeliveryRecord:
     """One delivery of a logged message: compares as ``(queue, client_id)``, and also says whether it was a
     redelivery and how it was settled: ``outcome`` is None while unacknowledged, ``"auto"`` for a no-ack
-    delivery, ``"ack"``, ``"requeue"`` or ``"reject"``."""
+    delivery, ``"ack"``, ``"requeue"`` or ``"reject"``.
 
-    redelivered: bool
-    outcome: str | None
+    It behaves as that pair (equality, hashing, unpacking, indexing) without being a tuple: a tuple subclass
+    carries an instance dictionary for the two extra fields, which costs on every delivery.
+    """
 
-    def __new__(cls, queue: str, client_id: str | None, redelivered: bool = False,
-                outcome: str | None = None) -> DeliveryRecord:
-        record = super().__new__(cls, (queue, client_id))
-        record.redelivered = redelivered
-        record.outcome = outcome
-        return record
+    __slots__ = ("queue", "client_id", "redelivered", "outcome")
 
-    @property
-    def queue(self) -> str:
-        return self[0]
+    def __init__(self, queue: str, client_id: str | None, redelivered: bool = False,
+                 outcome: str | None = None) -> None:
+        self.queue = queue
+        self.client_id = client_id
+        self.redelivered = redelivered
+        self.outcome = outcome
 
-    @property
-    def client_id(self) -> str | None:
-        return self[1]
+    def _pair(self) -> tuple[str, str | None]:
+        return (self.queue, self.client_id)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, DeliveryRecord):
+            return self._pair() == other._pair()
+        if isinstance(other, tuple):
+            return self._pair() == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._pair())
+
+    def __iter__(self) -> Iterator[str | None]:
+        return iter(self._pair())
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> str | None:
+        return self._pair()[index]
+
+    def __repr__(self) -> str:
+        return repr(self._pair())
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class LoggedMessage:
     """One accepted publish, as the message log keeps it."""
 
@@ -119,7 +139,9 @@ class Broker:
         self.vhosts: dict[str, VHost] = {}
         for name in vhosts:
             self.add_vhost(name)
-        self.log: list[LoggedMessage] = []
+        # A bounded deque forgets the oldest entry in O(1): trimming a list from the front moved every pointer
+        # on each publish once the limit was reached.
+        self.log: deque[LoggedMessage] = deque(maxlen=log_limit)
         self.log_limit = log_limit
         self._seq = 0
         self._listeners: dict[str, list[Callable[..., Any]]] = defaultdict(list)
@@ -215,8 +237,6 @@ class Broker:
         )
         message.log_id = self._seq
         self.log.append(logged)
-        if self.log_limit is not None and len(self.log) > self.log_limit:
-            del self.log[: len(self.log) - self.log_limit]
         if self._listeners.get("publish"):  # emit() guarded inline: this is the hot path
             self.emit("publish", logged)
         action = self._publish_fault(logged) if self.publish_hooks else None

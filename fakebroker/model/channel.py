@@ -93,7 +93,19 @@ class Channel:
 
     # -- settling -------------------------------------------------------------------------------
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        self._settle(delivery_tag, multiple, "ack")
+        if multiple:
+            self._settle(delivery_tag, multiple, "ack")
+            return
+        # One tag, as every MQTT PUBACK and most AMQP acks: settled without the lists of take().
+        entry = self._unacked.pop(delivery_tag, None)
+        if entry is None:
+            raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
+        qm, queue, consumer, record = entry
+        if record is not None:
+            record.outcome = "ack"
+        queue.settle(qm, consumer, "ack")
+        if self.global_prefetch:
+            self.wake_consumers()
 
     def nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
         self._settle(delivery_tag, multiple, "requeue" if requeue else "reject")

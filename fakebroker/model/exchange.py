@@ -10,6 +10,7 @@ from .message import Message
 from .topic import TopicTrie
 
 EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers")
+_ROUTE_CACHE_SIZE = 4096
 X_MATCH_MODES = ("all", "any", "all-with-x", "any-with-x")
 
 
@@ -68,11 +69,32 @@ class Exchange:
     def __post_init__(self) -> None:
         self._direct: dict[str, dict[Destination, int]] = {}
         self._trie: TopicTrie[Destination] = TopicTrie()
+        # Routing results by routing key while the bindings stay the same: devices publish to the same few
+        # topics over and over, and matching is most of a publish's cost in the model. Headers exchanges
+        # route on the message's headers, so they are not cached.
+        self._routes: dict[str | None, tuple[Destination, ...]] = {}
+        self._cacheable = self.type in ("direct", "topic", "fanout")
+
+    def route_key(self, routing_key: str) -> tuple[Destination, ...]:
+        """The destinations of a direct, topic or fanout exchange for ``routing_key``, queues sorted by name
+        first (cached until a binding changes)."""
+        key = None if self.type == "fanout" else routing_key
+        found = self._routes.get(key)
+        if found is None:
+            if len(self._routes) >= _ROUTE_CACHE_SIZE:
+                self._routes.clear()  # many distinct keys (one per device, say): start over rather than grow
+            targets = self.route(Message(self.name, routing_key, b""))
+            found = self._routes[key] = (
+                *sorted(t for t in targets if isinstance(t, str)),
+                *sorted((t for t in targets if not isinstance(t, str)), key=lambda t: t.name),
+            )
+        return found
 
     def add_binding(self, binding: Binding) -> bool:
         if binding in self.bindings:
             return False
         self.bindings[binding] = None
+        self._routes.clear()
         if self.type == "direct":
             dests = self._direct.setdefault(binding.routing_key, {})
             target = binding.target
@@ -85,6 +107,7 @@ class Exchange:
         if binding not in self.bindings:
             return False
         del self.bindings[binding]
+        self._routes.clear()
         if self.type == "direct":
             dests = self._direct[binding.routing_key]
             target = binding.target

@@ -281,9 +281,15 @@ class VHost:
         exchange = self.exchange(message.exchange)
         if exchange.name == "":
             return [message.routing_key] if message.routing_key in self.queues else []
-        first = exchange.route(message)
-        if exchange.alternate is None and not any(isinstance(d, ExchangeRef) for d in first):
-            return sorted(first)  # type: ignore[arg-type]  # only queue names: the common, fast case
+        if exchange._cacheable:
+            cached = exchange.route_key(message.routing_key)
+            if (not cached or not isinstance(cached[-1], ExchangeRef)) and (cached or exchange.alternate is None):
+                return list(cached)  # type: ignore[arg-type]  # only queue names: the common, fast case
+            first: set[Any] = set(cached)
+        else:
+            first = exchange.route(message)
+            if exchange.alternate is None and not any(isinstance(d, ExchangeRef) for d in first):
+                return sorted(first)  # type: ignore[arg-type]
         queues: set[str] = set()
         seen = {exchange.name}
         work: list[tuple[Exchange, set[Any]]] = [(exchange, first)]

@@ -27,7 +27,7 @@ class ConnectionSummary:
     @classmethod
     def of(cls, conn: Connection) -> ConnectionSummary:
         session = conn.session
-        return cls(conn.id, conn.protocol, (conn.peer[0], conn.peer[1]), session.client_id, session.user)
+        return cls(conn.id, conn.protocol, conn.peer, session.client_id, session.user)
 
     def refresh(self, conn: Connection) -> None:
         """Take the identity the client gave after it connected."""
@@ -150,7 +150,7 @@ def traffic_report(node: Node, journal: Journal, messages: int = 50) -> str:
         lines.append("  (none)")
 
     log = node.model.log
-    recent = log[-messages:] if messages > 0 else []
+    recent = list(log)[-messages:] if messages > 0 else []
     lines.append(f"messages (last {len(recent)} of {len(log)}):" if len(recent) < len(log) else
                  f"messages ({len(log)}):")
     if not log:

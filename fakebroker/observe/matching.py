@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..model.broker import LoggedMessage
+from ..model.broker import DeliveryRecord, LoggedMessage
 from ..protocols import criteria as protocol_criteria
 
 if TYPE_CHECKING:
@@ -115,13 +115,12 @@ def format_criteria(criteria: Mapping[str, Any]) -> str:
 _OUTCOMES = {None: "unacked", "auto": "no-ack", "ack": "acked", "requeue": "requeued", "reject": "rejected"}
 
 
-def _delivery(d: tuple[str, str | None]) -> str:
-    queue, client_id = d
-    notes = [f"via {queue}"]
-    if getattr(d, "redelivered", False):
+def _delivery(d: DeliveryRecord) -> str:
+    notes = [f"via {d.queue}"]
+    if d.redelivered:
         notes.append("REDELIVERED")
-    notes.append(_OUTCOMES.get(getattr(d, "outcome", "auto"), "?"))
-    return f"{client_id or '?'} ({', '.join(notes)})"
+    notes.append(_OUTCOMES.get(d.outcome, "?"))
+    return f"{d.client_id or '?'} ({', '.join(notes)})"
 
 
 def describe(m: LoggedMessage) -> str:

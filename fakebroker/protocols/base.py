@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -43,7 +44,10 @@ class ProtocolError(Exception):
         self.reply = reply
 
 
-@dataclass
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})  # one empty mapping for every plain TCP connection
+
+
+@dataclass(slots=True)
 class ConnectionInfo:
     """What the runtime knows about the transport; handed to the session when it is created."""
 
@@ -51,7 +55,7 @@ class ConnectionInfo:
     local: tuple[str, int]
     transport: Transport = "tcp"
     # Filled for HTTP-upgraded connections: the request's headers, lower-cased names.
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS)
 
 
 class SessionHost(Protocol):
@@ -111,16 +115,24 @@ class ProtocolStates:
         return list(self._states.values())
 
 
+def _no_wakeup() -> None:
+    pass
+
+
 class Session:
     """Base class of protocol sessions. Subclasses implement ``_on_data`` and ``_on_connection_lost``."""
 
     protocol: str = "?"
+    # Slots keep an idle connection small (an instance dictionary and a closure per session were about
+    # 0.5 KiB); "__dict__" keeps other attributes possible for subclasses and wrappers.
+    __slots__ = ("__dict__", "__weakref__", "_established", "_out", "_state", "abort_transport", "client_id",
+                 "close_reason", "info", "output_limit", "user", "wakeup")
 
     def __init__(self, info: ConnectionInfo) -> None:
         self.info = info
         self._out = bytearray()
         self._state: SessionState = "open"
-        self.wakeup: Callable[[], None] = lambda: None
+        self.wakeup: Callable[[], None] = _no_wakeup
         # Replaced by the runtime: drop this connection without a protocol goodbye (takeover, faults).
         self.abort_transport: Callable[[], None] = self._abort_without_transport
         self.client_id: str | None = None
@@ -131,9 +143,11 @@ class Session:
         #: Bytes of output past which the client counts as not reading (:attr:`output_full`); set by the
         #: runtime from the broker's ``output_buffer_limit`` option. None: no limit.
         self.output_limit: int | None = None
-        #: Bytes written by this session and not yet taken by the socket. A wrapping transport (WebSocket)
-        #: replaces it so that the session inside sees the bytes waiting below it.
-        self.output_backlog: Callable[[], int] = lambda: len(self._out)
+
+    def output_backlog(self) -> int:
+        """Bytes written by this session and not yet taken by the socket. A wrapping transport (WebSocket)
+        replaces it on the instance so that the session inside sees the bytes waiting below it."""
+        return len(self._out)
 
     # -- runtime-facing API ---------------------------------------------------------------------
     @property

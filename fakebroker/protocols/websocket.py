@@ -207,7 +207,7 @@ class WebSocketSession(Session):
         inner.wakeup = self._inner_wakeup
         inner.abort_transport = lambda: self.abort_transport()
         inner.output_limit = self.output_limit
-        inner.output_backlog = lambda: len(self._out) + len(inner._out)
+        inner.output_backlog = lambda: len(self._out) + len(inner._out)  # type: ignore[method-assign]
         self.protocol = inner.protocol
         self.inner = inner
         if inner.has_output:

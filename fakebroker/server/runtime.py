@@ -34,6 +34,8 @@ WRITE_SLICE = 256 * 1024
 ACCEPT_BACKOFF_MIN = 0.01
 ACCEPT_BACKOFF_MAX = 0.5
 #: accept() errors about the one connection being accepted (it was reset meanwhile), not about the broker.
+_ACCEPTED = object()
+_FULL = object()
 _TRANSIENT_ACCEPT_ERRORS = frozenset(
     code for code in (getattr(errno, n, None) for n in ("ECONNABORTED", "EPROTO", "ECONNRESET", "EINTR", "EAGAIN"))
     if code is not None
@@ -361,6 +363,7 @@ class Runtime:
         self._handshake_timer: TimerHandle | None = None
         self._read_buffer = memoryview(bytearray(65536))  # the protocol path's reads, one at a time
         self.on_connect: Callable[[Connection], None] = lambda c: None
+        self._local_addresses: dict[str, tuple[str, int]] = {}
         self.accept_failures = 0  # failed accept() calls (e.g. out of file descriptors) since the start
         self.on_disconnect: Callable[[Connection], None] = lambda c: None
 
@@ -420,10 +423,13 @@ class Runtime:
         logged once, retried after a back-off that grows to :data:`ACCEPT_BACKOFF_MAX`, and every existing
         connection keeps working meanwhile."""
         assert self._tg is not None
-        failures = 0
         slots = self._slots.get(name)
         loop = self._loop
         raw: socket.socket = listener.extra(anyio.abc.SocketAttribute.raw_socket)
+        if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+            await self._accept_when_ready(loop, name, raw, slots)
+            return
+        failures = 0
         while True:
             if slots is not None:
                 try:
@@ -444,22 +450,108 @@ class Runtime:
                 if exc.errno in _TRANSIENT_ACCEPT_ERRORS:
                     continue  # that one connection is gone already; nothing is short
                 failures += 1
-                delay = min(ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN * 2 ** min(failures - 1, 16))
-                if failures == 1:
-                    logger.warning("fakebroker: %s listener cannot accept a connection (%s); retrying every "
-                                   "%.2g s or less until it can; existing connections are not affected",
-                                   name, exc, ACCEPT_BACKOFF_MAX)
-                self.accept_failures += 1
-                await anyio.sleep(delay)
+                await anyio.sleep(self._accept_failed(name, exc, failures))
                 continue
             if failures:
-                logger.warning("fakebroker: %s listener accepts connections again after %d failed attempts",
-                               name, failures)
+                self._accept_recovered(name, failures)
                 failures = 0
             if loop is not None:
                 await self._accept_protocol(loop, name, sock, slots)
             else:
                 self._tg.start_soon(self._run_task_connection, name, stream, slots)
+
+    def _accept_failed(self, name: str, exc: OSError, failures: int) -> float:
+        """Count and (the first time) log a failed accept; the back-off before the next attempt."""
+        if failures == 1:
+            logger.warning("fakebroker: %s listener cannot accept a connection (%s); retrying every "
+                           "%.2g s or less until it can; existing connections are not affected",
+                           name, exc, ACCEPT_BACKOFF_MAX)
+        self.accept_failures += 1
+        return float(min(ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN * 2 ** min(failures - 1, 16)))
+
+    def _accept_recovered(self, name: str, failures: int) -> None:
+        logger.warning("fakebroker: %s listener accepts connections again after %d failed attempts", name, failures)
+
+    async def _accept_when_ready(self, loop: asyncio.selector_events.BaseSelectorEventLoop, name: str,
+                                 raw: socket.socket, slots: anyio.Semaphore | None) -> None:
+        """Accepting on asyncio's selector loops: the listening socket stays registered with the selector, and
+        each time it is readable the pending connections are accepted and their transports made right there, as
+        asyncio's own server does, without its task per connection. ``loop.sock_accept`` cost a future and
+        two selector changes per connection, ``connect_accepted_socket`` a coroutine and a loop turn."""
+        fd = raw.fileno()
+        failures = 0
+        while True:
+            wake: asyncio.Future[OSError | None] = loop.create_future()
+
+            def readable(wake: asyncio.Future[OSError | None] = wake) -> None:
+                nonlocal failures
+                outcome = self._accept_pending(loop, name, raw, slots)
+                if outcome is _ACCEPTED:
+                    if failures:
+                        self._accept_recovered(name, failures)
+                        failures = 0
+                elif outcome is not None and not wake.done():
+                    loop.remove_reader(fd)  # full or failing: nothing more until the wait below is over
+                    wake.set_result(outcome if isinstance(outcome, OSError) else None)
+
+            loop.add_reader(fd, readable)
+            try:
+                error = await wake
+            finally:
+                loop.remove_reader(fd)
+            if error is None:
+                # At max_connections the listener stops accepting; new clients wait in the TCP backlog.
+                assert slots is not None
+                await slots.acquire()
+                slots.release()
+            else:
+                failures += 1
+                await anyio.sleep(self._accept_failed(name, error, failures))
+
+    def _accept_pending(self, loop: asyncio.selector_events.BaseSelectorEventLoop, name: str, raw: socket.socket,
+                        slots: anyio.Semaphore | None) -> object:
+        """Accept and set up the connections waiting on ``raw`` (at most 64, then other work gets a turn).
+        Returns None when none is left, :data:`_ACCEPTED` after at least one, :data:`_FULL` at
+        ``max_connections``, or the error of a failed accept()."""
+        outcome: object = None
+        for _ in range(64):
+            if slots is not None:
+                try:
+                    slots.acquire_nowait()
+                except anyio.WouldBlock:
+                    return _FULL
+            try:
+                sock, peer = raw.accept()
+            except (BlockingIOError, InterruptedError):
+                if slots is not None:
+                    slots.release()
+                return outcome
+            except OSError as exc:
+                if slots is not None:
+                    slots.release()
+                if exc.errno in _TRANSIENT_ACCEPT_ERRORS:
+                    continue  # that one connection is gone already; nothing is short
+                return exc
+            outcome = _ACCEPTED
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                local = sock.getsockname()
+                session = self._session(name, peer, local)
+                conn = _ProtocolConnection(self, next(self._ids), name, session, session.info.peer,
+                                           self.clock.now(), loop, slots)
+                # What asyncio's server does for each connection it accepts (BaseSelectorEventLoop's
+                # _accept_connection2); the transport calls connection_made on the next loop turn.
+                cast(Any, loop)._make_socket_transport(sock, conn, extra={"peername": peer})
+            except Exception as exc:
+                # Typically the peer reset the connection before it was handed over; a session factory's bug
+                # must cost only this connection.
+                if not isinstance(exc, OSError):
+                    logger.exception("fakebroker: cannot start a session on the %s listener", name)
+                sock.close()
+                if slots is not None:
+                    slots.release()
+        return outcome
 
     async def close_listeners(self, keep: Collection[str] = ()) -> None:
         """Close every listening socket but those named in ``keep``; returns once they are closed (a connect()
@@ -542,8 +634,16 @@ class Runtime:
         self.on_disconnect(conn)
 
     def _session(self, listener: str, peer: tuple[str, int], local: tuple[str, int]) -> Session:
-        info = ConnectionInfo(peer=(peer[0], peer[1]), local=(local[0], local[1]))
-        return self._factories[listener](info)
+        # An IPv6 address comes with flow info and scope id: keep (host, port). The local address is the same
+        # for most connections of a listener: one tuple for all of them.
+        if len(peer) != 2:
+            peer = (peer[0], peer[1])
+        known = self._local_addresses.get(listener)
+        if known == local:
+            local = known
+        else:
+            local = self._local_addresses[listener] = (local[0], local[1])
+        return self._factories[listener](ConnectionInfo(peer, local))
 
     # -- the protocol path (asyncio) --------------------------------------------------------------------
     async def _accept_protocol(self, loop: asyncio.AbstractEventLoop, listener: str, sock: socket.socket,

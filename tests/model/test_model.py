@@ -121,6 +121,42 @@ def test_topic_exchange(broker: Broker, vh: VHost) -> None:
     assert broker.publish("amq.topic", "", b"").queues == ("all",)
 
 
+
+def test_routing_follows_binding_changes_between_publishes(broker: Broker, vh: VHost) -> None:
+    # Routes are cached per routing key until a binding of the exchange changes.
+    vh.declare_exchange("f", "fanout")
+    for q in ("a", "b"):
+        vh.declare_queue(q)
+    assert broker.publish("amq.topic", "s.1", b"").queues == ()
+    vh.bind("a", "amq.topic", "s.*")
+    vh.bind("a", "f", "")
+    assert broker.publish("amq.topic", "s.1", b"").queues == ("a",)
+    assert broker.publish("f", "x", b"").queues == ("a",)
+    vh.bind("b", "amq.topic", "#")
+    vh.bind("b", "f", "")
+    assert broker.publish("amq.topic", "s.1", b"").queues == ("a", "b")
+    assert broker.publish("f", "y", b"").queues == ("a", "b")
+    vh.unbind("a", "amq.topic", "s.*")
+    vh.delete_queue("b")
+    assert broker.publish("amq.topic", "s.1", b"").queues == ()
+    assert broker.publish("f", "z", b"").queues == ("a",)
+    # More distinct keys than the cache holds: still routed right, and the cache stays bounded.
+    vh.bind("a", "amq.topic", "k.#")
+    assert all(broker.publish("amq.topic", f"k.{n}", b"").queues == ("a",) for n in range(5000))
+    assert len(vh.exchange("amq.topic")._routes) <= 4096
+
+
+def test_delivery_records_behave_as_queue_client_pairs(broker: Broker, vh: VHost) -> None:
+    vh.declare_queue("q")
+    broker.publish("", "q", b"")
+    Channel(vh, object(), "c").get("q")
+    [record] = broker.log[-1].deliveries
+    queue, client = record
+    assert (queue, client) == ("q", "c") == record and record == ("q", "c") and record != ("q", "d")
+    assert ("q", "c") in broker.log[-1].deliveries and hash(record) == hash(("q", "c"))
+    assert record[0] == "q" and len(record) == 2 and repr(record) == "('q', 'c')"
+    assert not record.redelivered and record.outcome == "auto"  # a get without acknowledgement
+
 HEADERS_BINDINGS: dict[str, dict[str, Any]] = {
     "all-empty": {"x-match": "all"},
     "any-empty": {"x-match": "any"},

@@ -129,7 +129,7 @@ class Connack:
     return_code: int = ConnackCode.ACCEPTED
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs twice as much, once per message
 class Publish:
     """PUBLISH. ``packet_id`` is None exactly when ``qos`` is 0 (the encoder ignores it for QoS 0)."""
 
@@ -142,7 +142,7 @@ class Publish:
     packet_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as Publish: one per QoS 1 message each way
 class Puback:
     packet_type: ClassVar[int] = PacketType.PUBACK
     packet_id: int
@@ -312,20 +312,31 @@ def _encode_connack(p: Connack) -> bytes:
 
 
 def _encode_publish(p: Publish) -> bytes:
-    qos = p.qos
+    return encode_publish(p.topic, p.payload, p.qos, p.retain, p.dup, p.packet_id)
+
+
+_topics: dict[str, bytes] = {}
+
+
+def encode_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = False, dup: bool = False,
+                   packet_id: int | None = None) -> bytes:
+    """A PUBLISH packet, without a :class:`Publish` in between: the broker writes one per delivery."""
     if not 0 <= qos <= 3:
         raise ValueError("qos must fit in 2 bits")
-    topic = p.topic.encode()
-    if len(topic) > 0xFFFF:
-        raise ValueError("topic longer than 65535 bytes")
+    var = _topics.get(topic)
+    if var is None:
+        data = topic.encode()
+        if len(data) > 0xFFFF:
+            raise ValueError("topic longer than 65535 bytes")
+        if len(_topics) >= 4096:
+            _topics.clear()  # a cache of the topics in use, not of every topic ever seen
+        var = _topics[topic] = _U16.pack(len(data)) + data
     if qos:
-        if p.packet_id is None:
+        if packet_id is None:
             raise ValueError("a PUBLISH with qos > 0 needs a packet_id")
-        var = _U16.pack(len(topic)) + topic + _U16.pack(p.packet_id)
-    else:
-        var = _U16.pack(len(topic)) + topic
-    first = 0x30 | (0x08 if p.dup else 0) | (qos << 1) | (1 if p.retain else 0)
-    return _fixed_header(first, len(var) + len(p.payload)) + var + p.payload
+        var += _U16.pack(packet_id)
+    first = 0x30 | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
+    return _fixed_header(first, len(var) + len(payload)) + var + payload
 
 
 def _encode_subscribe(p: Subscribe) -> bytes:
@@ -341,6 +352,11 @@ def _encode_suback(p: Suback) -> bytes:
 def _encode_unsubscribe(p: Unsubscribe) -> bytes:
     body = _U16.pack(p.packet_id) + b"".join(_str(f) for f in p.topics)
     return _fixed_header(0xA2, len(body)) + body
+
+
+def encode_puback(packet_id: int) -> bytes:
+    """A PUBACK packet, without a :class:`Puback` in between."""
+    return b"\x40\x02" + _U16.pack(packet_id)
 
 
 def encode(packet: Packet) -> bytes:
@@ -623,18 +639,28 @@ class MqttDecoder:
         return packet
 
     def _decode_body(self, ptype: int, flags: int, buf: bytearray, pos: int, end: int) -> Packet:
-        if ptype == PacketType.PUBLISH:
-            topic, pos = _read_str(buf, pos, end, "PUBLISH topic")
+        if ptype == 3:  # PUBLISH: _read_str and _read_pid inlined, as the packet every message arrives in
+            stop = pos + 2
+            if stop > end:
+                raise MqttProtocolError("PUBLISH topic truncated")
+            stop += (buf[pos] << 8) | buf[pos + 1]
+            if stop > end:
+                raise MqttProtocolError("PUBLISH topic truncated")
+            try:
+                topic = buf[pos + 2 : stop].decode("utf-8")  # strict: also rejects overlongs and surrogates
+            except UnicodeDecodeError:
+                raise MqttProtocolError("PUBLISH topic is not valid UTF-8") from None
             if not topic:
                 raise MqttProtocolError("PUBLISH with an empty topic")
+            if "\x00" in topic:
+                raise MqttProtocolError("PUBLISH topic contains U+0000")
             if not self.allow_wildcards_in_publish_topic and ("+" in topic or "#" in topic):
                 raise MqttProtocolError(f"PUBLISH topic {topic!r} contains a wildcard")
-            qos = (flags >> 1) & 3
-            pid = None
-            if qos:
-                pid = _read_pid(buf, pos, end, "PUBLISH")
-                pos += 2
-            return Publish(topic, bytes(buf[pos:end]), qos, bool(flags & 1), bool(flags & 8), pid)
+            pos = stop
+            if not flags & 6:
+                return Publish(topic, bytes(buf[pos:end]), 0, bool(flags & 1), False, None)
+            pid = _read_pid(buf, pos, end, "PUBLISH")
+            return Publish(topic, bytes(buf[pos + 2:end]), (flags >> 1) & 3, bool(flags & 1), bool(flags & 8), pid)
         # Fixed-layout lengths were checked in next_packet.
         pid_cls = _PID_ONLY.get(ptype)
         if pid_cls is not None:

@@ -37,9 +37,35 @@ from .codec import (
     Unsubscribe,
     Will,
     encode,
+    encode_puback,
+    encode_publish,
 )
 from .profile import get_profile, to_amqp, to_mqtt
 from .state import MqttState
+
+_mqtt_topics: dict[str, str] = {}
+_routing_keys: dict[str, str] = {}
+
+
+def _routing_key(topic: str) -> str:
+    # A device publishes to the same few topics over and over: convert each once.
+    key = _routing_keys.get(topic)
+    if key is None:
+        if len(_routing_keys) >= 4096:
+            _routing_keys.clear()
+        key = _routing_keys[topic] = to_amqp(topic)
+    return key
+
+
+def _topic(routing_key: str) -> str:
+    # The routing keys in use are few and each is delivered many times (fan-out): convert each once.
+    topic = _mqtt_topics.get(routing_key)
+    if topic is None:
+        if len(_mqtt_topics) >= 4096:
+            _mqtt_topics.clear()
+        topic = _mqtt_topics[routing_key] = to_mqtt(routing_key)
+    return topic
+
 
 QOS_HEADER = "x-mqtt-publish-qos"
 DUP_HEADER = "x-mqtt-dup"
@@ -271,7 +297,7 @@ class MqttSession(Session):
                 self._send_will = False
                 self.request_close()
             return
-        self._write(Puback(p.packet_id))
+        self.send(encode_puback(p.packet_id))
 
     def _route(self, topic: str, payload: bytes, qos: int, dup: bool, retain: bool,
                protocol: str) -> LoggedMessage:
@@ -280,7 +306,7 @@ class MqttSession(Session):
         if self.profile.publish_headers:
             headers = {QOS_HEADER: qos, DUP_HEADER: dup}
         properties: dict[str, Any] = {"delivery_mode": 2 if qos else 1, "headers": headers}
-        key = to_amqp(topic)
+        key = _routing_key(topic)
         if retain:
             self._retain(to_mqtt(key), payload, qos)
         return self.host.model.publish(
@@ -366,7 +392,7 @@ class MqttSession(Session):
         message, stored_qos = found
         qos = min(granted, stored_qos)
         pid = self._allocate_pid(None) if qos else None
-        self._write(Publish(to_mqtt(message.routing_key), message.body, qos, True, False, pid))
+        self.send(encode_publish(to_mqtt(message.routing_key), message.body, qos, True, False, pid))
 
     def _unsubscribe(self, p: Unsubscribe) -> None:
         assert self.vhost is not None and self.client_id is not None
@@ -401,7 +427,7 @@ class MqttSession(Session):
                 self._write_qos0(d)
             return
         pid = self._allocate_pid(d.delivery_tag)
-        self._write(Publish(to_mqtt(d.routing_key), d.body, 1, False, dup, pid))
+        self.send(encode_publish(_topic(d.routing_key), d.body, 1, False, dup, pid))
 
     def _write_qos0(self, d: Delivery) -> None:
         # At most once: a client this far behind in reading loses QoS 0 messages instead of the broker holding
@@ -410,7 +436,7 @@ class MqttSession(Session):
         if self.output_full:
             self.dropped += 1
             return
-        self._write(Publish(to_mqtt(d.routing_key), d.body, 0, False, False, None))
+        self.send(encode_publish(_topic(d.routing_key), d.body))
 
     def _allocate_pid(self, delivery_tag: int | None) -> int:
         # Packet ids run 1..0xFFFE and wrap back to 1 (``ensure_valid_mqtt_message_id``), skipping ids still

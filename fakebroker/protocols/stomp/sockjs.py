@@ -604,7 +604,8 @@ class WebStompFront(Session):
         delegate.abort_transport = lambda: self.abort_transport()
         delegate.output_limit = self.output_limit
         own = self.output_backlog
-        self.output_backlog = lambda: own() + delegate.output_backlog()  # what waits below counts here too
+        # What waits below counts here too.
+        self.output_backlog = lambda: own() + delegate.output_backlog()  # type: ignore[method-assign]
         head, self._head = bytes(self._head), bytearray()
         delegate.receive_data(head)
         self.wakeup()
