@@ -172,6 +172,21 @@ def test_client_traffic_keeps_the_connection() -> None:
     assert not client.driver.aborted
 
 
+def test_a_blocked_connection_is_not_dropped_for_silence() -> None:
+    # rabbit_reader pauses the heartbeat monitor of a connection it no longer reads (observed on 3.10: a silent
+    # blocked connection with heartbeat 1 s stays, a silent one under the alarm that did not publish goes).
+    client = Client().open(heartbeat=10)
+    session = client.session
+    assert isinstance(session, AmqpSession)
+    session.block("low on memory")
+    client.send(content(1, c.Basic.Publish(exchange="", routing_key="q"), b"held"))
+    client.host.clock.advance(600)
+    assert not client.driver.aborted
+    session.unblock()
+    client.host.clock.advance(30)
+    assert client.driver.aborted
+
+
 def test_no_heartbeat_when_the_client_tunes_it_off() -> None:
     client = Client().open(heartbeat=0)
     client.driver.drain()

@@ -111,7 +111,7 @@ class RawAmqp:
     and byte-level checks. ``call`` sends frames and reads until the answer of the wanted kind arrives."""
 
     def __init__(self, backend: Backend, vhost: str | None = None,
-                 capabilities: dict[str, bool] | None = None) -> None:
+                 capabilities: dict[str, bool] | None = None, heartbeat: int = 0) -> None:
         import socket
 
         from pamqp import commands as c
@@ -126,7 +126,7 @@ class RawAmqp:
         self.send(0, c.Connection.StartOk(client_properties={"capabilities": caps},
                                           mechanism="PLAIN", response="\0guest\0guest"))
         tune = self.expect(c.Connection.Tune)
-        self.send(0, c.Connection.TuneOk(tune.channel_max, tune.frame_max, 0))
+        self.send(0, c.Connection.TuneOk(tune.channel_max, tune.frame_max, heartbeat))
         self.send(0, c.Connection.Open(backend.vhost if vhost is None else vhost))
         self.expect(c.Connection.OpenOk)
 
@@ -177,7 +177,12 @@ class RawAmqp:
         return got
 
     def expect(self, kind: type) -> Any:
+        """The next frame, which must be a ``kind`` (heartbeat frames before it are skipped)."""
+        from pamqp.heartbeat import Heartbeat
+
         channel, value = self.frame()
+        while isinstance(value, Heartbeat) and kind is not Heartbeat:
+            channel, value = self.frame()
         assert isinstance(value, kind), (channel, value)
         return value
 
@@ -194,6 +199,9 @@ class FakeAlarmBackend(FakeBackend):
 
     def clear_alarm(self) -> None:
         self.broker.unblock()
+
+    def advance(self, seconds: float) -> None:
+        self.broker.clock.advance(seconds)
 
     def connection_states(self) -> list[str]:
         """The management API's ``state`` of each AMQP connection, sorted."""

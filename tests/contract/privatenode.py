@@ -190,6 +190,9 @@ class PrivateRabbitBackend:
         while self._restore:
             self.node.ctl(*self._restore.pop())
 
+    def advance(self, seconds: float) -> None:
+        time.sleep(seconds)
+
     def connection_states(self) -> list[str]:
         """``rabbitmqctl list_connections state``, sorted: running, blocking or blocked."""
         return sorted(self.node.ctl("list_connections", "--no-table-headers", "state").split())

@@ -17,6 +17,7 @@ from kit.wait import wait_until
 from pamqp import frame
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
+from pamqp.heartbeat import Heartbeat
 
 
 def _events(conn: pika.BlockingConnection) -> list[str]:
@@ -147,3 +148,21 @@ def test_a_client_without_the_capability_is_paused_without_a_word(alarm_backend:
     backend.clear_alarm()
     raw.expect(c.Queue.DeclareOk)  # the first frame after the alarm: no unblocked
     assert _get_wait(raw, queue) == b"held"
+
+
+def test_a_blocked_connection_is_not_dropped_for_missed_heartbeats(alarm_backend: Any) -> None:
+    """The broker stops reading a blocked connection, so it stops listening for its heartbeats too."""
+    backend = alarm_backend
+    backend.alarm()  # first: the two clients below stay silent, and the alarm takes a while on the real node
+    blocked = RawAmqp(backend, capabilities={"connection.blocked": True}, heartbeat=1)
+    silent = RawAmqp(backend, capabilities={"connection.blocked": True}, heartbeat=1)
+    blocked.send(1, blocked.c.Channel.Open())
+    blocked.expect(blocked.c.Channel.OpenOk)
+    _publish(blocked, backend.cid("q"), b"held")
+    blocked.expect(blocked.c.Connection.Blocked)
+    backend.advance(3.5)  # past two silent heartbeat intervals
+    assert silent.frames_within(backend.quiet)[-1:] == [(-1, None)]  # the broker hung up on it
+    heard = blocked.frames_within(backend.quiet)
+    assert (-1, None) not in heard and all(isinstance(f, Heartbeat) for _, f in heard)
+    backend.clear_alarm()
+    blocked.expect(blocked.c.Connection.Unblocked)

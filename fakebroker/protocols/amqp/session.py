@@ -343,7 +343,8 @@ class AmqpSession(Session):
         # with no connection.close ("missed heartbeats from client, timeout: 60s").
         if self.closed:
             return
-        self._missed = 0 if self._received else self._missed + 1
+        # A blocked connection is not read, so it cannot be heard: rabbit_reader pauses this monitor meanwhile.
+        self._missed = 0 if self._received or self._held else self._missed + 1
         self._received = False
         if self._missed >= 2:
             self.close_reason = f"missed heartbeats from client, timeout: {self.heartbeat}s"
