@@ -14,7 +14,6 @@ import itertools
 import logging
 import select
 import socket
-from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any, NamedTuple, cast
 
@@ -60,8 +59,8 @@ class Connection:
     asyncio backend, :class:`_TaskConnection` (a reader task and a writer task on anyio streams) elsewhere.
     """
 
-    __slots__ = ("__weakref__", "_done", "_ended", "_output_was_full", "_runtime", "_slots", "finished", "id",
-                 "listener", "opened_at", "peer", "raw", "reads", "session", "stalled", "waiting")
+    __slots__ = ("__weakref__", "_done", "_ended", "_output_was_full", "_runtime", "_slots", "finished",
+                 "handshaking", "id", "listener", "opened_at", "peer", "raw", "reads", "session", "stalled", "waiting")
 
     def __init__(self, runtime: Runtime, conn_id: int, listener: str, session: Session, peer: tuple[str, int],
                  opened_at: float, raw: Any, slots: anyio.Semaphore | None) -> None:
@@ -81,6 +80,7 @@ class Connection:
         self._done: anyio.Event | None = None  # made only when someone waits for the end
         self._slots = slots  # the listener's max_connections semaphore, released when the connection ends
         self._output_was_full = False  # the session held deliveries back: tell it when the output drains
+        self.handshaking = False  # waiting for the protocol's opening, under the broker's handshake_timeout
         session.wakeup = self.wake
         session.abort_transport = self.abort
         session.output_limit = runtime.output_limit
@@ -88,6 +88,11 @@ class Connection:
     @property
     def protocol(self) -> str:
         return self.session.protocol
+
+    def _check_handshake(self) -> None:
+        if self.session.established:
+            self.handshaking = False
+            self._runtime._handshakes.pop(self.id, None)
 
     @property
     def client_id(self) -> str | None:
@@ -243,6 +248,8 @@ class _ProtocolConnection(Connection, asyncio.BufferedProtocol):
             self.abort()
             return
         self._receiving = False
+        if self.handshaking:
+            self._check_handshake()
         if data:
             self._flush()
 
@@ -359,7 +366,10 @@ class Runtime:
         self._timer_deadline: float | None = None  # what the timer task sleeps until (None: no timer)
         # Connections still to complete their opening, oldest first, as (deadline, id); one clock timer sweeps
         # them, rather than one timer per connection to schedule and cancel.
-        self._handshakes: deque[tuple[float, int]] = deque()
+        # Connections still in their protocol's opening, oldest first (their deadlines come in the same order).
+        # Each leaves as soon as it is established or gone: an entry kept until its deadline would hold memory
+        # of a connection long closed, and keep the allocator from giving back what a burst of them used.
+        self._handshakes: dict[int, Connection] = {}
         self._handshake_timer: TimerHandle | None = None
         self._read_buffer = memoryview(bytearray(65536))  # the protocol path's reads, one at a time
         self.on_connect: Callable[[Connection], None] = lambda c: None
@@ -595,11 +605,12 @@ class Runtime:
     def _opened(self, conn: Connection) -> None:
         self.connections[conn.id] = conn
         self.on_connect(conn)
-        if self.handshake_timeout is not None and not conn.finished:
-            deadline = self.clock.now() + self.handshake_timeout
-            self._handshakes.append((deadline, conn.id))
+        if self.handshake_timeout is not None and not conn.finished and not conn.session.established:
+            conn.handshaking = True
+            self._handshakes[conn.id] = conn
             if self._handshake_timer is None:
-                self._handshake_timer = self.clock.call_at(deadline + self._sweep_slack(), self._sweep_handshakes)
+                self._handshake_timer = self.clock.call_at(conn.opened_at + self.handshake_timeout +
+                                                           self._sweep_slack(), self._sweep_handshakes)
 
     def _sweep_slack(self) -> float:
         # On the wall clock one sweep takes every connection due within 50 ms, instead of a wake-up for each of
@@ -608,15 +619,22 @@ class Runtime:
 
     def _sweep_handshakes(self) -> None:
         self._handshake_timer = None
-        now, pending, live = self.clock.now(), self._handshakes, self.connections
-        while pending and pending[0][0] <= now:
-            conn = live.get(pending.popleft()[1])
-            if conn is not None:
-                self._handshake_expired(conn)
-        while pending and pending[0][1] not in live:
-            pending.popleft()  # gone already: no need to wake up for it
+        timeout = self.handshake_timeout
+        assert timeout is not None
+        now, pending = self.clock.now(), self._handshakes
+        due = []
+        for conn in pending.values():
+            if conn.opened_at + timeout > now:
+                break
+            due.append(conn)
+        for conn in due:
+            del pending[conn.id]
+            conn.handshaking = False
+            self._handshake_expired(conn)
         if pending:
-            self._handshake_timer = self.clock.call_at(pending[0][0] + self._sweep_slack(), self._sweep_handshakes)
+            first = next(iter(pending.values()))
+            self._handshake_timer = self.clock.call_at(first.opened_at + timeout + self._sweep_slack(),
+                                                       self._sweep_handshakes)
 
     def _ended(self, conn: Connection) -> None:
         """The transport is closed: settle the session, forget the connection, tell the observers."""
@@ -625,6 +643,9 @@ class Runtime:
         conn.finished = True
         _lose(conn)
         self.connections.pop(conn.id, None)
+        if conn.handshaking:
+            conn.handshaking = False
+            self._handshakes.pop(conn.id, None)
         conn._ended = True
         if conn._done is not None:
             conn._done.set()
@@ -735,6 +756,8 @@ class Runtime:
                 logger.exception("fakebroker: session error on connection %s; closing it", conn.id)
                 conn.abort()
                 return
+            if conn.handshaking:
+                conn._check_handshake()
             conn.wake()
             if not data:
                 return

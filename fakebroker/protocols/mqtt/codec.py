@@ -550,6 +550,8 @@ class MqttDecoder:
     Both options are plain attributes, so the session can change them (say, after CONNECT).
     """
 
+    __slots__ = ("_buf", "_pos", "allow_wildcards_in_publish_topic", "max_packet_size")
+
     def __init__(
         self, max_packet_size: int = MAX_REMAINING_LENGTH, *, allow_wildcards_in_publish_topic: bool = False
     ) -> None:
