@@ -4,8 +4,9 @@ publisher of its node, so the alarm scenarios raise it on a node of their own.
 The node is Debian's ``rabbitmq-server`` (the one ``scripts/rabbitmq.sh`` installs), started through the same
 wrappers as the shared node, so it runs as the ``rabbitmq`` user with that user's Erlang cookie, and
 ``rabbitmqctl -n <node>`` reaches it. Everything else is its own: the node name, the AMQP and distribution
-ports (free ones), and a temporary directory holding its configuration (AMQP on 127.0.0.1, no plugins), its
-database, logs and pid file. Booting takes about 4 s.
+ports (free ones below the ephemeral range), and a temporary directory holding its configuration (AMQP on
+127.0.0.1, no plugins), its database, logs and pid file. It is ready once its AMQP port answers with its
+name. Booting takes about 4 s.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from pamqp import frame
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
@@ -40,10 +45,37 @@ def problem() -> str | None:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A free port below the kernel's ephemeral range: the node binds it seconds after this returns, and in
+    between the fakebrokers of other tests, which take ephemeral ports, must not get it."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(10000, max(low, 10001))
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+
+
+def _cluster_name(port: int) -> str | None:
+    """The ``cluster_name`` the AMQP server on ``port`` announces in connection.start, None if none."""
+    with contextlib.suppress(OSError, ValueError, struct.error), \
+            socket.create_connection((HOST, port), timeout=5) as sock:
+        sock.sendall(b"AMQP\x00\x00\x09\x01")
+        data = b""
+        while True:
+            with contextlib.suppress(Exception):  # noqa: BLE001 - an incomplete frame: read on
+                _, _, start = frame.unmarshal(data)
+                name = (start.server_properties or {}).get("cluster_name")
+                return name if isinstance(name, str) else None
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+    return None
 
 
 def _port_open(port: int) -> bool:
@@ -97,12 +129,20 @@ class PrivateNode:
         self._started = True
         started = self._run("rabbitmq-server", "-detached", timeout=CTL_TIMEOUT)
         deadline = time.monotonic() + START_TIMEOUT
-        while not _port_open(self.port):
+        # The port must be open and answered by this node: a port taken meanwhile would have the node fail to
+        # start while something else answers there.
+        while not (_port_open(self.port) and self._answers(self.port)):
             if started.returncode != 0 or time.monotonic() > deadline:
                 raise RuntimeError(f"the private RabbitMQ node {self.name} did not open port {self.port} "
                                    f"(rabbitmq-server: {started.returncode} {started.stderr.strip()}); "
                                    f"log:\n{self.log_tail()}")
             time.sleep(0.1)
+
+    def _answers(self, port: int) -> bool:
+        """Whether the AMQP server on ``port`` is this node: its default ``cluster_name`` is the node's name
+        with the machine's host name."""
+        name = _cluster_name(port)
+        return name is not None and name.split("@")[0] == self.name.split("@")[0]
 
     def ctl(self, *args: str) -> str:
         """``rabbitmqctl -n <node> <args>``; its output, or RuntimeError."""
