@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
-import pika
+import pika  # type: ignore[import-untyped]  # no type information in pika
 
 import fakebroker
 from fakebroker.protocols import listener_specs

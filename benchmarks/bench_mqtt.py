@@ -28,6 +28,7 @@ from collections.abc import Iterator
 
 import paho.mqtt
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 import fakebroker
 from fakebroker.protocols import listener_specs
@@ -96,7 +97,7 @@ def run_once(host: str, port: int, qos: int, count: int, payload: bytes) -> floa
             done.set()
 
     subscribed = threading.Event()
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{os.getpid()}")
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{os.getpid()}")
     sub.on_message = on_message
     sub.on_subscribe = lambda c, u, mid, codes, props: subscribed.set()
     sub.connect(host, port)
@@ -104,7 +105,7 @@ def run_once(host: str, port: int, qos: int, count: int, payload: bytes) -> floa
     sub.subscribe("bench/#", qos)
     if not subscribed.wait(10):
         raise RuntimeError("no SUBACK")
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
     pub.max_queued_messages_set(0)
     pub.connect(host, port)
     pub.loop_start()

@@ -288,7 +288,10 @@ class Queue:
         elif outcome == "reject":
             self.vhost.dead_letter(qm.message, self, "rejected")
         self.dispatch()
-        self._after_change()
+        # An ack changes nothing at the head: the TTL timer needs a look only when one runs or the head expires.
+        if outcome != "ack" or self._ttl_timer is not None or (self.messages and self.messages[0].expires_at
+                                                               is not None):
+            self._after_change()
 
     # -- consumers ----------------------------------------------------------------------------
     def _has_active(self) -> bool:

@@ -554,14 +554,19 @@ class Runtime:
                 # _accept_connection2); the transport calls connection_made on the next loop turn.
                 cast(Any, loop)._make_socket_transport(sock, conn, extra={"peername": peer})
             except Exception as exc:
-                # Typically the peer reset the connection before it was handed over; a session factory's bug
-                # must cost only this connection.
-                if not isinstance(exc, OSError):
-                    logger.exception("fakebroker: cannot start a session on the %s listener", name)
-                sock.close()
-                if slots is not None:
-                    slots.release()
+                self._drop_accepted(name, sock, slots, exc)
         return outcome
+
+    def _drop_accepted(self, listener: str, sock: socket.socket, slots: anyio.Semaphore | None,
+                       exc: Exception) -> None:
+        """An accepted connection that could not be set up. Typically the peer reset it before it was handed
+        over; raising would end the listener's task group, and a session factory's bug must cost only this
+        connection. Called in the ``except`` block (the traceback is logged)."""
+        if not isinstance(exc, OSError):
+            logger.exception("fakebroker: cannot start a session on the %s listener", listener)
+        sock.close()
+        if slots is not None:
+            slots.release()
 
     async def close_listeners(self, keep: Collection[str] = ()) -> None:
         """Close every listening socket but those named in ``keep``; returns once they are closed (a connect()
@@ -674,13 +679,7 @@ class Runtime:
             peer, local = sock.getpeername(), sock.getsockname()
             session = self._session(listener, peer, local)
         except Exception as exc:
-            # Typically the peer reset the connection before it was handed over. Raising here would end the
-            # listener's task group; a session factory's bug must cost only this connection.
-            if not isinstance(exc, OSError):
-                logger.exception("fakebroker: cannot start a session on the %s listener", listener)
-            sock.close()
-            if slots is not None:
-                slots.release()
+            self._drop_accepted(listener, sock, slots, exc)
             return
         conn = _ProtocolConnection(self, next(self._ids), listener, session, session.info.peer, self.clock.now(),
                                    loop, slots)

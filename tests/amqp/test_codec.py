@@ -256,3 +256,15 @@ def test_a_frame_reader_tells_the_channel_of_an_undecodable_method() -> None:
     with pytest.raises(UndecodableMethod) as err:
         read_all(HEADER + struct.pack(">BHI", 1, 7, len(payload)) + payload + b"\xce")
     assert (err.value.channel, err.value.text) == (7, "FRAME_ERROR - cannot decode <<0>>")
+
+
+@given(st.text(max_size=40), st.integers(0, 2**63 - 1), st.booleans(),
+       st.from_regex(r"[a-zA-Z0-9_.:-]{0,40}", fullmatch=True), st.text(max_size=40), st.integers(0, 65535))
+def test_the_hand_encoded_methods_match_pamqp(consumer_tag: str, tag: int, flag: bool, exchange: str, key: str,
+                                              channel: int) -> None:
+    from pamqp import frame
+
+    from fakebroker.protocols.amqp.codec import encode_method
+
+    for m in (c.Basic.Ack(tag, flag), c.Basic.Deliver(consumer_tag, tag, flag, exchange, key)):
+        assert encode_method(channel, m) == frame.marshal(m, channel)

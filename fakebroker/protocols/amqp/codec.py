@@ -315,8 +315,10 @@ def unchecked(kind: type[M], *values: Any) -> M:
 
 
 def encode_method(channel: int, method: Method) -> bytes:
-    if type(method) is commands.Basic.Deliver:
+    if isinstance(method, commands.Basic.Deliver):
         return _encode_deliver(channel, method)
+    if isinstance(method, commands.Basic.Ack):
+        return _encode_ack(channel, method)
     text = getattr(method, "reply_text", None)
     if isinstance(text, str) and len(text) > 85 and len(text.encode()) > 255:
         # A close's reason is a short string: RabbitMQ cuts a longer one to 252 bytes and "..."
@@ -333,6 +335,12 @@ def _shortstr(value: str) -> bytes:
     if len(data) > 255:
         raise ValueError("short string over 255 bytes")
     return bytes([len(data)]) + data
+
+
+def _encode_ack(channel: int, m: commands.Basic.Ack) -> bytes:
+    """basic.ack by hand: a publisher confirm for every message a confirming publisher sends."""
+    args = _METHOD_ID.pack(60, 80) + _TAG_FLAGS.pack(m.delivery_tag or 0, 1 if m.multiple else 0)
+    return _HEADER.pack(FRAME_METHOD, channel, len(args)) + args + _END
 
 
 def _encode_deliver(channel: int, m: commands.Basic.Deliver) -> bytes:
@@ -368,6 +376,8 @@ _PROPERTY_NAMES = ("content_type", "content_encoding", "headers", "delivery_mode
 def from_pamqp_properties(props: commands.Basic.Properties) -> dict[str, Any]:
     """A content header's properties as the model keeps them (``type`` for pamqp's ``message_type``, a
     ``timestamp`` in epoch seconds); absent properties are left out."""
+    if props is _NO_PROPERTIES:
+        return {}  # a content header with no property flags, as most publishers send: nothing to read
     out: dict[str, Any] = {}
     for name in _PROPERTY_NAMES:
         value = getattr(props, "message_type" if name == "type" else name, None)

@@ -591,6 +591,11 @@ class MqttDecoder:
         start = self._pos
         avail = len(buf) - start
         if avail < 1:
+            if start:
+                # Everything decoded: let go of the bytes now, not at the next read (an idle connection would
+                # keep its last packets).
+                buf.clear()
+                self._pos = 0
             return None
         first = buf[start]
         ptype = first >> 4

@@ -8,6 +8,7 @@ choices where brokers differ come from the :class:`~.profile.MqttProfile`.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from ...clock import TimerHandle
@@ -43,28 +44,25 @@ from .codec import (
 from .profile import get_profile, to_amqp, to_mqtt
 from .state import MqttState
 
-_mqtt_topics: dict[str, str] = {}
-_routing_keys: dict[str, str] = {}
+
+def _memo(convert: Callable[[str], str]) -> Callable[[str], str]:
+    """``convert`` with its results kept for the topics in use: a device publishes to the same few topics over
+    and over, and a fan-out delivers one routing key many times. Bounded: it starts over past 4,096 keys."""
+    cache: dict[str, str] = {}
+
+    def lookup(key: str) -> str:
+        found = cache.get(key)
+        if found is None:
+            if len(cache) >= 4096:
+                cache.clear()
+            found = cache[key] = convert(key)
+        return found
+
+    return lookup
 
 
-def _routing_key(topic: str) -> str:
-    # A device publishes to the same few topics over and over: convert each once.
-    key = _routing_keys.get(topic)
-    if key is None:
-        if len(_routing_keys) >= 4096:
-            _routing_keys.clear()
-        key = _routing_keys[topic] = to_amqp(topic)
-    return key
-
-
-def _topic(routing_key: str) -> str:
-    # The routing keys in use are few and each is delivered many times (fan-out): convert each once.
-    topic = _mqtt_topics.get(routing_key)
-    if topic is None:
-        if len(_mqtt_topics) >= 4096:
-            _mqtt_topics.clear()
-        topic = _mqtt_topics[routing_key] = to_mqtt(routing_key)
-    return topic
+_topic = _memo(to_mqtt)
+_routing_key = _memo(to_amqp)
 
 
 QOS_HEADER = "x-mqtt-publish-qos"
@@ -197,8 +195,6 @@ class MqttSession(Session):
         self.keepalive = p.keepalive
         self.will = p.will
         self._take_over(vhost.name, client_id)
-        self.channel = Channel(vhost, self, client_id)
-        self.channel.on_cancel = self._on_consumer_cancelled
         q1 = queue_name(client_id, 1)
         if p.clean_session:
             for qos in (0, 1):
@@ -365,7 +361,11 @@ class MqttSession(Session):
         return name
 
     def _consume(self, qos: int, name: str) -> None:
-        assert self.channel is not None
+        if self.channel is None:
+            # Made with the first subscription: a connection that only publishes (most devices) needs none.
+            assert self.vhost is not None and self.client_id is not None
+            self.channel = Channel(self.vhost, self, self.client_id)
+            self.channel.on_cancel = self._on_consumer_cancelled
         if qos == 0:
             tag = self.channel.consume(name, self._deliver0, no_ack=True)
         else:
@@ -415,7 +415,9 @@ class MqttSession(Session):
         self._write_qos0(d)
 
     def _deliver1(self, d: Delivery) -> None:
-        headers = d.headers
+        headers = d.message.properties.get("headers")
+        if not isinstance(headers, dict):
+            headers = {}
         published_qos = headers.get(QOS_HEADER)
         # Non-MQTT publishes count as QoS 1. RabbitMQ crashes on a non-byte header; any int is used here.
         qos = min(published_qos, 1) if isinstance(published_qos, int) and not isinstance(published_qos, bool) else 1
