@@ -242,3 +242,9 @@ class PrivateRabbitBackend:
         for client in reversed(self._owned):
             with contextlib.suppress(Exception):
                 client.close()  # type: ignore[attr-defined]
+        # The node outlives the test: the next one must not find these connections in connection_states(). A
+        # socket closed without connection.close goes from the node's list a moment later.
+        deadline = time.monotonic() + CTL_TIMEOUT
+        while self.node.ctl("list_connections", "--no-table-headers", "pid"):
+            assert time.monotonic() < deadline, "the node still lists the test's connections"
+            time.sleep(0.05)
