@@ -410,8 +410,10 @@ class MqttSession(Session):
 
     # -- deliveries -------------------------------------------------------------------------------
     def _deliver0(self, d: Delivery) -> None:
-        if self.profile.drop_duplicates_at_qos0 and d.headers.get(DUP_HEADER) is True:
-            return  # at most once: RabbitMQ 3.10 does not pass a republished duplicate on at QoS 0
+        if self.profile.drop_duplicates_at_qos0:
+            headers = d.message.properties.get("headers")
+            if isinstance(headers, dict) and headers.get(DUP_HEADER) is True:
+                return  # at most once: RabbitMQ 3.10 does not pass a republished duplicate on at QoS 0
         self._write_qos0(d)
 
     def _deliver1(self, d: Delivery) -> None:
