@@ -20,10 +20,15 @@ _passed: Counter[str] = Counter()
 _skipped: Counter[str] = Counter()
 
 
+#: The contract suite's fixtures parametrized by backend.
+CONTRACT_FIXTURES = ("backend", "alarm_backend")
+
+
 def _wants_rabbitmq(item: pytest.Item) -> bool:
     callspec = getattr(item, "callspec", None)
-    backend = callspec.params.get("backend") if callspec is not None else None
-    return backend == "rabbitmq" or "both_backends" in getattr(item, "fixturenames", ())
+    params = callspec.params if callspec is not None else {}
+    return (any(params.get(name) == "rabbitmq" for name in CONTRACT_FIXTURES)
+            or "both_backends" in getattr(item, "fixturenames", ()))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

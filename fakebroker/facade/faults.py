@@ -78,52 +78,80 @@ class Faults(BrokerCore):
 
         self._call(run)
 
-    def block(self, client_id: Target, reason: str = "low on memory") -> None:
-        """A resource alarm as an AMQP client sees it: ``connection.blocked`` with ``reason``, sent to connections
-        that announced the ``connection.blocked`` capability (pika, aio-pika and py-amqp do); from its next
-        basic.publish on, nothing more is read from the connection until :meth:`unblock`, as in RabbitMQ.
+    def block(self, client_id: Target | None = None, reason: str = "low on memory") -> None:
+        """A resource alarm as AMQP clients see it, on one connection or, with no ``client_id``, on the whole
+        node (every AMQP connection, those opened while it lasts included), as RabbitMQ 3.10 applies a memory or
+        disk alarm: nothing is sent at once; a connection that publishes is sent ``connection.blocked`` with
+        ``reason`` (if it announced the capability, as pika, aio-pika and py-amqp do) and nothing more is read
+        from it, that publish included, until :meth:`unblock`. Connections that do not publish carry on.
 
         Examples:
             >>> import pika
             >>> conn = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
             >>> reasons = []
             >>> conn.add_on_connection_blocked_callback(lambda _, frame: reasons.append(frame.method.reason))
-            >>> broker.block(broker.clients[0])
+            >>> broker.block()
+            >>> conn.channel().basic_publish("", "jobs", b"waits")
             >>> while not reasons:
             ...     conn.process_data_events(time_limit=0.05)
             >>> reasons
             ['low on memory']
+            >>> broker.unblock()
             >>> conn.close()
         """
 
         def run() -> None:
-            for conn in self._connections(client_id):
-                self._amqp_session(conn).block(reason)
+            if client_id is None:
+                from ..protocols.amqp.session import ResourceAlarm
+
+                self._node.state(ResourceAlarm).reason = reason
+                sessions = self._amqp_sessions()
+            else:
+                sessions = [self._amqp_session(conn) for conn in self._connections(client_id)]
+            for session in sessions:
+                session.block(reason)
             self._journal.note(f"fault: block({client_id!r}, {reason!r})")
 
         self._call(run)
 
-    def unblock(self, client_id: Target) -> None:
-        """The alarm clears: ``connection.unblocked``.
+    def unblock(self, client_id: Target | None = None) -> None:
+        """The alarm clears (on the connection, or with no ``client_id`` on the node): ``connection.unblocked``
+        to each connection that was told it was blocked, and what it sent since is read.
 
         Examples:
             >>> import pika
             >>> conn = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
-            >>> unblocked = []
-            >>> conn.add_on_connection_unblocked_callback(lambda _, frame: unblocked.append(True))
+            >>> events = []
+            >>> conn.add_on_connection_blocked_callback(lambda *_: events.append("blocked"))
+            >>> conn.add_on_connection_unblocked_callback(lambda *_: events.append("unblocked"))
             >>> broker.block(broker.clients[0])
-            >>> broker.unblock(broker.clients[0])
-            >>> while not unblocked:
+            >>> conn.channel().basic_publish("", "jobs", b"waits")
+            >>> while not events:
             ...     conn.process_data_events(time_limit=0.05)
+            >>> broker.unblock(broker.clients[0])
+            >>> while len(events) < 2:
+            ...     conn.process_data_events(time_limit=0.05)
+            >>> events
+            ['blocked', 'unblocked']
             >>> conn.close()
         """
 
         def run() -> None:
-            for conn in self._connections(client_id):
-                self._amqp_session(conn).unblock()
+            if client_id is None:
+                from ..protocols.amqp.session import ResourceAlarm
+
+                self._node.state(ResourceAlarm).reason = None
+                sessions = self._amqp_sessions()
+            else:
+                sessions = [self._amqp_session(conn) for conn in self._connections(client_id)]
+            for session in sessions:
+                session.unblock()
             self._journal.note(f"fault: unblock({client_id!r})")
 
         self._call(run)
+
+    def _amqp_sessions(self) -> list[Any]:
+        return [conn.session for conn in self._node.runtime.connections.values() if hasattr(conn.session, "block")]
 
     @staticmethod
     def _amqp_session(conn: Connection) -> Any:

@@ -83,6 +83,69 @@ def test_pika_sees_its_connection_in_clients(broker: Any) -> None:
     conn.close()
 
 
+def _rpc(broker: Any, **server_publish: Any) -> tuple[pika.BlockingConnection, list[bytes], Any]:
+    """A requester (connection name "requester") consuming direct reply-to, a request in queue "rpc", and a
+    server (connection "server") that answers it with ``server_publish``; returns the requester's connection,
+    the bodies it got, and the reply-to address."""
+    params = pika.URLParameters(broker.amqp_url)
+    params.client_properties = {"connection_name": "requester"}
+    requester = pika.BlockingConnection(params)
+    answers: list[bytes] = []
+    ch = requester.channel()
+    ch.queue_declare("rpc")
+    ch.basic_consume("amq.rabbitmq.reply-to", lambda c, m, p, body: answers.append(body), auto_ack=True)
+    ch.basic_publish("", "rpc", b"ask", pika.BasicProperties(reply_to="amq.rabbitmq.reply-to"))
+    server = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
+    sch = server.channel()
+    _, props, _ = sch.basic_get("rpc", auto_ack=True)
+    sch.basic_publish("", props.reply_to, b"answer", pika.BasicProperties(correlation_id="c1"), **server_publish)
+    server.close()
+    return requester, answers, props.reply_to
+
+
+def test_a_direct_reply_is_in_the_message_log_with_its_delivery(broker: Any) -> None:
+    requester, answers, address = _rpc(broker)
+    eventually(lambda: requester.process_data_events(time_limit=0) or answers == [b"answer"])
+    (reply,) = broker.messages.filter(routing_key=address)
+    assert address.startswith("amq.rabbitmq.reply-to.")
+    assert (reply.protocol, reply.exchange, reply.body, reply.properties["correlation_id"]) == (
+        "amqp", "", b"answer", "c1")
+    assert reply.routed and reply.queues == ("amq.rabbitmq.reply-to",)
+    (delivery,) = reply.deliveries
+    assert delivery == ("amq.rabbitmq.reply-to", "requester") and delivery.outcome == "auto"
+    assert list(broker.messages.filter(queue="amq.rabbitmq.reply-to", delivered_to="requester")) == [reply]
+    broker.assert_published(routing_key=address, payload=b"answer", delivered_to="requester")
+    (request,) = broker.messages.filter(routing_key="rpc")
+    assert request.properties["reply_to"] == address  # the address the broker filled in
+    requester.close()
+
+
+def test_a_direct_reply_nobody_consumes_is_logged_unrouted(broker: Any) -> None:
+    requester, answers, address = _rpc(broker)
+    requester.close()
+    eventually(lambda: not broker.clients)
+    server = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
+    server.channel().basic_publish("", address, b"too late")
+    server.close()
+    (late,) = broker.wait_for_messages(1, payload=b"too late")
+    assert (late.routing_key, late.routed, late.deliveries) == (address, False, [])
+
+
+def test_message_faults_apply_to_direct_replies(broker: Any) -> None:
+    broker.delay_next(1, 5.0, payload=b"answer")
+    requester, answers, address = _rpc(broker)
+    eventually(lambda: bool(broker.messages.filter(routing_key=address)))  # logged, pending: not routed yet
+    (reply,) = broker.messages.filter(routing_key=address)
+    assert (reply.fault, reply.pending, reply.deliveries) == ("delayed", True, [])
+    requester.process_data_events(time_limit=0.1)
+    assert answers == []
+    broker.clock.advance(5)
+    eventually(lambda: requester.process_data_events(time_limit=0) or answers == [b"answer"])
+    (reply,) = broker.messages.filter(routing_key=address)
+    assert reply.routed and reply.deliveries == [("amq.rabbitmq.reply-to", "requester")]
+    requester.close()
+
+
 def test_pika_channel_error_closes_only_that_channel(broker: Any) -> None:
     conn = blocking(broker)
     ch = conn.channel()
@@ -382,26 +445,50 @@ def test_pika_sees_a_dropped_connection(broker: Any) -> None:
             conn.process_data_events(time_limit=0.05)
 
 
-def test_a_blocked_connection_is_told_and_unblocked(broker: Any) -> None:
+def test_a_blocked_connection_is_told_when_it_publishes(broker: Any) -> None:
     conn = blocking(broker)
     events: list[str] = []
     conn.add_on_connection_blocked_callback(lambda c, frame: events.append(f"blocked: {frame.method.reason}"))
     conn.add_on_connection_unblocked_callback(lambda c, frame: events.append("unblocked"))
-    conn.channel()
+    ch = conn.channel()
     (client,) = broker.clients
     broker.block(client, "low on disk")
-    eventually(lambda: conn.process_data_events(time_limit=0) or bool(events))
-    assert client.id == broker.clients[0].id and events == ["blocked: low on disk"]
-    ch = conn.channel()
-    ch.queue_declare("held")
+    ch.queue_declare("held")  # anything but a publish goes on as usual, and nothing is said
+    assert events == [] and broker.clients[0].blocked is False
     ch.basic_publish("", "held", b"waits for the alarm to clear")
-    conn.process_data_events(time_limit=0.1)
+    eventually(lambda: conn.process_data_events(time_limit=0) or bool(events))
+    assert events == ["blocked: low on disk"] and broker.clients[0].blocked is True
     assert broker.queues["held"].messages == 0
     broker.unblock(client)
     eventually(lambda: conn.process_data_events(time_limit=0) or len(events) == 2)
     assert events == ["blocked: low on disk", "unblocked"]
     eventually(lambda: broker.queues["held"].messages == 1)
     conn.close()
+
+
+def test_a_node_alarm_blocks_every_publisher_and_new_connections(broker: Any) -> None:
+    broker.declare_queue("q")
+    consumer = blocking(broker)
+    got: list[bytes] = []
+    consumer.channel().basic_consume("q", lambda ch, m, p, body: got.append(body), auto_ack=True)
+    broker.publish("", "q", b"before")
+    broker.block()
+    eventually(lambda: consumer.process_data_events(time_limit=0) or got == [b"before"])
+    late = blocking(broker)  # opened during the alarm: it is under it too
+    told: list[str] = []
+    late.add_on_connection_blocked_callback(lambda c, frame: told.append(frame.method.reason))
+    late.channel().basic_publish("", "q", b"held")
+    eventually(lambda: late.process_data_events(time_limit=0) or bool(told))
+    assert told == ["low on memory"]
+    consumer.process_data_events(time_limit=0.1)
+    assert got == [b"before"]
+    broker.unblock()
+    eventually(lambda: consumer.process_data_events(time_limit=0) or got == [b"before", b"held"])
+    after = blocking(broker)
+    after.channel().basic_publish("", "q", b"after")  # the alarm is over for new connections too
+    eventually(lambda: consumer.process_data_events(time_limit=0) or len(got) == 3)
+    for conn in (consumer, late, after):
+        conn.close()
 
 
 @pytest.mark.parametrize("via", ["client", "broker"])

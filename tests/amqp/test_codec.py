@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -19,6 +20,7 @@ from fakebroker.protocols.amqp.codec import (
     HeaderMismatch,
     HeartbeatFrame,
     MethodFrame,
+    UndecodableMethod,
     UnknownMethod,
     encode_content,
     erlang_binary,
@@ -206,6 +208,54 @@ def test_the_hand_decoded_methods_match_pamqp(exchange: str, key: str, mandatory
     for m in (c.Basic.Publish(exchange=exchange, routing_key=key, mandatory=mandatory, immediate=immediate),
               c.Basic.Ack(tag, multiple)):
         assert dict(decode_method(method(1, m)[7:-1])) == dict(m)
+
+
+_SAMPLES = {"bit": True, "octet": 7, "short": 300, "long": 70000, "longlong": 2**40, "shortstr": "name",
+            "longstr": "text", "table": {"k": 1}}
+
+
+def _every_method() -> list[Any]:
+    """One instance of each AMQP 0-9-1 method, every argument set (so that a lost one would show)."""
+    from fakebroker.protocols.amqp.codec import unchecked
+
+    return [unchecked(kind, *(0 if name == "ticket" else _SAMPLES[kind.amqp_type(name)] for name in kind.__slots__))
+            for kind in c.INDEX_MAPPING.values()]
+
+
+@settings(max_examples=100)
+@given(st.binary(min_size=1, max_size=8))
+def test_trailing_bytes_after_any_method_are_undecodable(extra: bytes) -> None:
+    """RabbitMQ's decoders match a method's arguments against the whole payload: bytes left over fail it."""
+    from fakebroker.protocols.amqp.codec import decode_method
+
+    for m in _every_method():
+        payload = method(1, m)[7:-1]
+        assert dict(decode_method(payload)) == dict(m)
+        with pytest.raises(UndecodableMethod) as err:
+            decode_method(payload + extra)
+        assert (err.value.class_id << 16 | err.value.method_id) == m.index
+        assert err.value.text == "FRAME_ERROR - cannot decode <<" + ",".join(map(str, payload[4:] + extra)) + ">>"
+
+
+def test_a_ninth_bit_starts_a_new_octet() -> None:
+    from fakebroker.protocols.amqp.codec import _unmarshal
+
+    class NineBits(c.Basic.Ack):
+        __slots__ = ("a", "b", "c", "d", "e", "f", "g", "h", "i")
+        _a = _b = _c = _d = _e = _f = _g = _h = _i = "bit"
+
+    decoded = NineBits.__new__(NineBits)
+    assert _unmarshal(decoded, b"\x81\x01")
+    assert [getattr(decoded, n) for n in NineBits.__slots__] == [True] + [False] * 6 + [True, True]
+    assert not _unmarshal(decoded, b"\x81")
+    assert not _unmarshal(decoded, b"\x81\x01\x00")
+
+
+def test_a_frame_reader_tells_the_channel_of_an_undecodable_method() -> None:
+    payload = method(1, c.Tx.Select())[7:-1] + b"\x00"
+    with pytest.raises(UndecodableMethod) as err:
+        read_all(HEADER + struct.pack(">BHI", 1, 7, len(payload)) + payload + b"\xce")
+    assert (err.value.channel, err.value.text) == (7, "FRAME_ERROR - cannot decode <<0>>")
 
 
 @given(st.text(max_size=40), st.integers(0, 2**63 - 1), st.booleans(),

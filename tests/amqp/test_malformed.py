@@ -151,7 +151,12 @@ def test_an_unknown_frame_type(broker: Any, bystander: Bystander) -> None:
 def test_an_undecodable_method(broker: Any, bystander: Bystander) -> None:
     sock = opened(broker)
     sock.sendall(struct.pack(">BHI", 1, 1, 5) + struct.pack(">HH", 50, 10) + b"\x00\xce")
-    assert closed_with(sock) == (501, "FRAME_ERROR - cannot decode <<0>>", 50, 10)
+    (channel, close), = _read_frames(sock, 1)
+    assert (close.reply_code, close.reply_text, close.class_id, close.method_id) == (
+        501, "FRAME_ERROR - cannot decode <<0>>", 50, 10)
+    # Unlike the framing errors above, an undecodable method waits for the close-ok, as other errors do.
+    sock.sendall(method(0, c.Connection.CloseOk()))
+    assert read_until_eof(sock) == b""
     bystander.still_served(broker, b"after an undecodable method")
 
 
@@ -180,3 +185,23 @@ def test_garbage_after_the_header(broker: Any, bystander: Bystander) -> None:
     # A frame error before connection.open is a handshake error: RabbitMQ closes without connection.close.
     assert read_until_eof(sock) == b""
     bystander.still_served(broker, b"after garbage")
+
+
+@pytest.mark.parametrize("stage", ["start-ok", "tune-ok", "open"])
+def test_a_handshake_method_with_trailing_bytes_closes_silently(broker: Any, bystander: Bystander,
+                                                                 stage: str) -> None:
+    def plus_a_byte(frame: bytes) -> bytes:
+        return frame[:3] + (len(frame) - 7).to_bytes(4, "big") + frame[7:-1] + b"\x00\xce"
+
+    sent = [start_ok(), method(0, c.Connection.TuneOk(2047, 131072, 0)), method(0, c.Connection.Open("/"))]
+    last = ["start-ok", "tune-ok", "open"].index(stage)
+    sock = raw(broker)
+    sock.sendall(HEADER)
+    _read_frames(sock, 1)
+    for i, frame in enumerate(sent[:last + 1]):
+        sock.sendall(plus_a_byte(frame) if i == last else frame)
+        if i == 0 and i < last:
+            _read_frames(sock, 1)  # tune
+    # As any error before connection.open: no connection.close (RabbitMQ 3.10 closes after 3 s, see differences).
+    assert read_until_eof(sock) == b""
+    bystander.still_served(broker, b"after a long handshake method")

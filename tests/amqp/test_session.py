@@ -172,6 +172,21 @@ def test_client_traffic_keeps_the_connection() -> None:
     assert not client.driver.aborted
 
 
+def test_a_blocked_connection_is_not_dropped_for_silence() -> None:
+    # rabbit_reader pauses the heartbeat monitor of a connection it no longer reads (observed on 3.10: a silent
+    # blocked connection with heartbeat 1 s stays, a silent one under the alarm that did not publish goes).
+    client = Client().open(heartbeat=10)
+    session = client.session
+    assert isinstance(session, AmqpSession)
+    session.block("low on memory")
+    client.send(content(1, c.Basic.Publish(exchange="", routing_key="q"), b"held"))
+    client.host.clock.advance(600)
+    assert not client.driver.aborted
+    session.unblock()
+    client.host.clock.advance(30)
+    assert client.driver.aborted
+
+
 def test_no_heartbeat_when_the_client_tunes_it_off() -> None:
     client = Client().open(heartbeat=0)
     client.driver.drain()
@@ -628,27 +643,45 @@ def test_a_blocked_connection_is_not_read_after_its_first_publish() -> None:
     session = client.session
     assert isinstance(session, AmqpSession)
     session.block("low on memory")
-    client.driver.drain()
-    # Other methods still work until a publish arrives; then nothing is read, that publish included.
+    assert client.driver.drain() == b""  # RabbitMQ 3.10 says nothing when the alarm goes off
+    # Other methods still work until a publish arrives; then the client is told, and nothing more is read,
+    # that publish included.
     assert isinstance(client.call(1, c.Queue.Declare(queue="q", passive=True)), c.Queue.DeclareOk)
-    assert client.send(content(1, c.Basic.Publish(exchange="", routing_key="q"), b"held"),
-                       method(1, c.Queue.Declare(queue="q", passive=True))) == []
+    assert session.connection_state == "blocking"
+    frames = client.send(content(1, c.Basic.Publish(exchange="", routing_key="q"), b"held"),
+                         method(1, c.Queue.Declare(queue="q", passive=True)))
+    assert [(ch, type(m)) for ch, m in frames] == [(0, c.Connection.Blocked)]
+    assert frames[0][1].reason == "low on memory"
+    assert session.connection_state == "blocked" and session.describe()["blocked"] is True
     assert host.model.vhost("/").queues["q"].message_count == 0
     session.unblock()
     frames = parse(client.driver.drain())
     assert isinstance(frames[0][1], c.Connection.Unblocked)
     assert frames[1][1].message_count == 1  # the held publish went first, then the declare
+    assert session.connection_state == "running"
 
 
-def test_blocked_and_unblocked() -> None:
+def test_an_alarm_that_clears_before_a_publish_is_never_told() -> None:
     client = Client().open()
     session = client.session
     assert isinstance(session, AmqpSession)
     session.block("low on memory")
     session.unblock()
-    frames = parse(client.driver.drain())
-    assert isinstance(frames[0][1], c.Connection.Blocked) and frames[0][1].reason == "low on memory"
-    assert isinstance(frames[1][1], c.Connection.Unblocked)
+    assert client.driver.drain() == b""
+    assert client.send(content(1, c.Basic.Publish(exchange="", routing_key="q"), b"x")) == []
+
+
+def test_a_client_without_the_capability_is_only_paused() -> None:
+    host = FakeHost()
+    client = Client(host).open(capabilities={})
+    client.call(1, c.Queue.Declare(queue="q"))
+    session = client.session
+    assert isinstance(session, AmqpSession)
+    session.block("low on memory")
+    assert client.send(content(1, c.Basic.Publish(exchange="", routing_key="q"), b"held")) == []
+    session.unblock()
+    assert client.driver.drain() == b""  # no connection.unblocked either
+    assert host.model.vhost("/").queues["q"].message_count == 1
 
 
 # -- the runtime contract ----------------------------------------------------------------------------------

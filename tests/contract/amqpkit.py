@@ -9,7 +9,7 @@ from typing import Any
 
 import pika
 import rabbitmq
-from contractlib import TIMEOUT, Backend
+from contractlib import TIMEOUT, Backend, FakeBackend
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker
 
@@ -20,7 +20,8 @@ def address(backend: Backend) -> tuple[str, int]:
     if backend.is_fake:
         host, port = backend.broker.amqp  # type: ignore[attr-defined]
         return (host, port)
-    return (rabbitmq.HOST, AMQP_PORT)
+    own: tuple[str, int] | None = getattr(backend, "amqp_address", None)  # a private node (privatenode.py)
+    return own or (rabbitmq.HOST, AMQP_PORT)
 
 
 def connect(backend: Backend, *, vhost: str | None = None, user: str = "guest", password: str = "guest",
@@ -95,11 +96,22 @@ def pump(conn: pika.BlockingConnection, until: Callable[[], bool]) -> None:
         conn.process_data_events(time_limit=0.02)
 
 
+def resized(frame: bytes, payload: bytes) -> bytes:
+    """``frame`` (one frame, as pamqp marshals it) with ``payload`` in place of its own: arguments cut short, or
+    with bytes after them."""
+    return frame[:3] + len(payload).to_bytes(4, "big") + payload + frame[-1:]
+
+
+def payload_of(frame: bytes) -> bytes:
+    return frame[7:-1]
+
+
 class RawAmqp:
     """AMQP on a plain socket with pamqp, for what pika will not send (a reused consumer tag, ``immediate``)
     and byte-level checks. ``call`` sends frames and reads until the answer of the wanted kind arrives."""
 
-    def __init__(self, backend: Backend, vhost: str | None = None) -> None:
+    def __init__(self, backend: Backend, vhost: str | None = None,
+                 capabilities: dict[str, bool] | None = None, heartbeat: int = 0) -> None:
         import socket
 
         from pamqp import commands as c
@@ -110,11 +122,11 @@ class RawAmqp:
         self.buf = b""
         self.sock.sendall(b"AMQP\x00\x00\x09\x01")
         self.expect(c.Connection.Start)
-        self.send(0, c.Connection.StartOk(client_properties={"capabilities": {"authentication_failure_close": True,
-                                                                              "consumer_cancel_notify": True}},
+        caps = {"authentication_failure_close": True, "consumer_cancel_notify": True, **(capabilities or {})}
+        self.send(0, c.Connection.StartOk(client_properties={"capabilities": caps},
                                           mechanism="PLAIN", response="\0guest\0guest"))
         tune = self.expect(c.Connection.Tune)
-        self.send(0, c.Connection.TuneOk(tune.channel_max, tune.frame_max, 0))
+        self.send(0, c.Connection.TuneOk(tune.channel_max, tune.frame_max, heartbeat))
         self.send(0, c.Connection.Open(backend.vhost if vhost is None else vhost))
         self.expect(c.Connection.OpenOk)
 
@@ -127,7 +139,8 @@ class RawAmqp:
         self.sock.sendall(data)
 
     def frame(self) -> tuple[int, Any]:
-        """The next frame; ("eof", None) when the broker closed the socket."""
+        """The next frame; (-1, None) when the broker closed the socket (with a FIN, or with an RST as RabbitMQ
+        does after some errors)."""
         from pamqp import frame
 
         while True:
@@ -139,15 +152,63 @@ class RawAmqp:
                 else:
                     self.buf = self.buf[used:]
                     return channel, value
-            data = self.sock.recv(65536)
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
             if not data:
                 return -1, None
             self.buf += data
 
+    def frames_within(self, seconds: float) -> list[tuple[int, Any]]:
+        """Every frame that arrives within ``seconds`` (a scenario's quiet period); (-1, None) for a close."""
+        deadline = time.monotonic() + seconds
+        got: list[tuple[int, Any]] = []
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                got.append(self.frame())
+                if got[-1][0] == -1:
+                    break
+        except TimeoutError:
+            pass
+        finally:
+            self.sock.settimeout(TIMEOUT)
+        return got
+
     def expect(self, kind: type) -> Any:
+        """The next frame, which must be a ``kind`` (heartbeat frames before it are skipped)."""
+        from pamqp.heartbeat import Heartbeat
+
         channel, value = self.frame()
+        while isinstance(value, Heartbeat) and kind is not Heartbeat:
+            channel, value = self.frame()
         assert isinstance(value, kind), (channel, value)
         return value
 
     def close(self) -> None:
         self.sock.close()
+
+
+class FakeAlarmBackend(FakeBackend):
+    """The fake side of the alarm scenarios (the real side is ``privatenode.PrivateRabbitBackend``): the
+    node-wide alarm is ``broker.block()``."""
+
+    def alarm(self, resource: str = "memory") -> None:
+        self.broker.block(reason=f"low on {resource}")
+
+    def clear_alarm(self) -> None:
+        self.broker.unblock()
+
+    def advance(self, seconds: float) -> None:
+        self.broker.clock.advance(seconds)
+
+    def connection_states(self) -> list[str]:
+        """The management API's ``state`` of each AMQP connection, sorted."""
+        import json
+        import urllib.request
+
+        request = urllib.request.Request(self.broker.management_url + "/api/connections",
+                                         headers={"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="})
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            return sorted(c["state"] for c in json.load(response))

@@ -11,6 +11,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,10 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import amqpkit  # noqa: E402
 import contractlib  # noqa: E402
+import privatenode  # noqa: E402
+from kit.needs import need  # noqa: E402
 
 DIFFERENCES = HERE.parent.parent / "docs" / "differences.md"
 BACKENDS = ("fake", "rabbitmq")
@@ -91,3 +95,33 @@ def both_backends(request: pytest.FixtureRequest) -> None:
     like the ``backend`` fixture's rabbitmq variant. The test makes its backends itself."""
     request.node.user_properties.append((_USER_PROPERTY, "fake+rabbitmq"))
     _require_rabbitmq()
+
+
+@pytest.fixture(scope="module")
+def private_rabbitmq() -> Iterator[privatenode.PrivateNode]:
+    """A RabbitMQ node of the module's own (privatenode.py), for scenarios that would disturb the shared one."""
+    need(privatenode.problem())
+    node = privatenode.PrivateNode()
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def alarm_backend(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Like ``backend``, for the resource alarm scenarios: a fresh fakebroker (``broker.block()``), or a private
+    RabbitMQ node (``rabbitmqctl set_vm_memory_high_watermark 0``): an alarm on the shared node would block
+    every other scenario's publishers. Both offer ``alarm``, ``clear_alarm`` and ``connection_states``."""
+    name: str = request.param
+    request.node.user_properties.append((_USER_PROPERTY, name))
+    if name == "fake":
+        b: Any = amqpkit.FakeAlarmBackend()
+    else:
+        # Deselected without FAKEBROKER_RABBITMQ (tests/conftest.py); the shared node itself is not needed.
+        b = privatenode.PrivateRabbitBackend(request.getfixturevalue("private_rabbitmq"))
+    try:
+        yield b
+    finally:
+        b.close()

@@ -61,9 +61,10 @@ class Client:
         return parse(out)
 
     def open(self, vhost: str = "/", heartbeat: int = 0, frame_max: int = 131072,
-             channel_max: int = 2047, channels: tuple[int, ...] = (1,)) -> Client:
+             channel_max: int = 2047, channels: tuple[int, ...] = (1,),
+             capabilities: dict[str, Any] | None = None) -> Client:
         self.send(HEADER)
-        self.send(start_ok())
+        self.send(start_ok(capabilities=capabilities))
         self.send(method(0, c.Connection.TuneOk(channel_max, frame_max, heartbeat)))
         answer = self.send(method(0, c.Connection.Open(vhost)))
         assert isinstance(answer[0][1], c.Connection.OpenOk), answer

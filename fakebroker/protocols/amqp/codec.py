@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pamqp import commands, exceptions
+from pamqp import decode as pdecode
 from pamqp import frame as pframe
 from pamqp.base import Frame as Method
 from pamqp.header import ContentHeader
@@ -46,6 +47,16 @@ class FrameError(Exception):
         self.text = text
         self.class_id = class_id
         self.method_id = method_id
+
+
+class UndecodableMethod(FrameError):
+    """A method frame whose arguments do not decode to exactly its payload (too short, malformed, or followed by
+    trailing bytes). Unlike the other frame errors it is not fatal at once: RabbitMQ answers it with
+    ``connection.close`` and waits for the close-ok as for any connection error."""
+
+    def __init__(self, args: bytes, class_id: int, method_id: int) -> None:
+        super().__init__(501, f"FRAME_ERROR - cannot decode {erlang_bytes(args)}", class_id, method_id)
+        self.channel = 0
 
 
 class HeaderMismatch(Exception):
@@ -92,6 +103,11 @@ def erlang_binary(data: bytes) -> str:
                    12: "\\f", 27: "\\e"}
         return '<<"' + "".join(escapes.get(b, chr(b)) for b in data) + '">>'
     return "<<" + ",".join(str(b) for b in data) + ">>"
+
+
+def erlang_bytes(data: bytes) -> str:
+    """``io_lib:format("~w", [Binary])``: the bytes as numbers, printable or not."""
+    return "<<" + ",".join(map(str, data)) + ">>"
 
 
 def _snippet(payload: bytes) -> str:
@@ -162,7 +178,11 @@ class FrameReader:
 def decode_frame(frame_type: int, channel: int, payload: bytes) -> Frame:
     """One frame's payload, by type (``rabbit_binary_parser`` and ``rabbit_command_assembler``'s checks)."""
     if frame_type == FRAME_METHOD:
-        return MethodFrame(channel, decode_method(payload))
+        try:
+            return MethodFrame(channel, decode_method(payload))
+        except UndecodableMethod as exc:
+            exc.channel = channel
+            raise
     if frame_type == FRAME_HEADER:
         if len(payload) < 14:
             raise frame_error(frame_type, payload, "malformed_header")
@@ -199,11 +219,41 @@ def decode_method(payload: bytes) -> Method:
     method: Method = kind()
     args = payload[4:]
     try:
-        method.unmarshal(args)
+        exact = _unmarshal(method, args)
     except (struct.error, ValueError, TypeError, IndexError, UnicodeDecodeError,
             exceptions.UnmarshalingException) as exc:
-        raise FrameError(501, f"FRAME_ERROR - cannot decode {erlang_binary(args)}", class_id, method_id) from exc
+        raise UndecodableMethod(args, class_id, method_id) from exc
+    if not exact:
+        raise UndecodableMethod(args, class_id, method_id)
     return method
+
+
+def _unmarshal(method: Method, args: bytes) -> bool:
+    """Decode ``args`` into ``method``'s fields with pamqp's decoders, counting what they take: True when the
+    arguments fill the payload exactly (RabbitMQ's generated decoders match the whole binary, so a short
+    payload and trailing bytes are both undecodable)."""
+    pos = 0
+    bit = -1  # the next bit's position in the octet at ``pos`` while in a run of bits; -1 outside one
+    for name in method.__slots__:
+        kind = method.amqp_type(name)
+        if kind == "bit":
+            if bit == 8:  # a ninth bit starts a new octet
+                pos, bit = pos + 1, -1
+            if bit < 0:
+                if pos >= len(args):
+                    return False
+                bit = 0
+            value: Any = bool(args[pos] >> bit & 1)
+            bit += 1
+        else:
+            if bit >= 0:
+                pos, bit = pos + 1, -1
+            used, value = pdecode.by_type(args[pos:], kind)
+            pos += used
+        setattr(method, name, value)
+    if bit >= 0:
+        pos += 1
+    return pos == len(args)
 
 
 def _fast_publish(payload: bytes) -> Method | None:
@@ -271,9 +321,9 @@ def encode_method(channel: int, method: Method) -> bytes:
         return _encode_ack(channel, method)
     text = getattr(method, "reply_text", None)
     if isinstance(text, str) and len(text) > 85 and len(text.encode()) > 255:
-        # A close's reason is a short string: one quoting a long or undecodable frame would not encode, and
-        # the close would never be sent.
-        method.reply_text = text.encode()[:255].decode("utf-8", "ignore")  # type: ignore[attr-defined]
+        # A close's reason is a short string: RabbitMQ cuts a longer one to 252 bytes and "..."
+        # (rabbit_binary_generator), e.g. one quoting a long undecodable frame.
+        method.reply_text = text.encode()[:252].decode("utf-8", "ignore") + "..."  # type: ignore[attr-defined]
     return pframe.marshal(method, channel)
 
 

@@ -32,7 +32,7 @@ from ...errors import (
     PreconditionFailed,
     UnexpectedFrame,
 )
-from ...model import Channel, Delivery, Message, VHost
+from ...model import Channel, Delivery, LoggedMessage, Message, VHost
 from ...model.arguments import amqp_type
 from ...model.message import parse_expiration
 from ..base import ConnectionInfo, Session, SessionHost
@@ -50,6 +50,7 @@ from .codec import (
     HeaderMismatch,
     HeartbeatFrame,
     MethodFrame,
+    UndecodableMethod,
     UnknownMethod,
     encode_content,
     encode_method,
@@ -139,6 +140,7 @@ class AmqpSession(Session):
         self.frame_max = self.settings.frame_max
         self.heartbeat = 0
         self.channels: dict[int, _AmqpChannel] = {}
+        #: The resource alarm this connection is under (``block``), None without one.
         self.blocked_reason: str | None = None
         self._reply_key = ""
         self._received = False
@@ -148,6 +150,7 @@ class AmqpSession(Session):
         self._hb_recv: TimerHandle | None = None
         self._final_consumers: dict[str, str] = {}
         self._held = False  # blocked by a resource alarm after a publish: frames wait in the reader
+        self._told_blocked = False  # connection.blocked sent, connection.unblocked owed
 
     # -- capabilities the client announced ----------------------------------------------------------
     def _client_capability(self, name: str) -> bool:
@@ -161,6 +164,11 @@ class AmqpSession(Session):
         self._process()
 
     def _process(self) -> None:
+        while self._read_frames():
+            pass
+
+    def _read_frames(self) -> bool:
+        """Handle the frames read so far; True to go on reading after an error that leaves the connection up."""
         try:
             # A blocked connection that published is not read any further until the alarm clears.
             while self.state == "open" and not self._held:
@@ -168,8 +176,14 @@ class AmqpSession(Session):
                 if self.phase == "header" and self.reader.header_seen:
                     self.start()
                 if frame is None:
-                    return
+                    return False
                 self._frame(frame)
+        except UndecodableMethod as exc:
+            if self.phase not in ("running", "closing"):
+                self.request_close(exc.text)  # in the handshake, as any other error there: a silent close
+                return False
+            self._undecodable(exc)
+            return True  # the client's close-ok may be in the buffer already
         except HeaderMismatch:
             # rabbit_reader: refuse with the header of the protocol it does speak, then close.
             self._write(PROTOCOL_HEADER)
@@ -188,6 +202,24 @@ class AmqpSession(Session):
             self._connection_error(exc.error, *method_ids(exc.method))
         except ConnectionLevelError as exc:
             self._connection_error(exc, 0, 0)
+        return False
+
+    def _undecodable(self, exc: UndecodableMethod) -> None:
+        """A method frame whose arguments do not fill its payload exactly, as ``rabbit_reader`` answers one."""
+        if self.phase == "closing":
+            return  # the reader drops what arrives on channels while it closes, undecoded
+        if exc.channel == 0:
+            # Channel 0's methods are decoded by the reader itself, which reports any failure as an internal
+            # error with no explanation.
+            self._connection_error(_InternalError(""), 0, 0)
+            return
+        ch = self.channels.get(exc.channel)
+        if ch is not None and ch.state == "open" and ch.content is not None:
+            # Expecting a content header or body: the frame type is wrong before its arguments matter.
+            error = self._content_interrupted(ch.content)
+            self._connection_error(error.error, *method_ids(error.method))
+            return
+        self._connection_error(_FrameError(exc.text), exc.class_id, exc.method_id)
 
     def _write(self, data: bytes) -> None:
         self._sent = True
@@ -290,6 +322,9 @@ class AmqpSession(Session):
             return
         self.vhost = self.model.vhosts[name]
         self.phase = "running"
+        alarm = self.host.state(ResourceAlarm).reason
+        if alarm is not None:
+            self.block(alarm)  # the node's alarm (broker.block() with no client) covers new connections too
         self._established = True  # the runtime's handshake_timeout no longer applies
         self._method(0, c.Connection.OpenOk())
 
@@ -308,7 +343,8 @@ class AmqpSession(Session):
         # with no connection.close ("missed heartbeats from client, timeout: 60s").
         if self.closed:
             return
-        self._missed = 0 if self._received else self._missed + 1
+        # A blocked connection is not read, so it cannot be heard: rabbit_reader pauses this monitor meanwhile.
+        self._missed = 0 if self._received or self._held else self._missed + 1
         self._received = False
         if self._missed >= 2:
             self.close_reason = f"missed heartbeats from client, timeout: {self.heartbeat}s"
@@ -414,8 +450,7 @@ class AmqpSession(Session):
         assert pending is not None
         if pending.properties is None:
             if not isinstance(frame, HeaderFrame):
-                raise _HardError(UnexpectedFrame(
-                    "expected content header for class 60, got non content header frame instead"), pending.method)
+                raise self._content_interrupted(pending)
             if frame.class_id != 60:
                 raise _HardError(UnexpectedFrame(
                     f"expected content header for class 60, got one for class {frame.class_id} instead"),
@@ -434,8 +469,7 @@ class AmqpSession(Session):
             # RabbitMQ waits for exactly the announced size; more than that and it never completes.
             pending.remaining -= len(frame.data)
         else:
-            raise _HardError(UnexpectedFrame("expected content body, got non content body frame instead"),
-                             pending.method)
+            raise self._content_interrupted(pending)
         if pending.remaining == 0:
             ch.content = None
             body = b"".join(pending.parts)
@@ -445,6 +479,15 @@ class AmqpSession(Session):
                 self._connection_error(exc, 60, 40)
             except AmqpError as exc:
                 self._channel_error(ch, exc, 60, 40)
+
+    @staticmethod
+    def _content_interrupted(pending: _Publish) -> _HardError:
+        """rabbit_command_assembler's error for a frame of the wrong type where a content header or body is due."""
+        if pending.properties is None:
+            return _HardError(UnexpectedFrame(
+                "expected content header for class 60, got non content header frame instead"), pending.method)
+        return _HardError(UnexpectedFrame("expected content body, got non content body frame instead"),
+                          pending.method)
 
     def _channel_method(self, ch: _AmqpChannel, m: Method) -> None:
         handler = _HANDLERS.get(type(m))
@@ -626,8 +669,12 @@ class AmqpSession(Session):
         ch.content = _Publish(m)
         if self.blocked_reason is not None:
             # rabbit_reader: under a resource alarm, the first publish moves the connection from "blocking" to
-            # "blocked", and nothing more is read from it (the rest of this publish included).
+            # "blocked": only now is the client told, and nothing more is read from it (the rest of this
+            # publish included).
             self._held = True
+            if self._client_capability("connection.blocked"):
+                self._told_blocked = True
+                self._method(0, c.Connection.Blocked(self.blocked_reason))
 
     def _published(self, ch: _AmqpChannel, pending: _Publish, body: bytes) -> None:
         assert self.vhost is not None and pending.properties is not None
@@ -671,21 +718,47 @@ class AmqpSession(Session):
             self._method(ch.number, c.Basic.Nack(ch.publish_seq) if refused else c.Basic.Ack(ch.publish_seq))
 
     def _reply(self, ch: _AmqpChannel, m: c.Basic.Publish, message: Message) -> None:
-        found = self.host.state(ReplyRegistry).consumers.get(m.routing_key)
-        if found is not None:
-            session, target = found
-            if target.reply_consumer is not None and not session.close_requested:
-                tag = target.model.next_delivery_tag()  # the reply uses the channel's delivery tag sequence
-                session._write(encode_content(
-                    target.number,
-                    c.Basic.Deliver(target.reply_consumer, tag, False, "", m.routing_key),
-                    message.body, message.properties, session.frame_max, message.wire))
-        elif m.mandatory:
+        """A publish to ``amq.rabbitmq.reply-to.<key>`` on the default exchange: logged like any publish (so
+        message faults apply to it), and delivered straight to the requester's reply consumer."""
+        assert self.vhost is not None
+        logged = self.model.publish_message(message, protocol="amqp", vhost=self.vhost, client_id=self.client_id,
+                                            queues=[])
+        if logged.fault is None:
+            delivered = self._deliver_reply(message, logged)
+        else:
+            # A dropped reply is lost inside the broker, as any dropped publish; a delayed one is delivered once
+            # the model routes it (to no queue: its address is not one).
+            delivered = True
+            if logged.fault == "delayed":
+                def routed(entry: LoggedMessage) -> None:
+                    if entry is logged:
+                        remove()
+                        self._deliver_reply(message, logged)
+
+                remove = self.model.on("route", routed)
+        if not delivered and m.mandatory:
             self._write(encode_content(ch.number, unchecked(c.Basic.Return, 312, "NO_ROUTE", "", m.routing_key),
                                        message.body, message.properties, self.frame_max, message.wire))
         if ch.confirm:
             ch.publish_seq += 1
             self._method(ch.number, c.Basic.Ack(ch.publish_seq))
+
+    def _deliver_reply(self, message: Message, logged: LoggedMessage) -> bool:
+        """basic.deliver of a direct reply to the consumer of its address, recorded on its log entry as a
+        no-ack delivery through ``amq.rabbitmq.reply-to``; False when nobody consumes that address."""
+        found = self.host.state(ReplyRegistry).consumers.get(message.routing_key)
+        if found is None:
+            return False
+        session, target = found
+        if target.reply_consumer is None or session.close_requested:
+            return False
+        tag = target.model.next_delivery_tag()  # the reply uses the channel's delivery tag sequence
+        logged.queues = (REPLY_TO,)
+        self.model.record_delivery(message, REPLY_TO, session.client_id, no_ack=True)
+        session._write(encode_content(
+            target.number, c.Basic.Deliver(target.reply_consumer, tag, False, "", message.routing_key),
+            message.body, message.properties, session.frame_max, message.wire))
+        return True
 
     def _deliver(self, ch: _AmqpChannel, d: Delivery) -> None:
         data = encode_content(ch.number, c.Basic.Deliver(d.consumer_tag or "", d.delivery_tag, d.redelivered,
@@ -768,17 +841,19 @@ class AmqpSession(Session):
 
     # -- the broker's side ------------------------------------------------------------------------------
     def block(self, reason: str = "low on memory") -> None:
-        """A resource alarm: connection.blocked to clients that announced the ``connection.blocked`` capability;
-        from the next basic.publish on, nothing more is read from the connection until :meth:`unblock`."""
-        self.blocked_reason = reason
-        if self.phase == "running" and self._client_capability("connection.blocked"):
-            self._method(0, c.Connection.Blocked(reason))
+        """A resource alarm, as RabbitMQ 3.10 applies it: nothing is sent yet; the connection's next
+        basic.publish blocks it (connection.blocked with ``reason`` to a client that announced the capability)
+        and nothing more is read from it until :meth:`unblock`."""
+        if self.blocked_reason is None:
+            self.blocked_reason = reason
 
     def unblock(self) -> None:
-        if self.blocked_reason is not None and self.phase == "running" \
-                and self._client_capability("connection.blocked"):
-            self._method(0, c.Connection.Unblocked())
+        """The alarm clears: connection.unblocked to a client that was told it was blocked; reading resumes."""
         self.blocked_reason = None
+        if self._told_blocked:
+            self._told_blocked = False
+            if not self.close_requested:
+                self._method(0, c.Connection.Unblocked())
         if self._held:
             self._held = False
             self._process()
@@ -828,8 +903,24 @@ class AmqpSession(Session):
             "channel_max": self.channel_max,
             "auth_mechanism": self.mechanism,
             "client_properties": self.client_properties,
-            "blocked": self.blocked_reason is not None,
+            "blocked": self._held,
         }
+
+    @property
+    def connection_state(self) -> str:
+        """``rabbit_reader``'s state as the management API shows it: running, blocking (under an alarm, not
+        published since) or blocked (published under the alarm: no longer read)."""
+        if self._held:
+            return "blocked"
+        return "running" if self.blocked_reason is None else "blocking"
+
+
+class ResourceAlarm:
+    """The node's resource alarm, set by ``broker.block()`` with no client: it blocks every AMQP connection,
+    those opened while it lasts included."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
 
 
 class ReplyRegistry:
@@ -851,6 +942,28 @@ class _HardError(Exception):
 class _Forced(ConnectionLevelError):
     code = 320
     name = "CONNECTION_FORCED"
+
+
+class _FrameError(ConnectionLevelError):
+    """501 with the codec's complete text (``FRAME_ERROR - cannot decode <<...>>``)."""
+
+    code = 501
+    name = "FRAME_ERROR"
+
+    @property
+    def text(self) -> str:
+        return self.explanation
+
+
+class _InternalError(ConnectionLevelError):
+    """541 as ``rabbit_reader`` sends it for a channel-0 method it cannot decode: no explanation."""
+
+    code = 541
+    name = "INTERNAL_ERROR"
+
+    @property
+    def text(self) -> str:
+        return self.name
 
 
 def _command_invalid(text: str) -> ConnectionLevelError:
@@ -921,4 +1034,4 @@ _HANDLERS: dict[type, Any] = {
     c.Tx.Rollback: AmqpSession._tx_rollback,
 }
 
-__all__ = ["SERVER_PROPERTIES", "AmqpSession", "ReplyRegistry"]
+__all__ = ["SERVER_PROPERTIES", "AmqpSession", "ReplyRegistry", "ResourceAlarm"]

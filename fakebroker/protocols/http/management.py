@@ -848,7 +848,8 @@ class ManagementApi:
             "peer_host": info.peer[0],
             "peer_port": info.peer[1], "port": info.local[1], "protocol": label, "recv_cnt": 0, "recv_oct": 0,
             "recv_oct_details": RATE, "send_cnt": 0, "send_oct": 0, "send_oct_details": RATE, "send_pend": 0,
-            "ssl": False, "state": "blocked" if getattr(conn, "stalled", False) else "running",
+            "ssl": False, "state": "blocked" if getattr(conn, "stalled", False)
+            else getattr(session, "connection_state", "running"),
             "type": "network" if protocol == "amqp" else "direct", "user": session.user or "guest",
             "user_who_performed_action": session.user or "guest", "vhost": details.get("vhost") or "/",
         }
