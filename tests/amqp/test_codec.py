@@ -222,6 +222,7 @@ def _every_method() -> list[Any]:
             for kind in c.INDEX_MAPPING.values()]
 
 
+@pytest.mark.filterwarnings("ignore:This command is deprecated:DeprecationWarning")  # basic.recover-async
 @settings(max_examples=100)
 @given(st.binary(min_size=1, max_size=8))
 def test_trailing_bytes_after_any_method_are_undecodable(extra: bytes) -> None:
