@@ -126,6 +126,10 @@ class Connection:
         await self._done.wait()
 
 
+def _closed_hook() -> None:
+    """What a session's ``wakeup`` and ``abort_transport`` do once its connection has ended: nothing."""
+
+
 def _lose(conn: Connection) -> None:
     """Tell the session its transport is gone. A bug in its clean-up must cost only this connection: raised
     in the runtime, it would end the node's task group (every connection and listener), or stop drop_all()
@@ -186,6 +190,12 @@ class _ProtocolConnection(Connection, asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._runtime._ended(self)
+        # asyncio's selector transport keeps its read callback as a bound method of itself: a cycle that would
+        # hold the transport and its socket objects until the cyclic collector runs. Nothing reads it after
+        # the connection is lost (the reader is unregistered first); absent elsewhere (uvloop), nothing to do.
+        state = getattr(self._transport, "__dict__", None)
+        if state is not None:
+            state.pop("_read_ready_cb", None)
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -658,6 +668,9 @@ class Runtime:
             conn._slots.release()
             conn._slots = None
         self.on_disconnect(conn)
+        # The session's hooks are the connection's bound methods: a reference cycle that only the cyclic
+        # collector would free, long after the connection (and its socket objects) could have gone.
+        conn.session.wakeup = conn.session.abort_transport = _closed_hook
 
     def _session(self, listener: str, peer: tuple[str, int], local: tuple[str, int]) -> Session:
         # An IPv6 address comes with flow info and scope id: keep (host, port). The local address is the same

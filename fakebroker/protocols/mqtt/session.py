@@ -471,7 +471,10 @@ class MqttSession(Session):
             self._publish_will(self.will)
         assert self.vhost is not None and self.client_id is not None
         if self.channel is not None:
-            self.channel.close()
+            # Let go of it: it points back here (owner, on_cancel), a cycle only the cyclic collector would free.
+            channel, self.channel = self.channel, None
+            channel.close()
+            channel.on_cancel = None
         key = (self.vhost.name, self.client_id)
         if self.registry.sessions.get(key) is self:
             del self.registry.sessions[key]
