@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,11 +84,19 @@ class Exchange:
         if found is None:
             if len(self._routes) >= _ROUTE_CACHE_SIZE:
                 self._routes.clear()  # many distinct keys (one per device, say): start over rather than grow
-            targets = self.route(Message(self.name, routing_key, b""))
-            found = self._routes[key] = (
-                *sorted(t for t in targets if isinstance(t, str)),
-                *sorted((t for t in targets if not isinstance(t, str)), key=lambda t: t.name),
-            )
+            if self.type == "topic":
+                targets: Collection[Destination] = self._trie.match(routing_key)
+            elif self.type == "direct":
+                targets = self._direct.get(routing_key, ())
+            else:
+                targets = {b.target for b in self.bindings}
+            queues = [t for t in targets if isinstance(t, str)]
+            if len(queues) == len(targets):
+                queues.sort()
+                found = self._routes[key] = tuple(queues)
+            else:
+                found = self._routes[key] = (
+                    *sorted(queues), *sorted((t for t in targets if not isinstance(t, str)), key=lambda t: t.name))
         return found
 
     def add_binding(self, binding: Binding) -> bool:
