@@ -635,6 +635,12 @@ class MqttDecoder:
             raise MqttProtocolError(
                 f"remaining length {length} exceeds max_packet_size {self.max_packet_size}"
             )
+        if ptype == 4 and length == 2 and body + 2 <= len(buf):
+            # PUBACK, decoded here: with QoS 1 every message brings one back.
+            pid = (buf[body] << 8) | buf[body + 1]
+            if pid:
+                self._pos = body + 2
+                return Puback(pid)
         fixed = _FIXED_LENGTH[ptype]
         if fixed is not None and length != fixed:
             raise MqttProtocolError(f"{_NAMES[ptype]} with remaining length {length}, expected {fixed}")

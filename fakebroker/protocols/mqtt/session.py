@@ -125,7 +125,7 @@ class MqttSession(Session):
         try:
             for packet in self.decoder:
                 self._handle(packet)
-                if self.closed or self.close_requested:
+                if self._state != "open":  # closed, or a close requested: nothing more is read
                     return
         except MqttProtocolError as exc:
             self._protocol_error(exc)
@@ -149,7 +149,7 @@ class MqttSession(Session):
         self.send(encode(packet))
 
     def _handle(self, packet: Packet) -> None:
-        if not self.established:
+        if not self._established:
             if isinstance(packet, Connect):
                 self._connect(packet)
             else:
@@ -430,17 +430,26 @@ class MqttSession(Session):
             if not (dup and self.profile.drop_duplicates_at_qos0):
                 self._write_qos0(d)
             return
-        pid = self._allocate_pid(d.delivery_tag)
-        self.send(encode_publish(_topic(d.routing_key), d.body, 1, False, dup, pid))
+        # The next packet id, unless still in flight (_allocate_pid looks further).
+        pid = self._next_pid % 0xFFFE + 1
+        if pid in self._inflight:
+            pid = self._allocate_pid(d.delivery_tag)
+        else:
+            self._next_pid = pid
+            self._inflight[pid] = d.delivery_tag
+        message = d.message
+        self.send(encode_publish(_topic(message.routing_key), message.body, 1, False, dup, pid))
 
     def _write_qos0(self, d: Delivery) -> None:
         # At most once: a client this far behind in reading loses QoS 0 messages instead of the broker holding
         # them without limit (RabbitMQ 3.12+ drops them past ``mqtt.mailbox_soft_limit`` in the same way).
         # QoS 1 deliveries need no such rule: they stop at the prefetch window and wait in the queue.
-        if self.output_full:
+        limit = self.output_limit
+        if limit is not None and self.output_backlog() >= limit:  # output_full, inlined: once per delivery
             self.dropped += 1
             return
-        self.send(encode_publish(_topic(d.routing_key), d.body))
+        message = d.message
+        self.send(encode_publish(_topic(message.routing_key), message.body))
 
     def _allocate_pid(self, delivery_tag: int | None) -> int:
         # Packet ids run 1..0xFFFE and wrap back to 1 (``ensure_valid_mqtt_message_id``), skipping ids still
