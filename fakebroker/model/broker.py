@@ -122,6 +122,12 @@ class LoggedMessage:
                 f"routing_key={self.routing_key!r} body={body!r} -> {where}")
 
 
+def _check_publishable(vh: VHost, exchange: str) -> None:
+    """NOT_FOUND for a missing exchange, ACCESS_REFUSED for an internal one, as basic.publish is refused."""
+    if vh.exchange(exchange).internal:
+        raise AccessRefused(f"cannot publish to internal exchange '{exchange}' in vhost '{vh.name}'")
+
+
 class Broker:
     """The model of one RabbitMQ node. Everything here runs on the broker's event loop thread."""
 
@@ -212,13 +218,22 @@ class Broker:
         """basic.publish: route and enqueue one message. Refused as RabbitMQ does: NOT_FOUND for a missing
         exchange, ACCESS_REFUSED for an internal one, PRECONDITION_FAILED for a bad ``expiration``."""
         vh = self.vhost(vhost)
-        if vh.exchange(exchange).internal:
-            raise AccessRefused(f"cannot publish to internal exchange '{exchange}' in vhost '{vh.name}'")
+        _check_publishable(vh, exchange)
         props = dict(properties) if properties else {}
         if props.get("expiration") is not None:
             parse_expiration(props["expiration"])
         message = Message(exchange, routing_key, bytes(body), props)
         return self.publish_message(message, protocol=protocol, client_id=client_id, vhost=vh)
+
+    def publish_built(self, vh: VHost, exchange: str, routing_key: str, body: bytes, properties: dict[str, Any],
+                      protocol: str, client_id: str | None) -> LoggedMessage:
+        """:meth:`publish` for a protocol session that built ``properties`` itself, without an ``expiration``
+        (they are neither copied nor checked), with the vhost at hand: once per message from an MQTT device."""
+        if self.vhosts.get(vh.name) is not vh:
+            raise NotAllowed(f"vhost {vh.name} not found")  # deleted (or the broker reset) since it was looked up
+        _check_publishable(vh, exchange)
+        return self.publish_message(Message(exchange, routing_key, body, properties), protocol=protocol,
+                                    client_id=client_id, vhost=vh)
 
     def publish_message(
         self,

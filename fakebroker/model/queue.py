@@ -234,7 +234,7 @@ class Queue:
             consumer.unacked += 1
             channel.consumer_unacked += 1
             self.unacked += 1
-            channel.track(tag, qm, self, consumer, record)
+            channel._unacked[tag] = (qm, self, consumer, record)  # track(), inlined: once per delivery
         delivery = Delivery(qm.message, self.name, tag, qm.redelivered, consumer.tag)
         consumer.callback(delivery)
 

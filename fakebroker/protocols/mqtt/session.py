@@ -305,10 +305,8 @@ class MqttSession(Session):
         key = _routing_key(topic)
         if retain:
             self._retain(to_mqtt(key), payload, qos)
-        return self.host.model.publish(
-            self.settings.exchange, key, payload, properties,
-            vhost=self.vhost.name, protocol=protocol, client_id=self.client_id,
-        )
+        return self.host.model.publish_built(self.vhost, self.settings.exchange, key, payload, properties, protocol,
+                                             self.client_id)
 
     def _retain(self, topic: str, payload: bytes, qos: int) -> None:
         assert self.vhost is not None
