@@ -44,7 +44,10 @@ class Journal:
     def __init__(self, node: Node, limit: int = 500) -> None:
         self._node = node
         self.events: deque[tuple[float, str, Any]] = deque(maxlen=limit)
-        self._open: dict[int, ConnectionSummary] = {}  # connections open now, by id
+        # The summaries of open connections whose "opened" event is still kept, by id (oldest first): at most
+        # ``limit``, not one for each of 10,000 idle connections.
+        self._open: dict[int, ConnectionSummary] = {}
+        self._limit = limit
 
     def attach(self) -> None:
         self._node.model.on("connect", self._opened)
@@ -53,6 +56,8 @@ class Journal:
     def _opened(self, conn: Connection) -> None:
         summary = self._open[conn.id] = ConnectionSummary.of(conn)
         self.events.append((self._node.clock.now(), "opened", summary))
+        if len(self._open) > self._limit:
+            del self._open[next(iter(self._open))]  # its "opened" event has left the deque
 
     def _closed(self, conn: Connection) -> None:
         summary = self._open.pop(conn.id, None) or ConnectionSummary.of(conn)

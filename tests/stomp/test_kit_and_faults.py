@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+import fakebroker
 from fakebroker import ThreadedBroker
 from fakebroker.clients.stomp import StompClient, StompError
 
@@ -114,3 +115,16 @@ def test_heart_beat_expiry_on_the_clock(stomp_client: Callable[..., StompClient]
     fakebroker.clock.advance(15)
     assert client.disconnected.wait(5)
     assert not [c for c in fakebroker.clients if c.protocol == "stomp"]
+
+
+@pytest.mark.parametrize("websocket", [False, True], ids=["tcp", "web-stomp"])
+def test_closing_a_client_after_its_broker_stopped_raises_nothing(websocket: bool) -> None:
+    # The stomp_client fixture closes its clients after the test's broker has stopped: stomp.py may not have
+    # seen the close yet, and its DISCONNECT met a socket its receiver thread was closing (EBADF), now and then.
+    for _ in range(10):
+        broker = fakebroker.start()
+        client = StompClient(broker.web_stomp_url if websocket else broker.stomp)
+        client.connect()
+        broker.stop()
+        client.close()
+        client.close()
