@@ -124,7 +124,10 @@ class LoggedMessage:
 
 def _check_publishable(vh: VHost, exchange: str) -> None:
     """NOT_FOUND for a missing exchange, ACCESS_REFUSED for an internal one, as basic.publish is refused."""
-    if vh.exchange(exchange).internal:
+    found = vh.exchanges.get(exchange)
+    if found is None:
+        vh.exchange(exchange)  # raises NOT_FOUND in RabbitMQ's words
+    elif found.internal:
         raise AccessRefused(f"cannot publish to internal exchange '{exchange}' in vhost '{vh.name}'")
 
 

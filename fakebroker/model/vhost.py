@@ -278,7 +278,7 @@ class VHost:
 
         As ``rabbit_exchange:route/2``: the exchanges are visited breadth first, each once (a binding cycle
         ends there); an exchange that routes the message nowhere hands it to its alternate exchange."""
-        exchange = self.exchange(message.exchange)
+        exchange = self.exchanges.get(message.exchange) or self.exchange(message.exchange)  # raises NOT_FOUND
         if exchange.name == "":
             return [message.routing_key] if message.routing_key in self.queues else []
         if exchange._cacheable:

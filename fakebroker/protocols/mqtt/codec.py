@@ -336,7 +336,10 @@ def encode_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = Fals
             raise ValueError("a PUBLISH with qos > 0 needs a packet_id")
         var += _U16.pack(packet_id)
     first = 0x30 | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
-    return _fixed_header(first, len(var) + len(payload)) + var + payload
+    length = len(var) + len(payload)
+    if length < 0x80:  # _fixed_header, inlined for the common small message
+        return bytes((first, length)) + var + payload
+    return _fixed_header(first, length) + var + payload
 
 
 def _encode_subscribe(p: Subscribe) -> bytes:
@@ -672,7 +675,11 @@ class MqttDecoder:
             pos = stop
             if not flags & 6:
                 return Publish(topic, bytes(buf[pos:end]), 0, bool(flags & 1), False, None)
-            pid = _read_pid(buf, pos, end, "PUBLISH")
+            if pos + 2 > end:
+                raise MqttProtocolError("PUBLISH packet id truncated")
+            pid = (buf[pos] << 8) | buf[pos + 1]
+            if not pid:
+                raise MqttProtocolError("PUBLISH with packet id 0")
             return Publish(topic, bytes(buf[pos + 2:end]), (flags >> 1) & 3, bool(flags & 1), bool(flags & 8), pid)
         # Fixed-layout lengths were checked in next_packet.
         pid_cls = _PID_ONLY.get(ptype)

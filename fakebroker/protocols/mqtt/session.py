@@ -45,9 +45,10 @@ from .profile import get_profile, to_amqp, to_mqtt
 from .state import MqttState
 
 
-def _memo(convert: Callable[[str], str]) -> Callable[[str], str]:
+def _memo(convert: Callable[[str], str]) -> tuple[dict[str, str], Callable[[str], str]]:
     """``convert`` with its results kept for the topics in use: a device publishes to the same few topics over
-    and over, and a fan-out delivers one routing key many times. Bounded: it starts over past 4,096 keys."""
+    and over, and a fan-out delivers one routing key many times. Bounded: it starts over past 4,096 keys. The
+    cache is returned too, for a look-up without a call on the hot paths (``cache.get(key) or convert(key)``)."""
     cache: dict[str, str] = {}
 
     def lookup(key: str) -> str:
@@ -58,11 +59,11 @@ def _memo(convert: Callable[[str], str]) -> Callable[[str], str]:
             found = cache[key] = convert(key)
         return found
 
-    return lookup
+    return cache, lookup
 
 
-_topic = _memo(to_mqtt)
-_routing_key = _memo(to_amqp)
+_topics, _topic = _memo(to_mqtt)
+_routing_keys, _routing_key = _memo(to_amqp)
 
 
 QOS_HEADER = "x-mqtt-publish-qos"
@@ -121,9 +122,10 @@ class MqttSession(Session):
     # -- bytes in ---------------------------------------------------------------------------------
     def _on_data(self, data: bytes) -> None:
         self._last_activity = self.clock.now()
-        self.decoder.feed(data)
+        decoder = self.decoder
+        decoder.feed(data)
         try:
-            for packet in self.decoder:
+            while (packet := decoder.next_packet()) is not None:
                 self._handle(packet)
                 if self._state != "open":  # closed, or a close requested: nothing more is read
                     return
@@ -302,7 +304,7 @@ class MqttSession(Session):
         if self.profile.publish_headers:
             headers = {QOS_HEADER: qos, DUP_HEADER: dup}
         properties: dict[str, Any] = {"delivery_mode": 2 if qos else 1, "headers": headers}
-        key = _routing_key(topic)
+        key = _routing_keys.get(topic) or _routing_key(topic)
         if retain:
             self._retain(to_mqtt(key), payload, qos)
         return self.host.model.publish_built(self.vhost, self.settings.exchange, key, payload, properties, protocol,
@@ -436,7 +438,8 @@ class MqttSession(Session):
             self._next_pid = pid
             self._inflight[pid] = d.delivery_tag
         message = d.message
-        self.send(encode_publish(_topic(message.routing_key), message.body, 1, False, dup, pid))
+        key = message.routing_key
+        self.send(encode_publish(_topics.get(key) or _topic(key), message.body, 1, False, dup, pid))
 
     def _write_qos0(self, d: Delivery) -> None:
         # At most once: a client this far behind in reading loses QoS 0 messages instead of the broker holding
@@ -447,7 +450,8 @@ class MqttSession(Session):
             self.dropped += 1
             return
         message = d.message
-        self.send(encode_publish(_topic(message.routing_key), message.body))
+        key = message.routing_key
+        self.send(encode_publish(_topics.get(key) or _topic(key), message.body))
 
     def _allocate_pid(self, delivery_tag: int | None) -> int:
         # Packet ids run 1..0xFFFE and wrap back to 1 (``ensure_valid_mqtt_message_id``), skipping ids still
