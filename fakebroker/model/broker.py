@@ -280,8 +280,8 @@ class Broker:
         # Record the targets before enqueueing: enqueueing can deliver, and deliveries refer to the entry.
         logged.queues = tuple(targets)
         accepted = vhost.deliver(message, targets)
-        logged.queues = tuple(accepted)
         if len(accepted) < len(targets):
+            logged.queues = tuple(accepted)
             logged.refused = tuple(q for q in targets if q not in accepted)
         logged.pending = False
         if self._listeners.get("route"):

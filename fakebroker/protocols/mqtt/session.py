@@ -278,9 +278,11 @@ class MqttSession(Session):
     # -- PUBLISH ----------------------------------------------------------------------------------
     def _publish(self, p: Publish) -> None:
         assert self.vhost is not None
-        qos = min(p.qos, self.profile.max_qos)
+        qos = p.qos
+        if qos > self.profile.max_qos:
+            qos = self.profile.max_qos
         try:
-            logged = self._route(p.topic, p.payload, qos, p.dup, p.retain, protocol="mqtt")
+            logged = self._route(p.topic, p.payload, qos, p.dup, p.retain, "mqtt")
         except AmqpError as exc:
             self.close_reason = str(exc)
             self.request_close()
@@ -422,7 +424,7 @@ class MqttSession(Session):
             headers = {}
         published_qos = headers.get(QOS_HEADER)
         # Non-MQTT publishes count as QoS 1. RabbitMQ crashes on a non-byte header; any int is used here.
-        qos = min(published_qos, 1) if isinstance(published_qos, int) and not isinstance(published_qos, bool) else 1
+        qos = 1 if type(published_qos) is not int or published_qos > 1 else published_qos
         dup = d.redelivered or headers.get(DUP_HEADER) is True
         if qos == 0:
             assert self.channel is not None
