@@ -100,19 +100,7 @@ class Faults(BrokerCore):
             >>> conn.close()
         """
 
-        def run() -> None:
-            if client_id is None:
-                from ..protocols.amqp.session import ResourceAlarm
-
-                self._node.state(ResourceAlarm).reason = reason
-                sessions = self._amqp_sessions()
-            else:
-                sessions = [self._amqp_session(conn) for conn in self._connections(client_id)]
-            for session in sessions:
-                session.block(reason)
-            self._journal.note(f"fault: block({client_id!r}, {reason!r})")
-
-        self._call(run)
+        self._alarm(client_id, reason, f"fault: block({client_id!r}, {reason!r})")
 
     def unblock(self, client_id: Target | None = None) -> None:
         """The alarm clears (on the connection, or with no ``client_id`` on the node): ``connection.unblocked``
@@ -136,17 +124,26 @@ class Faults(BrokerCore):
             >>> conn.close()
         """
 
+        self._alarm(client_id, None, f"fault: unblock({client_id!r})")
+
+    def _alarm(self, client_id: Target | None, reason: str | None, note: str) -> None:
+        """Raise (``reason``) or clear (None) a resource alarm on the node (no ``client_id``) or on the
+        connections of ``client_id``."""
+
         def run() -> None:
             if client_id is None:
                 from ..protocols.amqp.session import ResourceAlarm
 
-                self._node.state(ResourceAlarm).reason = None
+                self._node.state(ResourceAlarm).reason = reason
                 sessions = self._amqp_sessions()
             else:
                 sessions = [self._amqp_session(conn) for conn in self._connections(client_id)]
             for session in sessions:
-                session.unblock()
-            self._journal.note(f"fault: unblock({client_id!r})")
+                if reason is None:
+                    session.unblock()
+                else:
+                    session.block(reason)
+            self._journal.note(note)
 
         self._call(run)
 
