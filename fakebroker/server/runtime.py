@@ -32,9 +32,10 @@ WRITE_SLICE = 256 * 1024
 #: Back-off between failed accepts (EMFILE, ENFILE, ENOBUFS, ENOMEM): doubles from the first to the second.
 ACCEPT_BACKOFF_MIN = 0.01
 ACCEPT_BACKOFF_MAX = 0.5
-#: accept() errors about the one connection being accepted (it was reset meanwhile), not about the broker.
+# What _accept_pending() found: connections accepted, or the listener at max_connections.
 _ACCEPTED = object()
 _FULL = object()
+#: accept() errors about the one connection being accepted (it was reset meanwhile), not about the broker.
 _TRANSIENT_ACCEPT_ERRORS = frozenset(
     code for code in (getattr(errno, n, None) for n in ("ECONNABORTED", "EPROTO", "ECONNRESET", "EINTR", "EAGAIN"))
     if code is not None
@@ -374,11 +375,10 @@ class Runtime:
         self._listener_closed: dict[str, anyio.Event] = {}
         self._timer_wake = anyio.Event()
         self._timer_deadline: float | None = None  # what the timer task sleeps until (None: no timer)
-        # Connections still to complete their opening, oldest first, as (deadline, id); one clock timer sweeps
-        # them, rather than one timer per connection to schedule and cancel.
-        # Connections still in their protocol's opening, oldest first (their deadlines come in the same order).
-        # Each leaves as soon as it is established or gone: an entry kept until its deadline would hold memory
-        # of a connection long closed, and keep the allocator from giving back what a burst of them used.
+        # Connections still in their protocol's opening, oldest first (their deadlines come in the same order);
+        # one clock timer sweeps them, rather than one timer per connection to schedule and cancel. Each leaves
+        # as soon as it is established or gone: an entry kept until its deadline held memory of a connection
+        # long closed.
         self._handshakes: dict[int, Connection] = {}
         self._handshake_timer: TimerHandle | None = None
         self._read_buffer = memoryview(bytearray(65536))  # the protocol path's reads, one at a time
