@@ -459,7 +459,7 @@ class Runtime:
                     await slots.acquire()
             try:
                 if loop is not None:
-                    sock, _ = await loop.sock_accept(raw)
+                    sock, peer = await loop.sock_accept(raw)
                 else:
                     stream = await listener.accept()
             except BaseException as exc:
@@ -476,7 +476,7 @@ class Runtime:
                 self._accept_recovered(name, failures)
                 failures = 0
             if loop is not None:
-                await self._accept_protocol(loop, name, sock, slots)
+                await self._accept_protocol(loop, name, sock, peer, slots)
             else:
                 self._tg.start_soon(self._run_task_connection, name, stream, slots)
 
@@ -686,10 +686,10 @@ class Runtime:
 
     # -- the protocol path (asyncio) --------------------------------------------------------------------
     async def _accept_protocol(self, loop: asyncio.AbstractEventLoop, listener: str, sock: socket.socket,
-                               slots: anyio.Semaphore | None) -> None:
+                               peer: tuple[str, int], slots: anyio.Semaphore | None) -> None:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer, local = sock.getpeername(), sock.getsockname()
+            local = sock.getsockname()  # the peer's address came with the socket
             session = self._session(listener, peer, local)
         except Exception as exc:
             self._drop_accepted(listener, sock, slots, exc)
