@@ -37,6 +37,7 @@ from rawkit import (
     Peer,
     Reader,
     Scenario,
+    acknowledged,
     adopt,
     beside_rabbitmq,
     check_count,
@@ -223,14 +224,8 @@ async def confirmed(port: int, count: int, payload: bytes, tag: str) -> tuple[in
     await adopt(consumer(port, queue, None, no_ack=False), sub)
     pub = Confirms(progress.set)
     await adopt(pub_reader, pub)
-    window, batch = 200, 50  # messages awaiting their confirm at most; sent per write
-    elapsed = await stream(lambda first, n: pub.write(publish * n), count, batch, lambda sent: sent - pub.confirmed,
-                           window - batch + 1, lambda: sub.messages >= count and pub.confirmed >= count, progress,
-                           (pub, sub))
-    for c in (pub, sub):
-        c.close(CLOSE)
-    check_count("deliveries", sub.messages, count)
-    check_count("confirms", pub.confirmed, count)
+    elapsed = await acknowledged(pub, sub, publish, count, lambda: pub.confirmed, CLOSE, progress,
+                                 ("deliveries", "confirms"))
     return count, elapsed
 
 

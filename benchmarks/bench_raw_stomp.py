@@ -36,6 +36,7 @@ from rawkit import (
     Peer,
     Reader,
     Scenario,
+    acknowledged,
     adopt,
     beside_rabbitmq,
     check_count,
@@ -148,14 +149,8 @@ async def with_receipts(port: int, count: int, payload: bytes, destination: str)
     pub = Counter(progress.set, marker=b"\x00")  # counts RECEIPT frames
     await adopt(opened(port), pub)
     frame = send_frame(destination, payload, receipt=True)
-    window, batch = 200, 50  # SENDs awaiting their receipt at most; sent per write
-    elapsed = await stream(lambda first, n: pub.write(frame * n), count, batch, lambda sent: sent - pub.received,
-                           window - batch + 1, lambda: sub.messages >= count and pub.received >= count, progress,
-                           (pub, sub))
-    for c in (pub, sub):
-        c.close(DISCONNECT)
-    check_count("messages", sub.messages, count)
-    check_count("receipts", pub.received, count)
+    elapsed = await acknowledged(pub, sub, frame, count, lambda: pub.received, DISCONNECT, progress,
+                                 ("messages", "receipts"))
     return count, elapsed
 
 

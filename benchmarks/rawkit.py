@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 #: A scenario: (port, a tag unique to the round) -> (operations, seconds they took).
 Scenario = Callable[[int, str], tuple[int, float]]
@@ -289,6 +290,23 @@ async def stream(write: Callable[[int, int], None], count: int, batch: int, in_f
     await pump(write, count, batch, in_flight, limit, progress, watch)
     await until(done, progress, watch)
     return time.perf_counter() - start
+
+
+async def acknowledged(pub: Peer, sub: Any, frame: bytes, count: int, acked: Callable[[], int], goodbye: bytes,
+                       progress: asyncio.Event, names: tuple[str, str]) -> float:
+    """``frame`` ``count`` times from ``pub`` in writes of 50, at most 200 awaiting their acknowledgement
+    (``acked()`` so far), until ``sub`` has them all and every one is acknowledged; then both say ``goodbye``
+    and the counts are checked (``names``: what the subscriber and the acknowledgements are called). The seconds
+    it took."""
+    window, batch = 200, 50
+    elapsed = await stream(lambda first, n: pub.write(frame * n), count, batch, lambda sent: sent - acked(),
+                           window - batch + 1, lambda: sub.messages >= count and acked() >= count, progress,
+                           (pub, sub))
+    for c in (pub, sub):
+        c.close(goodbye)
+    check_count(names[0], sub.messages, count)
+    check_count(names[1], acked(), count)
+    return elapsed
 
 
 def check_count(what: str, got: int, expected: int) -> None:
