@@ -131,28 +131,15 @@ class Node:
         """A node restart: listeners close, every connection drops (no wills), the model keeps what is
         durable (:meth:`Broker.restart`), and the listeners reopen on the same ports (unless refusing)."""
         await self.runtime.close_listeners(keep=OPERATOR_LISTENERS)
-        self.stopping = True
-        try:
-            # The operator's HTTP connections (a control-plane request asking for this restart) stay.
-            await self.runtime.drop_all(keep=OPERATOR_LISTENERS)
-        finally:
-            self.stopping = False
-        for channel in self.api_channels.values():
-            channel.close()  # requeues what basic.get handed out unacknowledged
-        self.api_channels.clear()
-        self.api_owner = ApiOwner()
+        await self._drop_clients()
         self.model.restart()
         if not self.refusing:
             await self.runtime.reopen_listeners()
 
-    async def reset(self) -> None:
-        """Empty the broker as if it had just started: every client connection dropped (no wills), every queue,
-        exchange, binding, retained message, message fault and log entry gone, vhosts and users as the options
-        give them; the operator's connections stay and the clock keeps its time."""
-        from .model import VHost
-
-        if self.refusing:
-            await self.refuse(False)
+    async def _drop_clients(self) -> None:
+        """Drop every client connection as a node going down does (no wills), and the API's channels (what
+        basic.get handed out unacknowledged is requeued). The operator's HTTP connections (a control-plane
+        request asking for this) stay."""
         self.stopping = True
         try:
             await self.runtime.drop_all(keep=OPERATOR_LISTENERS)
@@ -162,6 +149,16 @@ class Node:
             channel.close()
         self.api_channels.clear()
         self.api_owner = ApiOwner()
+
+    async def reset(self) -> None:
+        """Empty the broker as if it had just started: every client connection dropped (no wills), every queue,
+        exchange, binding, retained message, message fault and log entry gone, vhosts and users as the options
+        give them; the operator's connections stay and the clock keeps its time."""
+        from .model import VHost
+
+        if self.refusing:
+            await self.refuse(False)
+        await self._drop_clients()
         model = self.model
         for vhost in model.vhosts.values():
             for queue in vhost.queues.values():

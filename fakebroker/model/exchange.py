@@ -84,12 +84,7 @@ class Exchange:
         if found is None:
             if len(self._routes) >= _ROUTE_CACHE_SIZE:
                 self._routes.clear()  # many distinct keys (one per device, say): start over rather than grow
-            if self.type == "topic":
-                targets: Collection[Destination] = self._trie.match(routing_key)
-            elif self.type == "direct":
-                targets = self._direct.get(routing_key, ())
-            else:
-                targets = {b.target for b in self.bindings}
+            targets = self._destinations(routing_key)
             queues = [t for t in targets if isinstance(t, str)]
             if len(queues) == len(targets):
                 queues.sort()
@@ -131,14 +126,18 @@ class Exchange:
 
     def route(self, message: Message) -> set[Destination]:
         """The queues (names) and exchanges (:class:`ExchangeRef`) bound here that ``message`` should reach."""
+        if self.type == "headers":
+            headers = message.headers
+            return {b.target for b in self.bindings if headers_match(b.args, headers)}
+        return set(self._destinations(message.routing_key))
+
+    def _destinations(self, routing_key: str) -> Collection[Destination]:
+        """What a direct, topic or fanout exchange routes ``routing_key`` to (not copied: read, do not keep)."""
         if self.type == "direct":
-            return set(self._direct.get(message.routing_key, ()))
+            return self._direct.get(routing_key, {}).keys()
         if self.type == "topic":
-            return self._trie.match(message.routing_key)
-        if self.type == "fanout":
-            return {b.target for b in self.bindings}
-        headers = message.headers
-        return {b.target for b in self.bindings if headers_match(b.args, headers)}
+            return self._trie.match(routing_key)
+        return {b.target for b in self.bindings}
 
     @property
     def alternate(self) -> str | None:

@@ -133,9 +133,7 @@ class Queue:
         # Otherwise a TTL-0 message is already expired: dropped here when it is the head, else when it gets there.
         self.messages.append(qm)
         self.ready_bytes += size
-        order = self._order
-        # _has_active(), inlined: once per message
-        if self._tiers[order[0]] if len(order) == 1 else any(self._tiers.values()):
+        if self._has_active():
             self.dispatch()
         if self._limited and drop_head:
             self._drop_over_limit()

@@ -115,8 +115,8 @@ class ProtocolStates:
         return list(self._states.values())
 
 
-def _no_wakeup() -> None:
-    pass
+def _no_hook() -> None:
+    """A session hook with nothing to call: before the runtime sets it, and after :meth:`Session.unhook`."""
 
 
 class Session:
@@ -132,7 +132,7 @@ class Session:
         self.info = info
         self._out = bytearray()
         self._state: SessionState = "open"
-        self.wakeup: Callable[[], None] = _no_wakeup
+        self.wakeup: Callable[[], None] = _no_hook
         # Replaced by the runtime: drop this connection without a protocol goodbye (takeover, faults).
         self.abort_transport: Callable[[], None] = self._abort_without_transport
         self.client_id: str | None = None
@@ -227,6 +227,13 @@ class Session:
 
     def _abort_without_transport(self) -> None:
         self.connection_lost()
+
+    def unhook(self) -> None:
+        """Let go of what its transport or wrapper hooked in (``wakeup``, ``abort_transport``, an
+        ``output_backlog`` of its own) once the connection has ended: they point back at the connection, cycles
+        that only the cyclic collector would free."""
+        self.wakeup = self.abort_transport = _no_hook
+        vars(self).pop("output_backlog", None)
 
     # -- for subclasses --------------------------------------------------------------------------
     def send(self, data: bytes) -> None:

@@ -34,10 +34,6 @@ from .base import ConnectionInfo, Session, SessionState
 _REASONS = {400: "Bad Request", 404: "Not Found", 426: "Upgrade Required"}
 
 
-def _unhooked() -> None:
-    """An ended connection's inner session's ``wakeup`` and ``abort_transport``: nothing is left to do."""
-
-
 class WebSocketSession(Session):
     """Server side of one WebSocket connection, wrapping the protocol session created on upgrade.
 
@@ -183,11 +179,8 @@ class WebSocketSession(Session):
     def _on_connection_lost(self) -> None:
         self._head = bytearray()
         self._close_inner()
-        inner = self.inner
-        if inner is not None:
-            # Its hooks point back here (and its output_backlog at both): cycles only the collector would free.
-            inner.wakeup = inner.abort_transport = _unhooked
-            vars(inner).pop("output_backlog", None)
+        if self.inner is not None:
+            self.inner.unhook()  # its hooks point back here
 
     def _close_inner(self) -> None:
         if self.inner is not None:

@@ -127,10 +127,6 @@ class Connection:
         await self._done.wait()
 
 
-def _closed_hook() -> None:
-    """What a session's ``wakeup`` and ``abort_transport`` do once its connection has ended: nothing."""
-
-
 def _lose(conn: Connection) -> None:
     """Tell the session its transport is gone. A bug in its clean-up must cost only this connection: raised
     in the runtime, it would end the node's task group (every connection and listener), or stop drop_all()
@@ -555,11 +551,7 @@ class Runtime:
             outcome = _ACCEPTED
             try:
                 sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                local = sock.getsockname()
-                session = self._session(name, peer, local)
-                conn = _ProtocolConnection(self, next(self._ids), name, session, session.info.peer,
-                                           self.clock.now(), loop, slots)
+                conn = self._protocol_connection(loop, name, sock, peer, slots)
                 # What asyncio's server does for each connection it accepts (BaseSelectorEventLoop's
                 # _accept_connection2); the transport calls connection_made on the next loop turn.
                 cast(Any, loop)._make_socket_transport(sock, conn, extra={"peername": peer})
@@ -668,9 +660,7 @@ class Runtime:
             conn._slots.release()
             conn._slots = None
         self.on_disconnect(conn)
-        # The session's hooks are the connection's bound methods: a reference cycle that only the cyclic
-        # collector would free, long after the connection (and its socket objects) could have gone.
-        conn.session.wakeup = conn.session.abort_transport = _closed_hook
+        conn.session.unhook()  # its hooks are this connection's bound methods
 
     def _session(self, listener: str, peer: tuple[str, int], local: tuple[str, int]) -> Session:
         # An IPv6 address comes with flow info and scope id: keep (host, port). The local address is the same
@@ -685,17 +675,21 @@ class Runtime:
         return self._factories[listener](ConnectionInfo(peer, local))
 
     # -- the protocol path (asyncio) --------------------------------------------------------------------
+    def _protocol_connection(self, loop: asyncio.AbstractEventLoop, listener: str, sock: socket.socket,
+                             peer: tuple[str, int], slots: anyio.Semaphore | None) -> _ProtocolConnection:
+        """The connection object and its session for an accepted socket (the peer's address came with it)."""
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        session = self._session(listener, peer, sock.getsockname())
+        return _ProtocolConnection(self, next(self._ids), listener, session, session.info.peer, self.clock.now(),
+                                   loop, slots)
+
     async def _accept_protocol(self, loop: asyncio.AbstractEventLoop, listener: str, sock: socket.socket,
                                peer: tuple[str, int], slots: anyio.Semaphore | None) -> None:
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            local = sock.getsockname()  # the peer's address came with the socket
-            session = self._session(listener, peer, local)
+            conn = self._protocol_connection(loop, listener, sock, peer, slots)
         except Exception as exc:
             self._drop_accepted(listener, sock, slots, exc)
             return
-        conn = _ProtocolConnection(self, next(self._ids), listener, session, session.info.peer, self.clock.now(),
-                                   loop, slots)
         try:
             await loop.connect_accepted_socket(lambda: conn, sock)
         except BaseException as exc:

@@ -315,7 +315,7 @@ def _encode_publish(p: Publish) -> bytes:
     return encode_publish(p.topic, p.payload, p.qos, p.retain, p.dup, p.packet_id)
 
 
-_topics: dict[str, bytes] = {}
+_encoded_topics: dict[str, bytes] = {}
 
 
 def encode_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = False, dup: bool = False,
@@ -323,14 +323,14 @@ def encode_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = Fals
     """A PUBLISH packet, without a :class:`Publish` in between: the broker writes one per delivery."""
     if not 0 <= qos <= 3:
         raise ValueError("qos must fit in 2 bits")
-    var = _topics.get(topic)
+    var = _encoded_topics.get(topic)
     if var is None:
         data = topic.encode()
         if len(data) > 0xFFFF:
             raise ValueError("topic longer than 65535 bytes")
-        if len(_topics) >= 4096:
-            _topics.clear()  # a cache of the topics in use, not of every topic ever seen
-        var = _topics[topic] = _U16.pack(len(data)) + data
+        if len(_encoded_topics) >= 4096:
+            _encoded_topics.clear()  # a cache of the topics in use, not of every topic ever seen
+        var = _encoded_topics[topic] = _U16.pack(len(data)) + data
     if qos:
         if packet_id is None:
             raise ValueError("a PUBLISH with qos > 0 needs a packet_id")
