@@ -149,7 +149,7 @@ def test_free_ports_opens_every_listener_on_a_free_port() -> None:
 @pytest.mark.parametrize("loop", ["auto", "asyncio", "trio", "uvloop"])
 def test_serve_on_each_event_loop(loop: str) -> None:
     if loop == "uvloop":
-        pytest.importorskip("uvloop")
+        pytest.importorskip("uvloop", reason="uvloop is the fast extra (installed by the test extra, not on Windows)")
     proc = subprocess.Popen(
         [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", "0", *ONLY_MQTT, "--loop", loop],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
