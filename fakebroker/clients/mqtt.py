@@ -28,6 +28,8 @@ from urllib.parse import urlparse
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from ._inbox import none_within, take, take_many
+
 #: Seconds to wait for something that should happen at once; only reached when a test fails.
 TIMEOUT = 5.0
 
@@ -193,10 +195,7 @@ class MqttClient:
             >>> device.connack()  # paho reconnected by itself
             (False, 0)
         """
-        try:
-            present, rc = self._connacks.get(timeout=self.timeout)
-        except queue.Empty:
-            raise AssertionError(f"{self.client_id}: no CONNACK within {self.timeout} s") from None
+        present, rc = take(self._connacks, self.timeout, f"{self.client_id}: no CONNACK within {self.timeout} s")
         code = int(getattr(rc, "value", rc))
         # paho 2 reports a 3.1.1 CONNACK return code as its MQTT 5 reason code; give the code on the wire.
         return present, _V3_CODES.get(code, code)
@@ -213,10 +212,8 @@ class MqttClient:
             >>> device.disconnected.is_set()
             True
         """
-        try:
-            return self._disconnects.get(timeout=self.timeout if timeout is None else timeout)
-        except queue.Empty:
-            raise AssertionError(f"{self.client_id}: still connected") from None
+        wait = self.timeout if timeout is None else timeout
+        return take(self._disconnects, wait, f"{self.client_id}: still connected")
 
     def disconnect(self) -> None:
         """A clean DISCONNECT (no Last Will); returns once the connection is closed.
@@ -354,10 +351,7 @@ class MqttClient:
             b'now'
         """
         wait = self.timeout if timeout is None else timeout
-        try:
-            return self.inbox.get(timeout=wait)
-        except queue.Empty:
-            raise AssertionError(f"{self.client_id}: no message within {wait} s") from None
+        return take(self.inbox, wait, f"{self.client_id}: no message within {wait} s")
 
     def expect(self, count: int = 1) -> list[Received]:
         """The next ``count`` messages from the inbox; fails if they do not all arrive in time.
@@ -373,13 +367,7 @@ class MqttClient:
             >>> [m.payload for m in device.expect(2)]
             [b'stop', b'start']
         """
-        out: list[Received] = []
-        for _ in range(count):
-            try:
-                out.append(self.inbox.get(timeout=self.timeout))
-            except queue.Empty:
-                raise AssertionError(f"{self.client_id}: expected {count} messages, got {out}") from None
-        return out
+        return take_many(self.inbox, count, self.timeout, f"{self.client_id}: ")
 
     def expect_one(self) -> Received:
         """``expect(1)[0]``: the next message.
@@ -430,17 +418,7 @@ class MqttClient:
             >>> device.none_within(0.1)
             True
         """
-        try:
-            message = self.inbox.get(timeout=seconds)
-        except queue.Empty:
-            return True
-        self._requeue_first(message)
-        return False
-
-    def _requeue_first(self, message: Received) -> None:
-        rest = self.pending()
-        for m in (message, *rest):
-            self.inbox.put(m)
+        return none_within(self.inbox, seconds)
 
     def messages(self) -> list[Received]:
         """Every message received so far, in order (the inbox is left alone).

@@ -27,6 +27,8 @@ from urllib.parse import urlparse
 
 import stomp  # type: ignore[import-untyped]
 
+from ._inbox import none_within, take, take_many
+
 # What stomp.py's DISCONNECT raises on a connection the broker already closed: the socket's error, stomp.py's,
 # or (over Web STOMP) websocket-client's.
 _GONE: tuple[type[BaseException], ...] = (OSError, stomp.exception.StompException)
@@ -227,37 +229,20 @@ class StompClient(stomp.ConnectionListener):  # type: ignore[misc]
     def get(self, timeout: float | None = None) -> Message:
         """The next message from the inbox; fails if none arrives within ``timeout``."""
         wait = self.timeout if timeout is None else timeout
-        try:
-            return self.inbox.get(timeout=wait)
-        except queue.Empty:
-            raise AssertionError(f"no MESSAGE within {wait} s") from None
+        return take(self.inbox, wait, f"no MESSAGE within {wait} s")
 
     def expect(self, count: int = 1) -> list[Message]:
         """The next ``count`` messages; fails if they do not all arrive in time."""
-        out: list[Message] = []
-        for _ in range(count):
-            try:
-                out.append(self.inbox.get(timeout=self.timeout))
-            except queue.Empty:
-                raise AssertionError(f"expected {count} messages, got {out}") from None
-        return out
+        return take_many(self.inbox, count, self.timeout, "")
 
     def none_within(self, seconds: float) -> bool:
         """True when no message arrives within ``seconds`` (real time); one that does stays in the inbox."""
-        try:
-            message = self.inbox.get(timeout=seconds)
-        except queue.Empty:
-            return True
-        self.inbox.queue.appendleft(message)
-        return False
+        return none_within(self.inbox, seconds)
 
     def error(self, timeout: float | None = None) -> StompError:
         """The next ERROR frame the broker sent."""
         wait = self.timeout if timeout is None else timeout
-        try:
-            return self.errors.get(timeout=wait)
-        except queue.Empty:
-            raise AssertionError(f"no ERROR within {wait} s") from None
+        return take(self.errors, wait, f"no ERROR within {wait} s")
 
 
 __all__ = ["Message", "StompClient", "StompError"]
