@@ -61,7 +61,7 @@ class Connection:
     """
 
     __slots__ = ("__weakref__", "_done", "_ended", "_output_was_full", "_runtime", "_slots", "finished",
-                 "handshaking", "id", "listener", "opened_at", "peer", "raw", "reads", "session", "stalled", "waiting")
+                 "id", "listener", "opened_at", "peer", "raw", "reads", "session", "stalled", "waiting")
 
     def __init__(self, runtime: Runtime, conn_id: int, listener: str, session: Session, peer: tuple[str, int],
                  opened_at: float, raw: Any, slots: anyio.Semaphore | None) -> None:
@@ -81,7 +81,6 @@ class Connection:
         self._done: anyio.Event | None = None  # made only when someone waits for the end
         self._slots = slots  # the listener's max_connections semaphore, released when the connection ends
         self._output_was_full = False  # the session held deliveries back: tell it when the output drains
-        self.handshaking = False  # waiting for the protocol's opening, under the broker's handshake_timeout
         session.wakeup = self.wake
         session.abort_transport = self.abort
         session.output_limit = runtime.output_limit
@@ -91,9 +90,10 @@ class Connection:
         return self.session.protocol
 
     def _check_handshake(self) -> None:
-        if self.session.established:
-            self.handshaking = False
-            self._runtime._handshakes.pop(self.id, None)
+        """After input: a connection that completed its protocol's opening leaves the handshake sweep."""
+        pending = self._runtime._handshakes
+        if pending and self.id in pending and self.session.established:
+            del pending[self.id]
 
     @property
     def client_id(self) -> str | None:
@@ -255,8 +255,7 @@ class _ProtocolConnection(Connection, asyncio.BufferedProtocol):
             self.abort()
             return
         self._receiving = False
-        if self.handshaking:
-            self._check_handshake()
+        self._check_handshake()
         if data:
             self._flush()
 
@@ -613,7 +612,6 @@ class Runtime:
         self.connections[conn.id] = conn
         self.on_connect(conn)
         if self.handshake_timeout is not None and not conn.finished and not conn.session.established:
-            conn.handshaking = True
             self._handshakes[conn.id] = conn
             if self._handshake_timer is None:
                 self._handshake_timer = self.clock.call_at(conn.opened_at + self.handshake_timeout +
@@ -636,7 +634,6 @@ class Runtime:
             due.append(conn)
         for conn in due:
             del pending[conn.id]
-            conn.handshaking = False
             self._handshake_expired(conn)
         if pending:
             first = next(iter(pending.values()))
@@ -650,9 +647,7 @@ class Runtime:
         conn.finished = True
         _lose(conn)
         self.connections.pop(conn.id, None)
-        if conn.handshaking:
-            conn.handshaking = False
-            self._handshakes.pop(conn.id, None)
+        self._handshakes.pop(conn.id, None)
         conn._ended = True
         if conn._done is not None:
             conn._done.set()
@@ -762,8 +757,7 @@ class Runtime:
                 logger.exception("fakebroker: session error on connection %s; closing it", conn.id)
                 conn.abort()
                 return
-            if conn.handshaking:
-                conn._check_handshake()
+            conn._check_handshake()
             conn.wake()
             if not data:
                 return
