@@ -151,7 +151,6 @@ class Broker:
         # A bounded deque forgets the oldest entry in O(1): trimming a list from the front moved every pointer
         # on each publish once the limit was reached.
         self.log: deque[LoggedMessage] = deque(maxlen=log_limit)
-        self.log_limit = log_limit
         self._seq = 0
         self._listeners: dict[str, list[Callable[..., Any]]] = defaultdict(list)
         self._wall_offset = time.time() - self.clock.now()
