@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -32,15 +31,10 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pika  # type: ignore[import-untyped]  # no type information in pika
+from rawkit import free_port
 
 import fakebroker
 from fakebroker.protocols import listener_specs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -20,20 +20,14 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 
+from rawkit import free_port, wait_port
+
 AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -45,15 +39,7 @@ def sidecar() -> Iterator[tuple[int, int]]:
          "--no-amqp", "--http-port", str(http_port),
          "--management-port", str(management_port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", management_port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("fakebroker serve did not start") from None
-                time.sleep(0.05)
+        wait_port(management_port, proc)
         yield http_port, management_port
     finally:
         proc.terminate()

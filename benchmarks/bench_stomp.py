@@ -28,16 +28,12 @@ import time
 import uuid
 from collections.abc import Iterator
 
+from rawkit import free_port
+
 import fakebroker
 from fakebroker.protocols import listener_specs
 
 TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
