@@ -174,7 +174,7 @@ class Node:
             if callable(reset):
                 reset()
         if self.journal is not None:
-            self.journal.events.clear()
+            self.journal.clear()
 
     @property
     def addresses(self) -> dict[str, Address]:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass
+from array import array
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -12,22 +11,22 @@ if TYPE_CHECKING:
 from .matching import _short, describe
 
 
-@dataclass(eq=False)
 class ConnectionSummary:
     """What the journal remembers of a connection: a few fields, not the connection (whose session, socket and
-    task state would otherwise stay alive for as long as the journal holds the event)."""
+    task state would otherwise stay alive for as long as the journal holds the event). A "closed" event's summary
+    also has the connection's last ``subscriptions``, its close ``reason`` and the messages it ``dropped``."""
 
-    __slots__ = ("client_id", "id", "peer", "protocol", "user")
-    id: int
-    protocol: str
-    peer: tuple[str, int]
-    client_id: str | None
-    user: str | None
+    __slots__ = ("client_id", "dropped", "id", "peer", "protocol", "reason", "subscriptions", "user")
 
-    @classmethod
-    def of(cls, conn: Connection) -> ConnectionSummary:
-        session = conn.session
-        return cls(conn.id, conn.protocol, conn.peer, session.client_id, session.user)
+    def __init__(self) -> None:
+        self.fill(0, "", ("", 0), None, None)
+
+    def fill(self, conn_id: int, protocol: str, peer: tuple[str, int], client_id: str | None,
+             user: str | None) -> None:
+        self.id, self.protocol, self.peer, self.client_id, self.user = conn_id, protocol, peer, client_id, user
+        self.subscriptions: dict[str, Any] | None = None
+        self.reason = ""
+        self.dropped: int | None = None
 
     def refresh(self, conn: Connection) -> None:
         """Take the identity the client gave after it connected."""
@@ -43,33 +42,80 @@ class Journal:
 
     def __init__(self, node: Node, limit: int = 500) -> None:
         self._node = node
-        self.events: deque[tuple[float, str, Any]] = deque(maxlen=limit)
-        # The summaries of open connections whose "opened" event is still kept, by id (oldest first): at most
-        # ``limit``, not one for each of 10,000 idle connections.
-        self._open: dict[int, ConnectionSummary] = {}
         self._limit = limit
+        # Fixed slots, reused in turn, each with a summary made at its first use, and the times in one array:
+        # after the first ``limit`` events, recording one allocates nothing that outlives it. Objects made while
+        # thousands of connections close would land all over the allocator's arenas and keep every one of them
+        # from going back to the system.
+        self._when = array("d", bytes(8 * limit))
+        self._what: list[str] = [""] * limit
+        self._summaries: list[ConnectionSummary | None] = [None] * limit
+        self._text: list[str] = [""] * limit
+        self._count = 0  # events recorded since the last clear
+        # The summaries of "opened" events still kept, by connection id: a close refreshes the one it finds.
+        self._open: dict[int, ConnectionSummary] = {}
 
     def attach(self) -> None:
         self._node.model.on("connect", self._opened)
         self._node.model.on("disconnect", self._closed)
 
+    @property
+    def events(self) -> list[tuple[float, str, Any]]:
+        """The kept events, oldest first: (time, "opened" | "closed" | "note", a summary or the note's text)."""
+        limit, end = self._limit, self._count
+        return [(self._when[i % limit], self._what[i % limit],
+                 self._text[i % limit] if self._what[i % limit] == "note" else self._summaries[i % limit])
+                for i in range(max(0, end - limit), end)]
+
+    def clear(self) -> None:
+        self._count = 0
+        self._open.clear()
+
+    def _slot(self, what: str) -> int | None:
+        """The slot for a new event (the oldest one's), or None for a journal that keeps nothing."""
+        if not self._limit:
+            return None
+        slot = self._count % self._limit
+        old = self._summaries[slot]
+        if self._what[slot] == "opened" and old is not None and self._open.get(old.id) is old:
+            del self._open[old.id]
+        self._when[slot] = self._node.clock.now()
+        self._what[slot] = what
+        self._text[slot] = ""
+        self._count += 1
+        return slot
+
+    def _summary(self, slot: int, conn: Connection) -> ConnectionSummary:
+        """The slot's summary, now of ``conn``."""
+        summary = self._summaries[slot]
+        if summary is None:
+            summary = self._summaries[slot] = ConnectionSummary()
+        summary.fill(conn.id, conn.protocol, conn.peer, conn.session.client_id, conn.session.user)
+        return summary
+
     def _opened(self, conn: Connection) -> None:
-        summary = self._open[conn.id] = ConnectionSummary.of(conn)
-        self.events.append((self._node.clock.now(), "opened", summary))
-        if len(self._open) > self._limit:
-            del self._open[next(iter(self._open))]  # its "opened" event has left the deque
+        slot = self._slot("opened")
+        if slot is not None:
+            self._open[conn.id] = self._summary(slot, conn)
 
     def _closed(self, conn: Connection) -> None:
-        summary = self._open.pop(conn.id, None) or ConnectionSummary.of(conn)
-        summary.refresh(conn)  # the "opened" event shares it: it shows the client id too
+        opened = self._open.pop(conn.id, None)
+        if opened is not None:
+            opened.refresh(conn)  # the "opened" event shows the client id given after it, too
+        slot = self._slot("closed")
+        if slot is None:
+            return
+        summary = self._summary(slot, conn)
         described = conn.session.describe()
-        subscriptions = described.get("subscriptions") or {}
-        reason = _close_reason(conn) or ("the broker went down" if self._node.stopping else "")
-        self.events.append((self._node.clock.now(), "closed",
-                            (summary, dict(subscriptions), reason, described.get("dropped"))))
+        subscriptions = described.get("subscriptions")
+        summary.subscriptions = dict(subscriptions) if subscriptions else None
+        summary.reason = _close_reason(conn) or ("the broker went down" if self._node.stopping else "")
+        summary.dropped = described.get("dropped")
 
     def note(self, text: str) -> None:
-        self.events.append((self._node.clock.now(), "note", text))
+        slot = self._slot("note")
+        if slot is not None:
+            self._text[slot] = text
 
     def refresh(self) -> None:
         """Bring the summaries of open connections up to date (before a report)."""
@@ -103,16 +149,16 @@ def traffic_report(node: Node, journal: Journal, messages: int = 50) -> str:
 
     lines.append("connections and faults:")
     journal.refresh()
-    if not journal.events:
+    events = journal.events
+    if not events:
         lines.append("  (none)")
-    for when, what, item in journal.events:
+    for when, what, item in events:
         if what == "opened":
             lines.append(f"  t={when:.3f} opened {_conn_text(item)}")
         elif what == "closed":
-            conn, subscriptions, reason, dropped = item
-            extra = f" subscriptions={subscriptions}" if subscriptions else ""
-            extra += f" dropped={dropped} (not reading)" if dropped else ""
-            lines.append(f"  t={when:.3f} closed {_conn_text(conn)}{extra}{f' ({reason})' if reason else ''}")
+            extra = f" subscriptions={item.subscriptions}" if item.subscriptions else ""
+            extra += f" dropped={item.dropped} (not reading)" if item.dropped else ""
+            lines.append(f"  t={when:.3f} closed {_conn_text(item)}{extra}{f' ({item.reason})' if item.reason else ''}")
         else:
             lines.append(f"  t={when:.3f} {item}")
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
+from kit.mqtt import connect, s
 from kit.wait import wait_until
 
 from fakebroker import ThreadedBroker
@@ -155,3 +157,34 @@ def test_report_marks_redeliveries_and_how_each_delivery_was_settled(fakebroker:
     wait_until(lambda: len(mqtt_entry.deliveries) == 2, what="the redelivery after the restart")
     assert [d.redelivered for d in fakebroker.messages.filter(routing_key="jobs.1")[0].deliveries] == [False, True]
     assert "REDELIVERED" in fakebroker.traffic_report().split("jobs.1")[-1]
+
+
+
+def _mqtt_connect(broker: ThreadedBroker, client_id: str) -> socket.socket:
+    sock = socket.create_connection(tuple(broker.mqtt))
+    sock.sendall(connect(payload=s(client_id)))
+    assert sock.recv(4) == b"\x20\x02\x00\x00"
+    return sock
+
+
+def _disconnect(sock: socket.socket) -> None:
+    sock.sendall(b"\xe0\x00")
+    sock.close()
+
+
+def test_the_report_keeps_the_last_500_connection_events_oldest_first(fakebroker: ThreadedBroker) -> None:
+    first = _mqtt_connect(fakebroker, "first")
+    others = [_mqtt_connect(fakebroker, f"c{i}") for i in range(260)]
+    for sock in others:
+        _disconnect(sock)
+    wait_until(lambda: fakebroker.clients.ids() == ["first"], what="the 260 to close")
+    # Its "opened" event has left the report by now: its close must not touch the event that took its place.
+    _disconnect(first)
+    wait_until(lambda: not fakebroker.clients.ids(), what="the first to close")
+
+    section = fakebroker.traffic_report().split("connections and faults:\n")[1].split("\nconnected now:")[0]
+    events = [(line.split()[1], line.split("client_id=")[1].split()[0]) for line in section.splitlines()]
+    # 261 opened and 261 closed: the oldest 22 (the first's "opened", c0 to c20's) are gone; the "opened" events
+    # kept show the client id their CONNECT gave after the event.
+    assert events == ([("opened", f"'c{i}'") for i in range(21, 260)] + [("closed", f"'c{i}'") for i in range(260)]
+                      + [("closed", "'first'")])
