@@ -7,6 +7,9 @@ import ipaddress
 import socket
 import sys
 
+#: The listen() backlog (the system caps it at its somaxconn).
+LISTEN_BACKLOG = 65535
+
 
 def listen_error(listener: str, host: str, port: int, exc: OSError) -> str:
     return f"{listener} listener on {host}:{port}: {exc.strerror}"
@@ -30,7 +33,7 @@ def bind(listener: str, host: str, port: int) -> socket.socket | None:
             sock.bind((host, port))
         except OSError as exc:
             raise OSError(exc.errno, listen_error(listener, host, port, exc)) from exc
-        sock.listen(65535)
+        sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except BaseException:
         sock.close()

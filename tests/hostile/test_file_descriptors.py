@@ -25,10 +25,26 @@ sys.stdin.read()  # until the test closes our stdin
 print(len(broker.clients), flush=True)
 broker.stop()
 """
+# The same in a uvloop event loop: its own server accepts there until the process comes near its limit.
+UVLOOP_SERVER = SERVER.split("import fakebroker")[0] + """
+import anyio, fakebroker
+
+async def main():
+    async with fakebroker.serve(web_mqtt_port=None) as broker:
+        print(broker.mqtt.port, flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.read)
+        print(len(broker.clients), flush=True)
+
+anyio.run(main, backend_options={"use_uvloop": True})
+"""
 
 
-def test_out_of_file_descriptors_is_logged_and_survived() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_out_of_file_descriptors_is_logged_and_survived(loop: str) -> None:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop is the fast extra (installed by the test extra, not on Windows)")
+    server = SERVER if loop == "asyncio" else UVLOOP_SERVER
+    proc = subprocess.Popen([sys.executable, "-c", server], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     idle: list[socket.socket] = []
     err = ""
@@ -82,3 +98,4 @@ def test_out_of_file_descriptors_is_logged_and_survived() -> None:
     assert len(warnings) <= 3, err  # once per outage, not once per retry
     assert "accepts connections again" in err, err
     assert "ERROR" not in err and "Traceback" not in err, err
+

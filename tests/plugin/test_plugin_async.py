@@ -7,6 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
+from kit.mqtt import connect, s
 
 from fakebroker import AsyncBroker, VirtualClock
 from fakebroker.protocols.mqtt.codec import Will
@@ -154,3 +155,37 @@ def test_an_application_suite_on_both_backends(app: pytest.Pytester) -> None:
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["*test_telemetry_reaches_the_backend?asyncio? PASSED*",
                                  "*test_telemetry_reaches_the_backend?trio? PASSED*"])
+
+
+@pytest.mark.fakebroker(max_connections=2, web_mqtt_port=None)
+async def test_a_listener_at_max_connections_leaves_new_clients_waiting(async_fakebroker: AsyncBroker) -> None:
+    # Five clients at once: those past the limit wait, connected but unanswered (in the TCP backlog; on uvloop
+    # the ones its server accepted in the same batch wait unread), and get in one by one as others leave.
+    clients = [await anyio.connect_tcp(*async_fakebroker.mqtt) for _ in range(5)]
+    for i, client in enumerate(clients):
+        await client.send(connect(payload=s(f"c{i}")))
+
+    async def served() -> set[str]:
+        with anyio.fail_after(5):
+            while len(async_fakebroker.clients.ids()) < 2:
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.2)  # long enough for a third to show up if the limit did not hold
+        ids = set(async_fakebroker.clients.ids())
+        assert len(ids) == 2, list(async_fakebroker.clients)
+        return ids
+
+    gone: set[str] = set()
+    while len(gone) < 4:
+        ids = await served()
+        leaving = sorted(ids, key=str)[0]
+        client = clients[int(leaving[1:])]
+        assert await client.receive(4) == b"\x20\x02\x00\x00"
+        await client.aclose()
+        gone.add(leaving)
+        with anyio.fail_after(5):
+            while leaving in async_fakebroker.clients.ids():
+                await anyio.sleep(0.01)
+    (last,) = set(f"c{i}" for i in range(5)) - gone
+    with anyio.fail_after(5):
+        assert await clients[int(last[1:])].receive(4) == b"\x20\x02\x00\x00"
+    await clients[int(last[1:])].aclose()

@@ -185,6 +185,7 @@ def test_the_report_keeps_the_last_500_connection_events_oldest_first(fakebroker
     section = fakebroker.traffic_report().split("connections and faults:\n")[1].split("\nconnected now:")[0]
     events = [(line.split()[1], line.split("client_id=")[1].split()[0]) for line in section.splitlines()]
     # 261 opened and 261 closed: the oldest 22 (the first's "opened", c0 to c20's) are gone; the "opened" events
-    # kept show the client id their CONNECT gave after the event.
-    assert events == ([("opened", f"'c{i}'") for i in range(21, 260)] + [("closed", f"'c{i}'") for i in range(260)]
-                      + [("closed", "'first'")])
+    # kept show the client id their CONNECT gave after the event. The 260 may close in any order.
+    assert events[:239] == [("opened", f"'c{i}'") for i in range(21, 260)]
+    assert sorted(events[239:-1]) == sorted(("closed", f"'c{i}'") for i in range(260))
+    assert events[-1] == ("closed", "'first'")
