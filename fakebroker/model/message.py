@@ -73,7 +73,7 @@ def parse_expiration(value: str) -> int:
     return ttl
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Message:
     """One published message. ``log_id`` links it to its entry in the broker's message log."""
 
@@ -96,7 +96,7 @@ class Message:
         return self.properties.get("delivery_mode") == 2
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Delivery:
     """A message handed to a consumer or returned by ``get``."""
 
