@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +14,9 @@ from .protocols.base import ListenerSpec
 
 # Everything else is imported inside the functions that need it: `fakebroker serve` is often started by a test
 # suite that waits for its port, and `fakebroker --help` should answer at once.
+
+#: The limit on open files `fakebroker serve` raises its own to (RabbitMQ's service unit: LimitNOFILE=65536).
+DESCRIPTOR_LIMIT = 65536
 
 
 def _user(value: str) -> tuple[str, str]:
@@ -31,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the broker until interrupted",
                        description="Run a broker on the wall clock with RabbitMQ's default ports until Ctrl-C or "
-                                   "SIGTERM. Port 0 picks a free port.")
+                                   "SIGTERM. Port 0 picks a free port. Its limit on open files is raised to "
+                                   f"{DESCRIPTOR_LIMIT:,} (or the hard limit), as RabbitMQ's service sets it.")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     for spec in listener_specs():
         where = f" at {spec.websocket_path}" if spec.websocket_path else ""
@@ -227,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fakebroker: --loop uvloop needs uvloop: pip install 'fakebroker[fast]'", file=sys.stderr)
         return 2
     backend = "trio" if loop == "trio" else "asyncio"
+    _raise_descriptor_limit()
     try:
         sockets = _bind_early(args)
         anyio.run(_serve, args, sockets, backend=backend,
@@ -239,6 +245,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fakebroker: cannot listen: {os_error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _raise_descriptor_limit() -> None:
+    """Raise the soft limit on open files to :data:`DESCRIPTOR_LIMIT` (or the hard limit, if lower): a shell's
+    default of 1,024 would stop a load test at about a thousand clients, where RabbitMQ takes 65,536."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = DESCRIPTOR_LIMIT if hard == resource.RLIM_INFINITY else min(hard, DESCRIPTOR_LIMIT)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):  # macOS caps it lower (OPEN_MAX)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _ports(args: argparse.Namespace) -> list[tuple[ListenerSpec, int | None]]:

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -169,3 +170,27 @@ def test_serve_on_each_event_loop(loop: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="reads the limit from /proc")
+def test_serve_raises_its_limit_on_open_files() -> None:
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    expected = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if expected <= 256:
+        pytest.skip(f"the hard limit ({hard}) leaves nothing to raise")
+
+    def low_limit() -> None:  # a shell's small default, in the child only
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    proc = subprocess.Popen([sys.executable, "-m", "fakebroker", "serve", "--free-ports"], preexec_fn=low_limit,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "fakebroker is serving" in _line(proc)
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        soft = next(line.split()[3] for line in limits.splitlines() if line.startswith("Max open files"))
+        assert int(soft) == expected, limits
+    finally:
+        proc.terminate()
+        proc.wait(10)
