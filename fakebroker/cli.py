@@ -169,7 +169,7 @@ def _malloc_trim() -> None:
 
     try:
         trim = ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, TypeError):  # no such function, or (Windows) no process-wide library
         return
     trim(0)
 

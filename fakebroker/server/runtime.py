@@ -362,7 +362,11 @@ class _ServedAccept:
                 except OSError:
                     return  # out of descriptors already
                 full = self.full = self.loop.create_future()
-                server = await self.loop.create_server(self, sock=served, backlog=LISTEN_BACKLOG)
+                try:
+                    server = await self.loop.create_server(self, sock=served, backlog=LISTEN_BACKLOG)
+                except OSError:
+                    served.close()
+                    return
                 try:
                     # Some uvloop versions close their server when an accept fails, which detaches the
                     # duplicate socket.
