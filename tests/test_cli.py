@@ -178,11 +178,10 @@ def test_serve_raises_its_limit_on_open_files() -> None:
 
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     expected = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-    if expected <= 256:
-        pytest.skip(f"the hard limit ({hard}) leaves nothing to raise")
+    low = min(256, expected // 2)  # under whatever this machine allows
 
     def low_limit() -> None:  # a shell's small default, in the child only
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
 
     proc = subprocess.Popen([sys.executable, "-m", "fakebroker", "serve", "--free-ports"], preexec_fn=low_limit,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
