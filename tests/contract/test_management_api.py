@@ -335,6 +335,16 @@ def test_binding_lifecycle_by_properties_key(backend: Backend) -> None:
                                                                                    "Not Found")
 
 
+def test_a_queue_named_e_is_a_queue_in_the_binding_paths(backend: Backend) -> None:
+    # The "e" of /e/{exchange}/q/{queue} is a path segment: a queue (or routing key) named "e" is just a name.
+    put_queue(backend, "e")
+    api(backend, "PUT", "/api/exchanges/{vhost}/bx", {"type": "topic"})
+    assert api(backend, "POST", "/api/bindings/{vhost}/e/bx/q/e", {"routing_key": "e"}).status_code == 201
+    assert api(backend, "GET", "/api/bindings/{vhost}/e/bx/q/e/e").json()["destination_type"] == "queue"
+    assert api(backend, "DELETE", "/api/bindings/{vhost}/e/bx/q/e/e").status_code == 204
+    assert api(backend, "GET", "/api/bindings/{vhost}/e/bx/q/e").json() == []
+
+
 def test_a_binding_with_arguments_is_deleted_by_the_key_the_listing_gives(backend: Backend) -> None:
     put_queue(backend, "bq")
     api(backend, "PUT", "/api/exchanges/{vhost}/hx", {"type": "headers"})

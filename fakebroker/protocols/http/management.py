@@ -23,7 +23,7 @@ from ...model import Channel, Queue, VHost
 from ...model.arguments import Long
 from ...model.exchange import Binding
 from ..base import Session, SessionHost
-from .router import DecodeError, Router, parse_form
+from .router import DecodeError, Router, parse_form, split_path
 from .server import HttpSession, Pending, Request, Response
 from .statelessd import _basic_credentials
 
@@ -750,8 +750,9 @@ class ManagementApi:
 
     @staticmethod
     def _destination_type(call: Call) -> str:
-        """``/e/{source}/q/{queue}`` binds a queue, ``/e/{source}/e/{exchange}`` an exchange."""
-        return "exchange" if "/e/" in call.request.path.split("/e/", 1)[1] else "queue"
+        """``/e/{source}/q/{queue}`` binds a queue, ``/e/{source}/e/{exchange}`` an exchange: the path's sixth
+        segment (``api/bindings/{vhost}/e/{source}/q|e/...``)."""
+        return "exchange" if split_path(call.request.path)[5] == "e" else "queue"
 
     def _between(self, call: Call) -> tuple[VHost, list[Binding]]:
         vh = call.vhost()
