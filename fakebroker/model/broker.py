@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
@@ -294,6 +295,10 @@ class Broker:
         except AmqpError:
             targets = []
         self._enqueue(logged, message, vhost, targets)
+
+    def recent(self, n: int) -> list[LoggedMessage]:
+        """The last ``n`` entries of the message log, oldest first, without copying the rest of it."""
+        return list(itertools.islice(reversed(self.log), n))[::-1] if n > 0 else []
 
     def find_logged(self, seq: int) -> LoggedMessage | None:
         if not self.log or seq < self.log[0].seq:

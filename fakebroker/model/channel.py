@@ -22,9 +22,9 @@ Unacked = tuple[int, QueuedMessage, Queue, "Consumer | None", "DeliveryRecord | 
 class Channel:
     """One AMQP-like channel. ``owner`` identifies the connection, for exclusive queues."""
 
-    # Every MQTT connection has one: slots keep it small.
-    __slots__ = ("__weakref__", "_next_tag", "_unacked", "client_id", "closed", "consumer_unacked", "consumers",
-                 "flow", "global_prefetch", "on_cancel", "owner", "vhost")
+    # One per AMQP channel and per subscribing MQTT connection: slots keep it small.
+    __slots__ = ("_next_tag", "_unacked", "client_id", "closed", "consumer_unacked", "consumers", "flow",
+                 "global_prefetch", "on_cancel", "owner", "vhost")
 
     def __init__(self, vhost: VHost, owner: object, client_id: str | None = None) -> None:
         self.vhost = vhost

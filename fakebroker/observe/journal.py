@@ -201,7 +201,7 @@ def traffic_report(node: Node, journal: Journal, messages: int = 50) -> str:
         lines.append("  (none)")
 
     log = node.model.log
-    recent = list(log)[-messages:] if messages > 0 else []
+    recent = node.model.recent(messages)
     lines.append(f"messages (last {len(recent)} of {len(log)}):" if len(recent) < len(log) else
                  f"messages ({len(log)}):")
     if not log:

@@ -410,9 +410,8 @@ class _ServedAccept:
             peer = transport.get_extra_info("peername")
             if peer is None:
                 raise ConnectionResetError("gone before it was handed over")
-            session = runtime._session(self.name, peer, transport.get_extra_info("sockname"))
-            conn = _ProtocolConnection(runtime, next(runtime._ids), self.name, session, session.info.peer,
-                                       runtime.clock.now(), self.loop, self.slots)
+            conn = runtime._new_connection(self.loop, self.name, peer, transport.get_extra_info("sockname"),
+                                           self.slots)
         except Exception as exc:
             runtime._drop_accepted(self.name, transport, self.slots, exc)
             return
@@ -824,7 +823,12 @@ class Runtime:
                              peer: tuple[str, int], slots: anyio.Semaphore | None) -> _ProtocolConnection:
         """The connection object and its session for an accepted socket (the peer's address came with it)."""
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = self._session(listener, peer, sock.getsockname())
+        return self._new_connection(loop, listener, peer, sock.getsockname(), slots)
+
+    def _new_connection(self, loop: asyncio.AbstractEventLoop, listener: str, peer: tuple[str, int],
+                        local: tuple[str, int], slots: anyio.Semaphore | None) -> _ProtocolConnection:
+        """The connection object and its session, for a connection from ``peer`` to ``local``."""
+        session = self._session(listener, peer, local)
         return _ProtocolConnection(self, next(self._ids), listener, session, session.info.peer, self.clock.now(),
                                    loop, slots)
 

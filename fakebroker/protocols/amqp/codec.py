@@ -102,7 +102,7 @@ def erlang_binary(data: bytes) -> str:
         escapes = {ord('"'): '\\"', ord("\\"): "\\\\", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v", 8: "\\b",
                    12: "\\f", 27: "\\e"}
         return '<<"' + "".join(escapes.get(b, chr(b)) for b in data) + '">>'
-    return "<<" + ",".join(str(b) for b in data) + ">>"
+    return erlang_bytes(data)
 
 
 def erlang_bytes(data: bytes) -> str:

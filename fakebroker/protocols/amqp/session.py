@@ -150,7 +150,6 @@ class AmqpSession(Session):
         self._hb_recv: TimerHandle | None = None
         self._final_consumers: dict[str, str] = {}
         self._held = False  # blocked by a resource alarm after a publish: frames wait in the reader
-        self._told_blocked = False  # connection.blocked sent, connection.unblocked owed
 
     # -- capabilities the client announced ----------------------------------------------------------
     def _client_capability(self, name: str) -> bool:
@@ -673,7 +672,6 @@ class AmqpSession(Session):
             # publish included).
             self._held = True
             if self._client_capability("connection.blocked"):
-                self._told_blocked = True
                 self._method(0, c.Connection.Blocked(self.blocked_reason))
 
     def _published(self, ch: _AmqpChannel, pending: _Publish, body: bytes) -> None:
@@ -850,12 +848,11 @@ class AmqpSession(Session):
     def unblock(self) -> None:
         """The alarm clears: connection.unblocked to a client that was told it was blocked; reading resumes."""
         self.blocked_reason = None
-        if self._told_blocked:
-            self._told_blocked = False
-            if not self.close_requested:
-                self._method(0, c.Connection.Unblocked())
         if self._held:
             self._held = False
+            # Told it was blocked (held, with the capability, which start-ok fixed): connection.unblocked is owed.
+            if self._client_capability("connection.blocked") and not self.close_requested:
+                self._method(0, c.Connection.Unblocked())
             self._process()
 
     def close_connection(self, reason: str = "Closed via management plugin") -> None:

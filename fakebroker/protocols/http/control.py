@@ -342,7 +342,7 @@ class ControlPlane:
         connections = [{"protocol": c.protocol, "client_id": c.client_id, "user": c.user, "vhost": c.vhost,
                         "subscriptions": c.subscriptions, "stalled": c.stalled, "listener": c.listener}
                        for c in self.broker.clients if c.protocol != "http"]
-        log = list(model.log)[-limit:] if limit > 0 else []
+        log = model.recent(limit)
         return Response.json(200, {
             "clock": {"now": clock.now(), "virtual": isinstance(clock, VirtualClock)},
             "connections": connections, "queues": queues, "exchanges": exchanges, "bindings": bindings,

@@ -477,16 +477,12 @@ class ManagementApi:
     def single_node(self, call: Call) -> Response:
         return Response.json(200, {"status": "ok", "reason": "single node cluster"})
 
-    def _active_listeners(self) -> dict[str, int]:
-        """Listener name -> port of the listeners accepting connections now (not while the broker refuses)."""
-        return self.host.listening()
-
     def port_listener(self, call: Call) -> Response:
         try:
             port = int(call.params["port"])
         except ValueError:
             raise bad_request(f"invalid port {call.params['port']!r}") from None
-        ports = list(self._active_listeners().values())
+        ports = list(self.host.listening().values())
         if port in ports:
             return Response.json(200, {"status": "ok", "port": port})
         return Response.json(503, {"status": "failed", "reason": "No active listener", "missing": port,
@@ -494,7 +490,7 @@ class ManagementApi:
 
     def protocol_listener(self, call: Call) -> Response:
         wanted = call.params["protocol"]
-        protocols = [LISTENER_PROTOCOLS[n] for n in self._active_listeners() if n in LISTENER_PROTOCOLS]
+        protocols = [LISTENER_PROTOCOLS[n] for n in self.host.listening() if n in LISTENER_PROTOCOLS]
         if wanted in protocols:
             return Response.json(200, {"status": "ok", "protocol": wanted})
         return Response.json(503, {"status": "failed", "reason": "No active listener", "missing": wanted,
