@@ -24,14 +24,13 @@ import argparse
 import contextlib
 import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import pika  # type: ignore[import-untyped]  # no type information in pika
-from rawkit import free_port
+from rawkit import fakebroker_cmd, free_port
 
 import fakebroker
 from fakebroker.protocols import listener_specs
@@ -41,9 +40,8 @@ from fakebroker.protocols import listener_specs
 def fakebroker_process() -> Iterator[str]:
     port = free_port()
     # Only the AMQP listener: the others' default ports may be a real RabbitMQ's.
-    others = [f"--no-{spec.name.replace('_', '-')}" for spec in listener_specs() if spec.name != "amqp"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakebroker", "serve", "--amqp-port", str(port), *others],
+        fakebroker_cmd("amqp")(port, ""),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:

@@ -27,6 +27,8 @@ from collections.abc import Iterator
 
 from rawkit import free_port, wait_port
 
+from fakebroker.protocols import listener_specs
+
 AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
 
 
@@ -35,9 +37,10 @@ def sidecar() -> Iterator[tuple[int, int]]:
     """``fakebroker serve`` with only its HTTP listeners, in a process of its own; yields (http, management)."""
     http_port, management_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakebroker", "serve", "--no-mqtt", "--no-web-mqtt", "--no-stomp", "--no-web-stomp",
-         "--no-amqp", "--http-port", str(http_port),
-         "--management-port", str(management_port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [sys.executable, "-m", "fakebroker", "serve", "--http-port", str(http_port),
+         "--management-port", str(management_port),
+         *(f"--no-{spec.name.replace('_', '-')}" for spec in listener_specs() if spec.protocol != "http")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_port(management_port, proc)
         yield http_port, management_port

@@ -19,7 +19,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,10 +27,9 @@ from collections.abc import Iterator
 import paho.mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from rawkit import free_port, wait_port
+from rawkit import fakebroker_cmd, free_port, wait_port
 
 import fakebroker
-from fakebroker.protocols import listener_specs
 
 
 @contextlib.contextmanager
@@ -57,8 +55,7 @@ def fakebroker_process() -> Iterator[tuple[str, int]]:
     """``fakebroker serve`` in its own process, as mosquitto runs: no GIL shared with the paho clients."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakebroker", "serve", "--mqtt-port", str(port),
-         *(f"--no-{spec.name.replace('_', '-')}" for spec in listener_specs() if spec.name != "mqtt")],
+        fakebroker_cmd("mqtt")(port, ""),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:

@@ -39,7 +39,6 @@ import sys
 import time
 from collections.abc import Callable
 
-import rawkit
 from rawkit import (
     Broker,
     Counter,
@@ -49,7 +48,9 @@ from rawkit import (
     Scenario,
     arguments,
     check_count,
+    connect_loop,
     fakebrokers,
+    figure,
     free_port,
     interleave,
     open_conn,
@@ -134,11 +135,6 @@ def mqtt_connect(reader: Reader, n: int) -> None:
     reader.sock.sendall(DISCONNECT)
 
 
-def connect_loop(port: int, seconds: float) -> tuple[int, float]:
-    """Sequential connect/CONNECT/CONNACK/DISCONNECT/close for ``seconds``; (connections, seconds taken)."""
-    return rawkit.connect_loop(port, seconds, mqtt_connect)
-
-
 class Qos1Subscriber(Peer):
     """Receives QoS 1 PUBLISHes of one known size and acknowledges each (one write per read)."""
 
@@ -163,7 +159,8 @@ class Qos1Subscriber(Peer):
             acks = []
             for i in range(0, whole * size, size):
                 if buf[i] & 0xF6 != 0x32:  # a QoS 1 PUBLISH (dup/retain bits aside)
-                    raise RuntimeError(f"unexpected packet 0x{buf[i]:02x} in the QoS 1 stream")
+                    self.fail(f"unexpected packet 0x{buf[i]:02x} in the QoS 1 stream")
+                    return
                 acks.append(b"\x40\x02" + buf[i + off:i + off + 2])
             self.write(b"".join(acks))
             self.messages += whole
@@ -252,12 +249,8 @@ def _idle_wave(port: int, pid: int, n: int, prefix: str) -> float:
             for i, s in enumerate(group):
                 s.sendall(connect(f"{prefix}-{start + i}"))
             for s in group:
-                got = b""
-                while len(got) < 4:
-                    chunk = s.recv(4 - len(got))
-                    if not chunk:
-                        raise RuntimeError("idle connection closed before CONNACK")
-                    got += chunk
+                if Reader(s).exactly(4) != CONNACK:
+                    raise RuntimeError("an idle connection got no CONNACK")
             socks.extend(group)
         time.sleep(0.5)
         return rss_kib(pid)
@@ -280,7 +273,7 @@ def startup(command: list[str], port: int, mqtt: bool = True, env: dict[str, str
             return accepted, accepted
         with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
             s.sendall(connect("startup"))
-            if s.recv(4) != CONNACK:
+            if Reader(s).exactly(4) != CONNACK:
                 raise RuntimeError("no CONNACK")
         return accepted, (time.monotonic() - t0) * 1000
     finally:
@@ -301,14 +294,14 @@ def run(args: argparse.Namespace, brokers: list[Broker], tmp: str) -> list[Figur
     payload = os.urandom(args.payload)
     figures: list[Figure] = []
 
-    def fig(title: str, unit: str, higher: bool) -> Figure:
-        f = Figure(title, unit, higher, {b.name: [] for b in brokers})
+    def fig(title: str, unit: str) -> Figure:
+        f = figure(title, unit, brokers)
         figures.append(f)
         return f
 
     scenarios: list[tuple[str, str, str, Scenario]] = [
         ("connect", "sequential connect + CONNACK + DISCONNECT", "conn",
-         lambda port, tag: connect_loop(port, args.seconds)),
+         lambda port, tag: connect_loop(port, args.seconds, mqtt_connect)),
         ("qos0", f"QoS 0, {args.payload} B, 1 -> 1", "msg",
          lambda port, tag: asyncio.run(qos0(port, args.messages, 1, payload, tag + "q0"))),
         ("fanout", f"QoS 0 fan-out 1 -> {args.fanout}", "delivery",
@@ -319,10 +312,10 @@ def run(args: argparse.Namespace, brokers: list[Broker], tmp: str) -> list[Figur
     ]
     figures += run_scenarios(brokers, tmp, scenarios, only, args.rounds)
     if "idle" in only:
-        per = fig(f"extra RSS per idle connection, {args.idle:,} open", "KiB", False)
-        kept = fig("RSS not returned after they closed, per connection", "KiB", False)
-        total = fig(f"RSS with {args.idle:,} idle connections", "MB", False)
-        grown = fig(f"RSS growth of a second {args.idle:,} after those closed, per connection", "KiB", False)
+        per = fig(f"extra RSS per idle connection, {args.idle:,} open", "KiB")
+        kept = fig("RSS not returned after they closed, per connection", "KiB")
+        total = fig(f"RSS with {args.idle:,} idle connections", "MB")
+        grown = fig(f"RSS growth of a second {args.idle:,} after those closed, per connection", "KiB")
         for _, b in interleave(brokers, max(1, args.rounds // 2)):
             with running(b, tmp) as (port, pid):
                 before, opened, after, again = idle(port, pid, args.idle)
@@ -331,8 +324,8 @@ def run(args: argparse.Namespace, brokers: list[Broker], tmp: str) -> list[Figur
             total.values[b.name].append(opened / 1024)
             grown.values[b.name].append(max(0.0, again - opened) / args.idle)
     if "startup" in only:
-        f_start = fig("process start until the port accepts", "ms", False)
-        f_ack = fig("process start until the first CONNACK", "ms", False)
+        f_start = fig("process start until the port accepts", "ms")
+        f_ack = fig("process start until the first CONNACK", "ms")
         floor: list[float] = []
         for _ in range(3):
             for _, b in interleave(brokers, args.rounds):

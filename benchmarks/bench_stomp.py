@@ -22,13 +22,12 @@ import contextlib
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 
-from rawkit import free_port
+from rawkit import fakebroker_cmd, free_port
 
 import fakebroker
 from fakebroker.protocols import listener_specs
@@ -41,8 +40,7 @@ def fakebroker_process() -> Iterator[tuple[str, int]]:
     """``fakebroker serve`` in its own process, as RabbitMQ runs: no GIL shared with the clients."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakebroker", "serve", "--stomp-port", str(port),
-         *(f"--no-{spec.name.replace('_', '-')}" for spec in listener_specs() if spec.name != "stomp")],
+        fakebroker_cmd("stomp")(port, ""),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None

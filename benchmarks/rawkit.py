@@ -327,8 +327,12 @@ def payload_text(size: int) -> bytes:
 class Figure:
     title: str
     unit: str
-    higher_is_better: bool
     values: dict[str, list[float]] = field(default_factory=dict)
+
+
+def figure(title: str, unit: str, brokers: list[Broker]) -> Figure:
+    """A figure with an empty list of values for each broker."""
+    return Figure(title, unit, {b.name: [] for b in brokers})
 
 
 def interleave(brokers: list[Broker], rounds: int) -> Iterator[tuple[int, Broker]]:
@@ -344,8 +348,8 @@ def rate_figures(figures: list[Figure], brokers: list[Broker],
     chosen = []
     for key, title, unit, fn in scenarios:
         if key in only:
-            rate = Figure(title, f"{unit}/s", True, {b.name: [] for b in brokers})
-            cost = Figure(f"  broker CPU per {unit}", "µs", False, {b.name: [] for b in brokers})
+            rate = figure(title, f"{unit}/s", brokers)
+            cost = figure(f"  broker CPU per {unit}", "µs", brokers)
             figures += [rate, cost]
             chosen.append((rate, cost, fn))
     return chosen
