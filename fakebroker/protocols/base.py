@@ -216,6 +216,7 @@ class Session:
         # Nothing is written after the close. The connection may be kept for reports a while (the journal):
         # what was queued for a client that stopped reading must not be kept with it.
         self._out = bytearray()
+        self.unhook()
 
     def transport_received(self, count: int) -> None:
         """``count`` bytes arrived on the socket for this session inside a wrapper (WebSocket frames, pings):
@@ -230,8 +231,8 @@ class Session:
 
     def unhook(self) -> None:
         """Let go of what its transport or wrapper hooked in (``wakeup``, ``abort_transport``, an
-        ``output_backlog`` of its own) once the connection has ended: they point back at the connection, cycles
-        that only the cyclic collector would free."""
+        ``output_backlog`` of its own), as :meth:`connection_lost` does: they point back at the connection,
+        cycles that only the cyclic collector would free."""
         self.wakeup = self.abort_transport = _no_hook
         vars(self).pop("output_backlog", None)
 

@@ -178,9 +178,7 @@ class WebSocketSession(Session):
 
     def _on_connection_lost(self) -> None:
         self._head = bytearray()
-        self._close_inner()
-        if self.inner is not None:
-            self.inner.unhook()  # its hooks point back here
+        self._close_inner()  # which unhooks it: its hooks point back here
 
     def _close_inner(self) -> None:
         if self.inner is not None:

@@ -804,7 +804,6 @@ class Runtime:
             conn._slots.release()
             conn._slots = None
         self.on_disconnect(conn)
-        conn.session.unhook()  # its hooks are this connection's bound methods
 
     def _session(self, listener: str, peer: tuple[str, int], local: tuple[str, int]) -> Session:
         # An IPv6 address comes with flow info and scope id: keep (host, port). The local address is the same

@@ -612,8 +612,7 @@ class WebStompFront(Session):
 
     def _on_connection_lost(self) -> None:
         if self.delegate is not None:
-            self.delegate.connection_lost()
-            self.delegate.unhook()  # its hooks point back here
+            self.delegate.connection_lost()  # which unhooks it: its hooks point back here
 
 
 __all__ = ["SockJSHttpSession", "SockJSRegistry", "SockJSSession", "SockJSWebSocketInner", "WebStompFront"]
