@@ -70,8 +70,7 @@ class Node:
         self.model.emit(event, *args)
 
     def listening(self) -> dict[str, int]:
-        return {name: a.port for name, a in self.runtime.addresses.items()
-                if not self.refusing or name in OPERATOR_LISTENERS}
+        return self.runtime.listening()
 
     def operator(self) -> Any:
         if self._operator is None:

@@ -718,6 +718,10 @@ class Runtime:
         if slots is not None:
             slots.release()
 
+    def listening(self) -> dict[str, int]:
+        """Listener name -> port of the listeners open now (not those a refusal or a restart closed)."""
+        return {name: a.port for name, a in self.addresses.items() if name in self._listener_scopes}
+
     async def close_listeners(self, keep: Collection[str] = ()) -> None:
         """Close every listening socket but those named in ``keep``; returns once they are closed (a connect()
         is then refused)."""
