@@ -491,6 +491,19 @@ def test_a_node_alarm_blocks_every_publisher_and_new_connections(broker: Any) ->
         conn.close()
 
 
+def test_reset_clears_a_node_alarm(broker: Any) -> None:
+    broker.block()
+    broker.reset()  # as if the node had just started: no alarm
+    broker.declare_queue("q")
+    conn = blocking(broker)
+    told: list[str] = []
+    conn.add_on_connection_blocked_callback(lambda c, frame: told.append(frame.method.reason))
+    conn.channel().basic_publish("", "q", b"not held")
+    eventually(lambda: conn.process_data_events(time_limit=0) or broker.queues["q"].messages == 1)
+    assert told == []
+    conn.close()
+
+
 @pytest.mark.parametrize("via", ["client", "broker"])
 def test_heartbeats_off_survive_a_long_clock_jump(via: str) -> None:
     options = {"amqp_heartbeat": 0} if via == "broker" else {}

@@ -919,6 +919,10 @@ class ResourceAlarm:
     def __init__(self) -> None:
         self.reason: str | None = None
 
+    def reset(self) -> None:
+        """``broker.reset()``: a node that has just started has no alarm."""
+        self.reason = None
+
 
 class ReplyRegistry:
     """Direct reply-to consumers of the node: ``amq.rabbitmq.reply-to.<key>`` → the session and channel."""
