@@ -289,9 +289,8 @@ class Queue:
         elif outcome == "reject":
             self.vhost.dead_letter(qm.message, self, "rejected")
         self.dispatch()
-        # An ack changes nothing at the head: the TTL timer needs a look only when one runs or the head expires.
-        if outcome != "ack" or self._ttl_timer is not None or (self.messages and self.messages[0].expires_at
-                                                               is not None):
+        # As after an enqueue: the TTL timer needs a look only when one runs or the head has a deadline.
+        if self._ttl_timer is not None or (self.messages and self.messages[0].expires_at is not None):
             self._after_change()
 
     # -- consumers ----------------------------------------------------------------------------
