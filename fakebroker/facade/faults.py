@@ -234,10 +234,10 @@ class Faults(BrokerCore):
         """
         return self._node.refusing
 
-    async def _reset(self) -> None:
+    async def _reset(self, how: str = "") -> None:
         await self._node.runtime.settle()
         await self._node.reset()
-        self._journal.note("fault: reset")
+        self._journal.note(f"fault: reset{how}")
 
     async def _restart(self) -> None:
         await self._node.runtime.settle()

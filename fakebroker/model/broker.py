@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..clock import Clock, VirtualClock
-from ..errors import AccessRefused, AmqpError, NotAllowed
+from ..errors import AmqpError, NotAllowed
 from .message import Message, parse_expiration
 from .queue import Queue
 from .vhost import VHost
@@ -123,15 +123,6 @@ class LoggedMessage:
                 f"routing_key={self.routing_key!r} body={body!r} -> {where}")
 
 
-def _check_publishable(vh: VHost, exchange: str) -> None:
-    """NOT_FOUND for a missing exchange, ACCESS_REFUSED for an internal one, as basic.publish is refused."""
-    found = vh.exchanges.get(exchange)
-    if found is None:
-        vh.exchange(exchange)  # raises NOT_FOUND in RabbitMQ's words
-    elif found.internal:
-        raise AccessRefused(f"cannot publish to internal exchange '{exchange}' in vhost '{vh.name}'")
-
-
 class Broker:
     """The model of one RabbitMQ node. Everything here runs on the broker's event loop thread."""
 
@@ -221,7 +212,7 @@ class Broker:
         """basic.publish: route and enqueue one message. Refused as RabbitMQ does: NOT_FOUND for a missing
         exchange, ACCESS_REFUSED for an internal one, PRECONDITION_FAILED for a bad ``expiration``."""
         vh = self.vhost(vhost)
-        _check_publishable(vh, exchange)
+        vh.check_publishable(exchange)
         props = dict(properties) if properties else {}
         if props.get("expiration") is not None:
             parse_expiration(props["expiration"])
@@ -234,7 +225,7 @@ class Broker:
         (they are neither copied nor checked), with the vhost at hand: once per message from an MQTT device."""
         if self.vhosts.get(vh.name) is not vh:
             raise NotAllowed(f"vhost {vh.name} not found")  # deleted (or the broker reset) since it was looked up
-        _check_publishable(vh, exchange)
+        vh.check_publishable(exchange)
         return self.publish_message(Message(exchange, routing_key, body, properties), protocol=protocol,
                                     client_id=client_id, vhost=vh)
 

@@ -52,6 +52,11 @@ class VHost:
             raise NotFound(f"no exchange '{name}' in vhost '{self.name}'")
         return exchange
 
+    def check_publishable(self, exchange: str) -> None:
+        """NOT_FOUND for a missing exchange, ACCESS_REFUSED for an internal one, as basic.publish is refused."""
+        if self.exchange(exchange).internal:
+            raise AccessRefused(f"cannot publish to internal exchange '{exchange}' in vhost '{self.name}'")
+
     def queue(self, name: str) -> Queue:
         queue = self.queues.get(name)
         if queue is None:

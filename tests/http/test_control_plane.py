@@ -216,6 +216,8 @@ def test_reset_empties_the_broker_between_tests(broker: fakebroker.ThreadedBroke
         http.auth = AUTH
         assert http.post(f"{broker.management_url}/api/fakebroker/reset", timeout=10).status_code == 204
         assert http.get(f"{broker.management_url}/api/fakebroker/messages", timeout=5).json() == []
+    notes = [line for line in broker.traffic_report().splitlines() if "reset" in line]
+    assert len(notes) == 1 and notes[0].endswith("fault: reset over HTTP"), notes  # one note for one reset
     assert broker.queues == {}
     assert "x" not in broker.exchanges and "amq.topic" in broker.exchanges
     assert broker.retained() == {}

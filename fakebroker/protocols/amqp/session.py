@@ -21,7 +21,6 @@ from pamqp.base import Frame as Method
 
 from ...clock import TimerHandle
 from ...errors import (
-    AccessRefused,
     AmqpError,
     ChannelStateError,
     CommandInvalid,
@@ -678,9 +677,7 @@ class AmqpSession(Session):
         assert self.vhost is not None and pending.properties is not None
         m = pending.method
         vh = self.vhost
-        exchange = vh.exchange(m.exchange)
-        if exchange.internal:
-            raise AccessRefused(f"cannot publish to internal exchange '{m.exchange}' in vhost '{vh.name}'")
+        vh.check_publishable(m.exchange)
         properties, wire = pending.properties, pending.wire
         user_id = properties.get("user_id")
         if user_id is not None and user_id != self.user:

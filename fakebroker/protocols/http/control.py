@@ -353,8 +353,7 @@ class ControlPlane:
     # -- reset ---------------------------------------------------------------------------------------------
     def reset(self, call: Call) -> Pending:
         async def work() -> Response:
-            await self.broker.reset()
-            self.broker._journal.note("reset over HTTP")
+            await self.broker._reset(" over HTTP")
             return Response(204)
 
         return self._later(work)
