@@ -104,7 +104,7 @@ class ControlPlane:
         except (TypeError, ValueError) as exc:  # a criterion or value the broker refuses
             return _error(bad_request(str(exc)))
         except LookupError as exc:  # no such client
-            return _error(ApiError(404, "not_found", str(exc.args[0]) if exc.args else "not found"))
+            return _not_found(exc)
 
     def _later(self, work: Callable[[], Awaitable[Response]]) -> Pending:
         """Run ``work`` on the node's loop; the response is what it returns (or the error it raises)."""
@@ -112,13 +112,17 @@ class ControlPlane:
         pending = Pending(on_cancel=scope.cancel)
 
         async def run() -> None:
+            from ...observe.matching import MessageTimeout
+
             with scope:
                 try:
                     response = await work()
                 except ApiError as exc:
                     response = _error(exc)
                 except LookupError as exc:  # no such client
-                    response = _error(ApiError(404, "not_found", str(exc.args[0]) if exc.args else "not found"))
+                    response = _not_found(exc)
+                except MessageTimeout as exc:  # a long poll that ran out of time
+                    response = Response.json(408, {"error": "timeout", "reason": str(exc)})
                 except Exception as exc:  # reported to the client that asked, never to the broker
                     response = _error(ApiError(500, "internal_error", repr(exc)))
                 pending.resolve(response)
@@ -167,8 +171,6 @@ class ControlPlane:
         return Response.json(200, [message_json(m) for m in found])
 
     def wait(self, call: Call) -> Pending:
-        from ...observe.matching import MessageTimeout
-
         body = call.body()
         count = _int(body.pop("count", 1), "count")
         timeout = float(body.pop("timeout", 5.0))
@@ -177,10 +179,7 @@ class ControlPlane:
         criteria = self._strict_criteria(call, body)
 
         async def work() -> Response:
-            try:
-                found = await self.broker.wait_for_messages(count, timeout, **criteria)
-            except MessageTimeout as exc:
-                return Response.json(408, {"error": "timeout", "reason": str(exc)})
+            found = await self.broker.wait_for_messages(count, timeout, **criteria)
             return Response.json(200, [message_json(m) for m in found])
 
         return self._later(work)
@@ -199,16 +198,11 @@ class ControlPlane:
 
     def wait_client(self, call: Call) -> Pending:
         """Long poll until ``client_id`` is connected (and subscribed to ``subscribed``, when given)."""
-        from ...observe.matching import MessageTimeout
-
         body = call.body()
         client_id, subscribed, timeout = self._client_wait_args(body)
 
         async def work() -> Response:
-            try:
-                found = await self.broker.wait_for_client(client_id, subscribed=subscribed, timeout=timeout)
-            except MessageTimeout as exc:
-                return Response.json(408, {"error": "timeout", "reason": str(exc)})
+            found = await self.broker.wait_for_client(client_id, subscribed=subscribed, timeout=timeout)
             return Response.json(200, {"id": found.id, "client_id": found.client_id, "protocol": found.protocol,
                                        "subscriptions": found.subscriptions})
 
@@ -216,15 +210,10 @@ class ControlPlane:
 
     def wait_disconnect(self, call: Call) -> Pending:
         """Long poll until no connection with ``client_id`` is left."""
-        from ...observe.matching import MessageTimeout
-
         client_id, _, timeout = self._client_wait_args(call.body())
 
         async def work() -> Response:
-            try:
-                await self.broker.wait_for_disconnect(client_id, timeout=timeout)
-            except MessageTimeout as exc:
-                return Response.json(408, {"error": "timeout", "reason": str(exc)})
+            await self.broker.wait_for_disconnect(client_id, timeout=timeout)
             return Response(204)
 
         return self._later(work)
@@ -370,6 +359,11 @@ def _int(value: Any, name: str) -> int:
 
 def _error(exc: ApiError) -> Response:
     return Response.json(exc.status, {"error": exc.error, "reason": exc.reason})
+
+
+def _not_found(exc: LookupError) -> Response:
+    """No such client (or whatever the lookup named)."""
+    return _error(ApiError(404, "not_found", str(exc.args[0]) if exc.args else "not found"))
 
 
 __all__ = ["ControlPlane", "message_json"]
