@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
@@ -52,7 +52,6 @@ class ControlPlane:
     def __init__(self, host: SessionHost, api: ManagementApi) -> None:
         self.host = host
         self.api = api
-        self._broker: AsyncBroker | None = None
         self.router: Router[Handler] = Router()
         r = self.router.add
         r("GET", "/api/fakebroker/messages", self.messages)
@@ -77,12 +76,11 @@ class ControlPlane:
     # -- plumbing ------------------------------------------------------------------------------------------
     @property
     def broker(self) -> AsyncBroker:
-        if self._broker is None:
-            try:
-                self._broker = self.host.operator()
-            except RuntimeError as exc:
-                raise ApiError(501, "not_implemented", str(exc)) from None
-        return self._broker
+        """The node's operator handle (the node keeps it)."""
+        try:
+            return cast("AsyncBroker", self.host.operator())
+        except RuntimeError as exc:
+            raise ApiError(501, "not_implemented", str(exc)) from None
 
     def handle(self, request: Request, session: HttpSession, authenticate: Callable[[Request], str | Response],
                ) -> Response | Pending:
