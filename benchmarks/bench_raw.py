@@ -46,10 +46,12 @@ from rawkit import (
     Peer,
     Reader,
     Scenario,
+    acknowledged,
     arguments,
     check_count,
     connect_loop,
     fakebrokers,
+    fan_out,
     figure,
     free_port,
     interleave,
@@ -58,7 +60,6 @@ from rawkit import (
     rss_kib,
     run_scenarios,
     running,
-    stream,
     until,
     wait_port,
 )
@@ -183,20 +184,13 @@ async def qos0(port: int, count: int, subscribers: int, payload: bytes, tag: str
     await open_conn(port, pub, connect(f"{tag}-p"))
     await until(lambda: pub.received >= 4, progress)
     head = 4 + SUBACK_LEN
-    total = count * subscribers
-    batch = 100
-    window = max(2000, 2 * batch) * subscribers  # deliveries in flight at most: no broker has to drop any
 
     def delivered() -> int:
         return (tally[0] - head * subscribers) // size
 
-    elapsed = await stream(lambda first, n: pub.write(pub_packet * n), count, batch,
-                           lambda sent: sent * subscribers - delivered(), window, lambda: delivered() >= total,
-                           progress, subs)
-    for c in (pub, *subs):
-        c.close(DISCONNECT)
-    check_count("deliveries", delivered(), total)
-    return total, elapsed
+    elapsed = await fan_out(pub, subs, pub_packet, count, delivered, DISCONNECT, progress, subs)
+    check_count("deliveries", delivered(), count * subscribers)
+    return count * subscribers, elapsed
 
 
 async def qos1(port: int, count: int, payload: bytes, tag: str) -> tuple[int, float]:
@@ -210,20 +204,14 @@ async def qos1(port: int, count: int, payload: bytes, tag: str) -> tuple[int, fl
     pub = Counter(progress.set)
     await open_conn(port, pub, connect(f"{tag}-p"))
     await until(lambda: pub.received >= 4, progress)
-    window, batch = 200, 50  # PUBLISHes awaiting their PUBACK at most; sent per write
 
     def acked() -> int:
         return (pub.received - 4) // 4
 
-    def publish(first: int, n: int) -> None:
+    def publish(first: int, n: int) -> None:  # each with its own packet id
         pub.write(b"".join(head + struct.pack("!H", (first + i) % 65535 + 1) + body for i in range(n)))
 
-    elapsed = await stream(publish, count, batch, lambda sent: sent - acked(), window - batch + 1,
-                           lambda: sub.messages >= count and acked() >= count, progress, (pub, sub))
-    for c in (pub, sub):
-        c.close(DISCONNECT)
-    check_count("messages", sub.messages, count)
-    return count, elapsed
+    return count, await acknowledged(pub, sub, publish, count, acked, DISCONNECT, progress, ("messages", "PUBACKs"))
 
 
 def idle(port: int, pid: int, n: int) -> tuple[float, float, float, float]:

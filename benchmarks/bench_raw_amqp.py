@@ -43,7 +43,7 @@ from rawkit import (
     check_count,
     connect_loop,
     dial,
-    stream,
+    fan_out,
 )
 
 RUN = f"{os.getpid()}-{int(time.time()) % 100_000}"  # in queue and exchange names: this run's only
@@ -138,13 +138,7 @@ async def no_ack(port: int, count: int, consumers: int, payload: bytes, tag: str
     publish, deliver = message(exchange or "", "bench" if exchange else f"{name}.0", payload)
     size = len(deliver)
     total = count * consumers
-    batch = 100
-    window = max(2000, 2 * batch) * consumers  # deliveries in flight at most
-    elapsed = await stream(lambda first, n: pub.write(publish * n), count, batch,
-                           lambda sent: sent * consumers - tally[0] // size, window,
-                           lambda: tally[0] >= total * size, progress, [pub, *subs])
-    for c in (pub, *subs):
-        c.close(CLOSE)
+    elapsed = await fan_out(pub, subs, publish, count, lambda: tally[0] // size, CLOSE, progress, [pub, *subs])
     check_count("bytes of deliveries", tally[0], total * size)
     check_count("bytes to the publisher", pub.received, 0)
     return total, elapsed
@@ -224,8 +218,8 @@ async def confirmed(port: int, count: int, payload: bytes, tag: str) -> tuple[in
     await adopt(consumer(port, queue, None, no_ack=False), sub)
     pub = Confirms(progress.set)
     await adopt(pub_reader, pub)
-    elapsed = await acknowledged(pub, sub, publish, count, lambda: pub.confirmed, CLOSE, progress,
-                                 ("deliveries", "confirms"))
+    elapsed = await acknowledged(pub, sub, lambda first, n: pub.write(publish * n), count, lambda: pub.confirmed,
+                                 CLOSE, progress, ("deliveries", "confirms"))
     return count, elapsed
 
 

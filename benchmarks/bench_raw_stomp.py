@@ -42,8 +42,8 @@ from rawkit import (
     check_count,
     connect_loop,
     dial,
+    fan_out,
     payload_text,
-    stream,
 )
 
 CONNECT = b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\nheart-beat:0,0\n\n\x00"
@@ -104,13 +104,7 @@ async def fire_and_forget(port: int, count: int, subscribers: int, payload: byte
     await adopt(opened(port), pub)
     frame = send_frame(destination, payload)
     total = count * subscribers
-    batch = 100
-    window = max(2000, 2 * batch) * subscribers  # deliveries in flight at most
-    elapsed = await stream(lambda first, n: pub.write(frame * n), count, batch,
-                           lambda sent: sent * subscribers - tally[0], window, lambda: tally[0] >= total,
-                           progress, [pub, *subs])
-    for c in (pub, *subs):
-        c.close(DISCONNECT)
+    elapsed = await fan_out(pub, subs, frame, count, lambda: tally[0], DISCONNECT, progress, [pub, *subs])
     check_count("MESSAGE frames", tally[0], total)
     check_count("frames to the publisher", pub.received, 0)
     return total, elapsed
@@ -149,8 +143,8 @@ async def with_receipts(port: int, count: int, payload: bytes, destination: str)
     pub = Counter(progress.set, marker=b"\x00")  # counts RECEIPT frames
     await adopt(opened(port), pub)
     frame = send_frame(destination, payload, receipt=True)
-    elapsed = await acknowledged(pub, sub, frame, count, lambda: pub.received, DISCONNECT, progress,
-                                 ("messages", "receipts"))
+    elapsed = await acknowledged(pub, sub, lambda first, n: pub.write(frame * n), count, lambda: pub.received,
+                                 DISCONNECT, progress, ("messages", "receipts"))
     return count, elapsed
 
 

@@ -292,16 +292,29 @@ async def stream(write: Callable[[int, int], None], count: int, batch: int, in_f
     return time.perf_counter() - start
 
 
-async def acknowledged(pub: Peer, sub: Any, frame: bytes, count: int, acked: Callable[[], int], goodbye: bytes,
-                       progress: asyncio.Event, names: tuple[str, str]) -> float:
-    """``frame`` ``count`` times from ``pub`` in writes of 50, at most 200 awaiting their acknowledgement
-    (``acked()`` so far), until ``sub`` has them all and every one is acknowledged; then both say ``goodbye``
-    and the counts are checked (``names``: what the subscriber and the acknowledgements are called). The seconds
-    it took."""
+async def fan_out(pub: Peer, subs: Sequence[Peer], frame: bytes, count: int, delivered: Callable[[], int],
+                  goodbye: bytes, progress: asyncio.Event, watch: Sequence[Peer]) -> float:
+    """``frame`` ``count`` times from ``pub`` in writes of 100, each subscriber getting every one, at most 2,000
+    deliveries per subscriber in flight (no broker has to drop any), until ``delivered()`` counts them all; then
+    every peer says ``goodbye``. The seconds it took."""
+    n = len(subs)
+    total = count * n
+    elapsed = await stream(lambda first, k: pub.write(frame * k), count, 100, lambda sent: sent * n - delivered(),
+                           2000 * n, lambda: delivered() >= total, progress, watch)
+    for c in (pub, *subs):
+        c.close(goodbye)
+    return elapsed
+
+
+async def acknowledged(pub: Peer, sub: Any, write: Callable[[int, int], None], count: int, acked: Callable[[], int],
+                       goodbye: bytes, progress: asyncio.Event, names: tuple[str, str]) -> float:
+    """``count`` messages from ``pub`` (``write(first, n)``) in writes of 50, at most 200 awaiting their
+    acknowledgement (``acked()`` so far), until ``sub`` has them all and every one is acknowledged; then both say
+    ``goodbye`` and the counts are checked (``names``: what the subscriber and the acknowledgements are called).
+    The seconds it took."""
     window, batch = 200, 50
-    elapsed = await stream(lambda first, n: pub.write(frame * n), count, batch, lambda sent: sent - acked(),
-                           window - batch + 1, lambda: sub.messages >= count and acked() >= count, progress,
-                           (pub, sub))
+    elapsed = await stream(write, count, batch, lambda sent: sent - acked(), window - batch + 1,
+                           lambda: sub.messages >= count and acked() >= count, progress, (pub, sub))
     for c in (pub, sub):
         c.close(goodbye)
     check_count(names[0], sub.messages, count)
