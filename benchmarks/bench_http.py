@@ -13,9 +13,7 @@ wrk and fakebroker share the machine; pin them apart with ``taskset`` for steadi
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import http.client
 import json
 import os
 import re
@@ -25,11 +23,9 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
-from rawkit import free_port, wait_port
+from rawkit import AUTH, free_port, management, wait_port
 
 from fakebroker.protocols import listener_specs
-
-AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
 
 
 @contextlib.contextmanager
@@ -47,14 +43,6 @@ def sidecar() -> Iterator[tuple[int, int]]:
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def management(port: int, method: str, path: str, body: object = None) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Authorization": AUTH, "Content-Type": "application/json"}
-    conn.request(method, path, None if body is None else json.dumps(body), headers)
-    resp = conn.getresponse()
-    return resp.status, resp.read()
 
 
 def wrk(url: str, script: str, duration: float, threads: int, connections: int) -> dict[str, float]:

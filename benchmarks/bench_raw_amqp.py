@@ -26,13 +26,13 @@ import argparse
 import asyncio
 import os
 import struct
-import time
 from collections.abc import Callable, Sequence
 
 from pamqp import body, frame, header
 from pamqp import commands as cmd
 from pamqp.base import Frame
 from rawkit import (
+    RUN,
     Counter,
     Peer,
     Reader,
@@ -46,7 +46,6 @@ from rawkit import (
     fan_out,
 )
 
-RUN = f"{os.getpid()}-{int(time.time()) % 100_000}"  # in queue and exchange names: this run's only
 CONSUMER_TAG = "c"
 
 

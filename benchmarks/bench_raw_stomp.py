@@ -23,15 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import contextlib
-import os
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 
 from rawkit import (
+    RUN,
     Counter,
     Peer,
     Reader,
@@ -43,12 +38,12 @@ from rawkit import (
     connect_loop,
     dial,
     fan_out,
+    management,
     payload_text,
 )
 
 CONNECT = b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\nheart-beat:0,0\n\n\x00"
 DISCONNECT = b"DISCONNECT\nreceipt:bye\n\n\x00"
-RUN = f"{os.getpid()}-{int(time.time()) % 100_000}"  # in queue names: this run's, not an earlier run's
 QUEUES: set[str] = set()  # /queue/ queues this run declared (durable: deleted from RabbitMQ at the end)
 
 
@@ -165,12 +160,8 @@ def scenarios(args: argparse.Namespace) -> Sequence[tuple[str, str, str, Scenari
 
 def delete_queues() -> None:
     """Delete this run's /queue/ queues (durable) from the RabbitMQ node through its management API."""
-    auth = "Basic " + base64.b64encode(b"guest:guest").decode()
     for name in sorted(QUEUES):
-        request = urllib.request.Request(f"http://127.0.0.1:15672/api/queues/%2F/{name}", method="DELETE",
-                                         headers={"Authorization": auth})
-        with contextlib.suppress(urllib.error.HTTPError):  # 404: only fakebroker had it
-            urllib.request.urlopen(request, timeout=10).close()
+        management(15672, "DELETE", f"/api/queues/%2F/{name}")  # 404 when only fakebroker had it
 
 
 def main() -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import http.client
+import json
 import os
 import random
 import socket
@@ -27,6 +30,24 @@ from typing import Any
 Scenario = Callable[[int, str], tuple[int, float]]
 
 # -- the brokers ----------------------------------------------------------------------------------------------
+
+
+#: This run's mark in queue and exchange names, so that an earlier run's leftovers never meet it.
+RUN = f"{os.getpid()}-{int(time.time()) % 100_000}"
+#: The guest user's credentials for a management API.
+AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
+
+
+def management(port: int, method: str, path: str, body: object = None) -> tuple[int, bytes]:
+    """One management API request on 127.0.0.1 as guest: (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Authorization": AUTH, "Content-Type": "application/json"}
+        conn.request(method, path, None if body is None else json.dumps(body), headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
 
 
 def free_port() -> int:
