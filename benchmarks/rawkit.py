@@ -375,42 +375,44 @@ def interleave(brokers: list[Broker], rounds: int) -> Iterator[tuple[int, Broker
             yield r, b
 
 
-def rate_figures(figures: list[Figure], brokers: list[Broker],
-                 scenarios: Sequence[tuple[str, str, str, Scenario]],
-                 only: set[str]) -> list[tuple[Figure, Figure, Scenario]]:
-    """For each chosen (key, title, unit, scenario): a rate figure and a broker-CPU-per-operation figure."""
+Measured = tuple[Figure, Figure, Figure, Scenario]
+
+
+def rate_figures(brokers: list[Broker], scenarios: Sequence[tuple[str, str, str, Scenario]],
+                 only: set[str]) -> list[Measured]:
+    """For each chosen (key, title, unit, scenario): figures of the rate, the broker's CPU per operation and the
+    clients' (this process's) CPU per operation, and the scenario. The clients' figure shows whether a rate is
+    held back by CPU or by the two sides waiting for each other."""
     chosen = []
     for key, title, unit, fn in scenarios:
         if key in only:
-            rate = figure(title, f"{unit}/s", brokers)
-            cost = figure(f"  broker CPU per {unit}", "µs", brokers)
-            figures += [rate, cost]
-            chosen.append((rate, cost, fn))
+            chosen.append((figure(title, f"{unit}/s", brokers), figure(f"  broker CPU per {unit}", "µs", brokers),
+                           figure(f"  clients' CPU per {unit}", "µs", brokers), fn))
     return chosen
 
 
 def run_scenarios(brokers: list[Broker], tmp: str, scenarios: Sequence[tuple[str, str, str, Scenario]],
                   only: set[str], rounds: int) -> list[Figure]:
     """Start the brokers, run the chosen scenarios in interleaved rounds; the figures (rate, CPU per op)."""
-    figures: list[Figure] = []
-    chosen = rate_figures(figures, brokers, scenarios, only)
+    chosen = rate_figures(brokers, scenarios, only)
     if chosen:
         with contextlib.ExitStack() as stack:
             started = {b.name: stack.enter_context(running(b, tmp)) for b in brokers}
             measure(brokers, started, chosen, rounds)
-    return figures
+    return [f for rate, cost, clients, _ in chosen for f in (rate, cost, clients)]
 
 
-def measure(brokers: list[Broker], started: Mapping[str, tuple[int, int]],
-            chosen: Sequence[tuple[Figure, Figure, Scenario]], rounds: int) -> None:
+def measure(brokers: list[Broker], started: Mapping[str, tuple[int, int]], chosen: Sequence[Measured],
+            rounds: int) -> None:
     """Run every chosen scenario on every broker (``started``: name -> (port, pid)) in interleaved rounds."""
     for r, b in interleave(brokers, rounds):
         port, pid = started[b.name]
-        for rate, cost, fn in chosen:
-            cpu0 = cpu_seconds(pid)
+        for rate, cost, clients, fn in chosen:
+            cpu0, own0 = cpu_seconds(pid), time.process_time()
             ops, seconds = fn(port, f"r{r}")
             rate.values[b.name].append(ops / seconds)
             cost.values[b.name].append((cpu_seconds(pid) - cpu0) / ops * 1e6)
+            clients.values[b.name].append((time.process_time() - own0) / ops * 1e6)
         print(f"  round {r + 1} {b.name}: done", file=sys.stderr, flush=True)
 
 

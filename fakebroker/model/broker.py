@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -144,7 +144,10 @@ class Broker:
         # on each publish once the limit was reached.
         self.log: deque[LoggedMessage] = deque(maxlen=log_limit)
         self._seq = 0
-        self._listeners: dict[str, list[Callable[..., Any]]] = defaultdict(list)
+        # A list per event, made once: the hot paths test theirs without a look-up.
+        self._listeners: dict[str, list[Callable[..., Any]]] = {event: [] for event in EVENTS}
+        self._on_publish, self._on_route, self._on_deliver = (self._listeners[e] for e in ("publish", "route",
+                                                                                         "deliver"))
         self._wall_offset = time.time() - self.clock.now()
         # Fault injection: each new log entry is shown to these hooks before it is routed. The first one
         # that answers decides: "drop" (never routed) or a number of seconds to delay routing by.
@@ -192,7 +195,7 @@ class Broker:
         return lambda: self._listeners[event].remove(callback) if callback in self._listeners[event] else None
 
     def emit(self, event: str, *args: Any) -> None:
-        listeners = self._listeners.get(event)
+        listeners = self._listeners[event]
         if listeners:
             for callback in list(listeners):  # a callback may remove itself
                 callback(*args)
@@ -246,7 +249,7 @@ class Broker:
         )
         message.log_id = self._seq
         self.log.append(logged)
-        if self._listeners.get("publish"):  # emit() guarded inline: this is the hot path
+        if self._on_publish:  # emit() guarded inline: this is the hot path
             self.emit("publish", logged)
         action = self._publish_fault(logged) if self.publish_hooks else None
         if action is None:
@@ -275,7 +278,7 @@ class Broker:
             logged.queues = tuple(accepted)
             logged.refused = tuple(q for q in targets if q not in accepted)
         logged.pending = False
-        if self._listeners.get("route"):
+        if self._on_route:
             self.emit("route", logged)
 
     def _route_delayed(self, logged: LoggedMessage, message: Message, vhost: VHost,
@@ -309,7 +312,7 @@ class Broker:
                 logged = log[index]
                 record = DeliveryRecord(queue, client_id, redelivered, "auto" if no_ack else None)
                 logged.deliveries.append(record)
-        if self._listeners.get("deliver"):
+        if self._on_deliver:
             self.emit("deliver", logged, queue, client_id)
         return record
 

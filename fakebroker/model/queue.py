@@ -133,7 +133,8 @@ class Queue:
         # Otherwise a TTL-0 message is already expired: dropped here when it is the head, else when it gets there.
         self.messages.append(qm)
         self.ready_bytes += size
-        if self._has_active():
+        order = self._order
+        if self._tiers[order[0]] if len(order) == 1 else self._has_active():  # inlined for one priority
             self.dispatch()
         if self._limited and drop_head:
             self._drop_over_limit()
@@ -202,9 +203,16 @@ class Queue:
                     active.popleft()
                     consumer.blocked = True
                     continue
-                qm = self._pop_live()
-                if qm is None:
-                    break
+                messages = self.messages
+                qm = messages[0]
+                if qm.expires_at is None:  # _pop_live(), inlined for a head without a deadline
+                    messages.popleft()
+                    self.ready_bytes -= qm.size
+                else:
+                    live = self._pop_live()
+                    if live is None:
+                        break
+                    qm = live
                 active.rotate(-1)
                 self._deliver(consumer, qm)
         finally:

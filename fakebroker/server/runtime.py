@@ -29,6 +29,9 @@ logger = logging.getLogger("fakebroker")
 
 #: The most the writer takes from a session per send.
 WRITE_SLICE = 256 * 1024
+# While a read is handled, its connection's output is written once it reaches this many bytes (the rest at the end
+# of the read): a dozen small messages per system call, and the peer busy sooner (see _ProtocolConnection.wake).
+WRITE_EARLY = 1024
 #: Back-off between failed accepts (EMFILE, ENFILE, ENOBUFS, ENOMEM): doubles from the first to the second.
 ACCEPT_BACKOFF_MIN = 0.01
 ACCEPT_BACKOFF_MAX = 0.5
@@ -139,8 +142,9 @@ def _lose(conn: Connection) -> None:
 
 class _ProtocolConnection(Connection, asyncio.BufferedProtocol):
     """A connection driven by asyncio's transport callbacks: reading, writing and closing cost no task, no
-    cancel scope and no event. Output produced while handling input is written at the end of that input;
-    output from elsewhere (a message routed by another client, a timer) is written once per loop turn.
+    cancel scope and no event. Output produced while handling input is written at the end of that input, and
+    whenever WRITE_EARLY bytes are waiting before then; output from elsewhere (a message routed by another
+    client, a timer) is written once per loop turn.
 
     Reads go into one buffer the runtime shares between its connections (a plain protocol makes the loop
     allocate 256 KiB per read)."""
@@ -203,8 +207,17 @@ class _ProtocolConnection(Connection, asyncio.BufferedProtocol):
 
     # -- the runtime's side ----------------------------------------------------------------------------
     def wake(self) -> None:
-        if self._receiving or self._flush_pending or self.finished:
-            return  # written at the end of the input being handled, or on the turn already scheduled
+        if self._receiving:
+            # The output of a large input goes out as it grows, not only at its end: the peer starts on the first
+            # part while the rest is handled. A window of QoS 1 deliveries (acknowledged in one read, refilled
+            # in one write) otherwise moves in lock-step, each side waiting for the other.
+            if (self.session.output_backlog() >= WRITE_EARLY and not self._paused and not self.stalled
+                    and not self.finished):
+                assert self._transport is not None
+                self._transport.write(self.session.data_to_send(WRITE_SLICE))
+            return
+        if self._flush_pending or self.finished:
+            return  # a flush is scheduled already, or the connection is gone
         self._flush_pending = True
         self._loop.call_soon(self._scheduled_flush)
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
+from anyio.abc import SocketAttribute
 from kit.mqtt import connect, s
 
 from fakebroker import AsyncBroker, VirtualClock
-from fakebroker.protocols.mqtt.codec import Will
+from fakebroker.protocols.mqtt.codec import Connect, Publish, Subscribe, Will, encode
+from fakebroker.server.runtime import WRITE_EARLY
 
 pytestmark = pytest.mark.anyio
 AsyncClient = Callable[..., Any]  # the async_mqtt fixture (conftest.AsyncMqtt)
@@ -189,3 +193,44 @@ async def test_a_listener_at_max_connections_leaves_new_clients_waiting(async_fa
     with anyio.fail_after(5):
         assert await clients[int(last[1:])].receive(4) == b"\x20\x02\x00\x00"
     await clients[int(last[1:])].aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", [
+    "asyncio",
+    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop",
+                 marks=pytest.mark.skipif(not HAVE_UVLOOP, reason="uvloop is not installed")),
+])
+async def test_the_output_of_a_large_read_is_written_while_the_read_is_handled(async_fakebroker: AsyncBroker) -> None:
+    # A client that publishes 100 messages to its own subscription in one write gets the first deliveries before
+    # the broker has handled the last PUBLISH (once WRITE_EARLY bytes are waiting): it can start on them at once.
+    # On trio a writer task writes the output after the read (the broker itself is the same).
+    client = await anyio.connect_tcp(*async_fakebroker.mqtt)
+    # A duplicate of the client's socket to peek with (asyncio hands out a wrapper that cannot receive).
+    sock = socket.fromfd(client.extra(SocketAttribute.raw_socket).fileno(), socket.AF_INET, socket.SOCK_STREAM)
+    await client.send(encode(Connect(client_id="self")) + encode(Subscribe(1, [("t", 0)])))
+    assert await receive_exactly(client, 4 + 5) == b"\x20\x02\x00\x00" + b"\x90\x03\x00\x01\x00"
+
+    def waiting() -> int:  # bytes the broker wrote that the client has not read yet
+        try:
+            return len(sock.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return 0
+
+    seen: list[int] = []
+    remove = async_fakebroker.on("deliver", lambda entry, queue, client_id: seen.append(waiting()))
+    delivery = encode(Publish("t", b"x" * 64))
+    await client.send(delivery * 100)
+    assert await receive_exactly(client, 100 * len(delivery)) == delivery * 100
+    remove()
+    assert len(seen) == 100
+    assert seen[0] == 0 and seen[-1] >= WRITE_EARLY, seen
+    sock.close()
+    await client.aclose()
+
+
+async def receive_exactly(stream: anyio.abc.ByteStream, n: int) -> bytes:
+    data = b""
+    with anyio.fail_after(5):
+        while len(data) < n:
+            data += await stream.receive(n - len(data))
+    return data

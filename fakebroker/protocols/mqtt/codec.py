@@ -388,6 +388,9 @@ def encode(packet: Packet) -> bytes:
 
 # -- decoding ------------------------------------------------------------------------------------------------
 
+#: What the decoder reads from: the bytes as read, or a bytearray while a packet is incomplete.
+Buffer = bytes | bytearray
+
 # Required fixed-header flag nibble per packet type; None = PUBLISH (checked separately), -1 = reserved type.
 _REQUIRED_FLAGS: tuple[int | None, ...] = (-1, 0, 0, None, 0, 0, 2, 0, 2, 0, 2, 0, 0, 0, 0, -1)
 # Remaining Length of the fixed-layout packets (None = variable), checked from the header so a bogus length
@@ -397,20 +400,20 @@ _PROTOCOL_LEVELS = {"MQTT": 4, "MQIsdp": 3}
 _NAMES = {t.value: t.name for t in PacketType}
 
 
-def _read_u16(buf: bytearray, pos: int, end: int, what: str) -> int:
+def _read_u16(buf: Buffer, pos: int, end: int, what: str) -> int:
     if pos + 2 > end:
         raise MqttProtocolError(f"{what} truncated")
     return (buf[pos] << 8) | buf[pos + 1]
 
 
-def _read_pid(buf: bytearray, pos: int, end: int, what: str) -> int:
+def _read_pid(buf: Buffer, pos: int, end: int, what: str) -> int:
     pid = _read_u16(buf, pos, end, f"{what} packet id")
     if pid == 0:
         raise MqttProtocolError(f"{what} with packet id 0")
     return pid
 
 
-def _read_bytes(buf: bytearray, pos: int, end: int, what: str) -> tuple[bytes, int]:
+def _read_bytes(buf: Buffer, pos: int, end: int, what: str) -> tuple[bytes, int]:
     n = _read_u16(buf, pos, end, what)
     stop = pos + 2 + n
     if stop > end:
@@ -418,7 +421,7 @@ def _read_bytes(buf: bytearray, pos: int, end: int, what: str) -> tuple[bytes, i
     return bytes(buf[pos + 2 : stop]), stop
 
 
-def _read_str(buf: bytearray, pos: int, end: int, what: str) -> tuple[str, int]:
+def _read_str(buf: Buffer, pos: int, end: int, what: str) -> tuple[str, int]:
     n = _read_u16(buf, pos, end, what)
     stop = pos + 2 + n
     if stop > end:
@@ -432,7 +435,7 @@ def _read_str(buf: bytearray, pos: int, end: int, what: str) -> tuple[str, int]:
     return value, stop
 
 
-def _decode_connect(buf: bytearray, pos: int, end: int) -> Connect:
+def _decode_connect(buf: Buffer, pos: int, end: int) -> Connect:
     name, pos = _read_str(buf, pos, end, "CONNECT protocol name")
     level_wanted = _PROTOCOL_LEVELS.get(name)
     if level_wanted is None:
@@ -476,7 +479,7 @@ def _decode_connect(buf: bytearray, pos: int, end: int) -> Connect:
     return Connect(name, level, bool(flags & 0x02), keepalive, client_id, will, username, password)
 
 
-def _decode_subscribe(buf: bytearray, pos: int, end: int) -> Subscribe:
+def _decode_subscribe(buf: Buffer, pos: int, end: int) -> Subscribe:
     pid = _read_pid(buf, pos, end, "SUBSCRIBE")
     pos += 2
     topics: list[tuple[str, int]] = []
@@ -494,7 +497,7 @@ def _decode_subscribe(buf: bytearray, pos: int, end: int) -> Subscribe:
     return Subscribe(pid, topics)
 
 
-def _decode_unsubscribe(buf: bytearray, pos: int, end: int) -> Unsubscribe:
+def _decode_unsubscribe(buf: Buffer, pos: int, end: int) -> Unsubscribe:
     pid = _read_pid(buf, pos, end, "UNSUBSCRIBE")
     pos += 2
     topics: list[str] = []
@@ -506,7 +509,7 @@ def _decode_unsubscribe(buf: bytearray, pos: int, end: int) -> Unsubscribe:
     return Unsubscribe(pid, topics)
 
 
-def _decode_suback(buf: bytearray, pos: int, end: int) -> Suback:
+def _decode_suback(buf: Buffer, pos: int, end: int) -> Suback:
     pid = _read_pid(buf, pos, end, "SUBACK")
     codes = list(buf[pos + 2 : end])
     if not codes:
@@ -517,7 +520,7 @@ def _decode_suback(buf: bytearray, pos: int, end: int) -> Suback:
     return Suback(pid, codes)
 
 
-def _decode_connack(buf: bytearray, pos: int) -> Connack:
+def _decode_connack(buf: Buffer, pos: int) -> Connack:
     ack_flags, code = buf[pos], buf[pos + 1]
     if ack_flags & 0xFE:
         raise MqttProtocolError("CONNACK reserved flags set")
@@ -561,7 +564,9 @@ class MqttDecoder:
         self.max_packet_size = max_packet_size
         #: RabbitMQ accepts ``+``/``#`` in PUBLISH topics (routed as literal words); the spec forbids them.
         self.allow_wildcards_in_publish_topic = allow_wildcards_in_publish_topic
-        self._buf = bytearray()
+        # The bytes as read while every packet in them is decoded (no copy), a bytearray only while a packet is
+        # still incomplete (appended to in place, so a megabyte that arrives in pieces is not copied each time).
+        self._buf: Buffer = b""
         self._pos = 0  # start of the first undecoded packet in _buf
 
     @property
@@ -570,18 +575,21 @@ class MqttDecoder:
         return len(self._buf) - self._pos
 
     def feed(self, data: bytes) -> None:
-        if self._pos:
+        buf, pos = self._buf, self._pos
+        if pos == len(buf):
+            self._buf = data if type(data) is bytes else bytes(data)
+        elif isinstance(buf, bytearray):
             # Drop consumed bytes here, not per packet, so a chunk of many packets is not copied each time.
-            if self._pos == len(self._buf):
-                self._buf.clear()
-            else:
-                del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
+            if pos:
+                del buf[:pos]
+            buf += data
+        else:
+            self._buf = bytearray(memoryview(buf)[pos:]) + data  # a packet is incomplete: keep it growing in place
+        self._pos = 0
 
     def discard(self) -> None:
         """Forget what is buffered: the connection is gone, and a partial packet can be megabytes."""
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0
 
     def __iter__(self) -> Iterator[Packet]:
@@ -597,7 +605,7 @@ class MqttDecoder:
             if start:
                 # Everything decoded: let go of the bytes now, not at the next read (an idle connection would
                 # keep its last packets).
-                buf.clear()
+                self._buf = b""
                 self._pos = 0
             return None
         first = buf[start]
@@ -650,37 +658,46 @@ class MqttDecoder:
         end = body + length
         if end > len(buf):
             return None
-        packet = self._decode_body(ptype, flags, buf, body, end)
+        if ptype == 3:
+            packet: Packet = self._decode_publish(flags, buf, body, end)
+        else:
+            packet = self._decode_body(ptype, flags, buf, body, end)
         self._pos = end
         return packet
 
-    def _decode_body(self, ptype: int, flags: int, buf: bytearray, pos: int, end: int) -> Packet:
-        if ptype == 3:  # PUBLISH: _read_str and _read_pid inlined, as the packet every message arrives in
-            stop = pos + 2
-            if stop > end:
-                raise MqttProtocolError("PUBLISH topic truncated")
-            stop += (buf[pos] << 8) | buf[pos + 1]
-            if stop > end:
-                raise MqttProtocolError("PUBLISH topic truncated")
-            try:
-                topic = buf[pos + 2 : stop].decode("utf-8")  # strict: also rejects overlongs and surrogates
-            except UnicodeDecodeError:
-                raise MqttProtocolError("PUBLISH topic is not valid UTF-8") from None
-            if not topic:
-                raise MqttProtocolError("PUBLISH with an empty topic")
-            if "\x00" in topic:
-                raise MqttProtocolError("PUBLISH topic contains U+0000")
-            if not self.allow_wildcards_in_publish_topic and ("+" in topic or "#" in topic):
-                raise MqttProtocolError(f"PUBLISH topic {topic!r} contains a wildcard")
-            pos = stop
-            if not flags & 6:
-                return Publish(topic, bytes(buf[pos:end]), 0, bool(flags & 1), False, None)
-            if pos + 2 > end:
+    def _decode_publish(self, flags: int, buf: Buffer, pos: int, end: int) -> Publish:
+        # _read_str and _read_pid inlined: the packet every message arrives in.
+        stop = pos + 2
+        if stop > end:
+            raise MqttProtocolError("PUBLISH topic truncated")
+        stop += (buf[pos] << 8) | buf[pos + 1]
+        if stop > end:
+            raise MqttProtocolError("PUBLISH topic truncated")
+        try:
+            topic = buf[pos + 2 : stop].decode("utf-8")  # strict: also rejects overlongs and surrogates
+        except UnicodeDecodeError:
+            raise MqttProtocolError("PUBLISH topic is not valid UTF-8") from None
+        if not topic:
+            raise MqttProtocolError("PUBLISH with an empty topic")
+        if "\x00" in topic:
+            raise MqttProtocolError("PUBLISH topic contains U+0000")
+        if not self.allow_wildcards_in_publish_topic and ("+" in topic or "#" in topic):
+            raise MqttProtocolError(f"PUBLISH topic {topic!r} contains a wildcard")
+        if flags & 6:
+            if stop + 2 > end:
                 raise MqttProtocolError("PUBLISH packet id truncated")
-            pid = (buf[pos] << 8) | buf[pos + 1]
+            pid: int | None = (buf[stop] << 8) | buf[stop + 1]
             if not pid:
                 raise MqttProtocolError("PUBLISH with packet id 0")
-            return Publish(topic, bytes(buf[pos + 2:end]), (flags >> 1) & 3, bool(flags & 1), bool(flags & 8), pid)
+            stop += 2
+        else:
+            pid = None
+        payload = buf[stop:end]
+        if type(payload) is not bytes:  # a slice of the bytearray kept for an incomplete packet
+            payload = bytes(payload)
+        return Publish(topic, payload, (flags >> 1) & 3, bool(flags & 1), bool(flags & 8), pid)
+
+    def _decode_body(self, ptype: int, flags: int, buf: Buffer, pos: int, end: int) -> Packet:
         # Fixed-layout lengths were checked in next_packet.
         pid_cls = _PID_ONLY.get(ptype)
         if pid_cls is not None:
