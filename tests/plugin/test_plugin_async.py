@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -234,3 +235,34 @@ async def receive_exactly(stream: anyio.abc.ByteStream, n: int) -> bytes:
         while len(data) < n:
             data += await stream.receive(n - len(data))
     return data
+
+
+@pytest.mark.parametrize("anyio_backend", [
+    "asyncio",
+    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop",
+                 marks=pytest.mark.skipif(not HAVE_UVLOOP, reason="uvloop is not installed")),
+])
+async def test_what_a_client_sent_before_it_was_accepted_is_read_as_it_is_set_up(
+        async_fakebroker: AsyncBroker) -> None:
+    # The client connects and sends CONNECT before the broker's loop runs: the broker reads it as it sets the
+    # connection up, so the client is identified (and answered) before the loop's next turn, not after it.
+    loop = asyncio.get_running_loop()
+    events: list[str] = []
+
+    def connected(conn: Any) -> None:
+        events.append("connect")
+        loop.call_soon(events.append, "next turn")
+
+    removers = [async_fakebroker.on("connect", connected),
+                async_fakebroker.on("client", lambda session: events.append("client"))]
+    sock = socket.create_connection(async_fakebroker.mqtt)  # the kernel completes it: the loop has not run
+    sock.sendall(encode(Connect(client_id="early")))
+    with anyio.fail_after(5):
+        while "client" not in events or "next turn" not in events:
+            await anyio.sleep(0.001)
+    assert events == ["connect", "client", "next turn"]
+    sock.setblocking(False)
+    assert sock.recv(4) == b"\x20\x02\x00\x00"  # the CONNACK, written while the connection was set up
+    for remove in removers:
+        remove()
+    sock.close()
