@@ -613,6 +613,30 @@ def test_split_stream(packet_list: list[Packet], data: st.DataObject) -> None:
         prev = cut
     assert got == packet_list
     assert decoder.pending_bytes == 0
+    # Payloads are bytes whether the decoder read them from the bytes as fed or from the bytearray it keeps
+    # while a packet is incomplete (a bytearray would compare equal above).
+    for packet in got:
+        if isinstance(packet, Publish):
+            assert type(packet.payload) is bytes
+        elif isinstance(packet, Connect):
+            assert packet.password is None or type(packet.password) is bytes
+            assert packet.will is None or type(packet.will.payload) is bytes
+
+
+def test_a_packet_split_over_feeds_decodes_to_bytes_and_the_decoder_lets_go_after() -> None:
+    data = encode(Publish("a/b", b"x" * 300, 1, packet_id=9))
+    decoder = MqttDecoder()
+    decoder.feed(data[:7])
+    assert decoder.next_packet() is None
+    decoder.feed(data[7:100])
+    decoder.feed(data[100:] + data[:3])  # the rest, and the start of the next packet
+    packet = decoder.next_packet()
+    assert packet == Publish("a/b", b"x" * 300, 1, packet_id=9) and type(packet.payload) is bytes
+    assert decoder.next_packet() is None and decoder.pending_bytes == 3
+    decoder.feed(data[3:])
+    assert decoder.next_packet() == packet and decoder.pending_bytes == 0
+    assert decoder.next_packet() is None
+    assert decoder._buf == b""  # nothing kept for an idle connection
 
 
 @given(packets, st.data())
