@@ -133,8 +133,7 @@ class Queue:
         # Otherwise a TTL-0 message is already expired: dropped here when it is the head, else when it gets there.
         self.messages.append(qm)
         self.ready_bytes += size
-        order = self._order
-        if self._tiers[order[0]] if len(order) == 1 else self._has_active():  # inlined for one priority
+        if self._has_active():
             self.dispatch()
         if self._limited and drop_head:
             self._drop_over_limit()
@@ -203,16 +202,9 @@ class Queue:
                     active.popleft()
                     consumer.blocked = True
                     continue
-                messages = self.messages
-                qm = messages[0]
-                if qm.expires_at is None:  # _pop_live(), inlined for a head without a deadline
-                    messages.popleft()
-                    self.ready_bytes -= qm.size
-                else:
-                    live = self._pop_live()
-                    if live is None:
-                        break
-                    qm = live
+                qm = self._pop_live()
+                if qm is None:
+                    break
                 active.rotate(-1)
                 self._deliver(consumer, qm)
         finally:
