@@ -145,9 +145,10 @@ class Broker:
         self.log: deque[LoggedMessage] = deque(maxlen=log_limit)
         self._seq = 0
         # A list per event, made once: the hot paths test theirs without a look-up.
-        self._listeners: dict[str, list[Callable[..., Any]]] = {event: [] for event in EVENTS}
-        self._on_publish, self._on_route, self._on_deliver = (self._listeners[e] for e in ("publish", "route",
-                                                                                         "deliver"))
+        listeners: dict[str, list[Callable[..., Any]]] = {event: [] for event in EVENTS}
+        self._listeners = listeners
+        self._on_publish, self._on_route = listeners["publish"], listeners["route"]
+        self._on_deliver = listeners["deliver"]
         self._wall_offset = time.time() - self.clock.now()
         # Fault injection: each new log entry is shown to these hooks before it is routed. The first one
         # that answers decides: "drop" (never routed) or a number of seconds to delay routing by.

@@ -220,12 +220,12 @@ async def test_the_output_of_a_large_read_is_written_while_the_read_is_handled(a
     seen: list[int] = []
     remove = async_fakebroker.on("deliver", lambda entry, queue, client_id: seen.append(waiting()))
     delivery = encode(Publish("t", b"x" * 64))
-    await client.send(delivery * 100)
-    assert await receive_exactly(client, 100 * len(delivery)) == delivery * 100
+    with sock:
+        await client.send(delivery * 100)
+        assert await receive_exactly(client, 100 * len(delivery)) == delivery * 100
     remove()
     assert len(seen) == 100
     assert seen[0] == 0 and seen[-1] >= WRITE_EARLY, seen
-    sock.close()
     await client.aclose()
 
 
