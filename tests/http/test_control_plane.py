@@ -254,6 +254,14 @@ def test_the_traffic_report(broker: fakebroker.ThreadedBroker) -> None:
 
 
 def test_bad_requests_say_what_is_wrong(broker: fakebroker.ThreadedBroker) -> None:
+    for path, body in (("/messages/wait", {}), ("/clients/wait", {"client_id": "x"}),
+                       ("/clients/wait-disconnect", {"client_id": "x"})):
+        r = ctl(broker, "POST", path, {**body, "timeout": "soon"})
+        assert (r.status_code, r.json()["reason"]) == (400, "timeout must be a number of seconds, not 'soon'")
+        r = ctl(broker, "POST", path, {**body, "timeout": 3601})
+        assert (r.status_code, r.json()["reason"]) == (400, "timeout must be between 0 and 3600 seconds")
+    r = ctl(broker, "POST", "/messages/wait", {"count": 0})
+    assert (r.status_code, r.json()["reason"]) == (400, "count must be at least 1")
     r = ctl(broker, "POST", "/faults/delay", {"count": 1})
     assert (r.status_code, r.json()["reason"]) == (400, "missing field 'seconds'")
     r = ctl(broker, "POST", "/faults/drop", {"colour": "red"})

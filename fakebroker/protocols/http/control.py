@@ -171,9 +171,9 @@ class ControlPlane:
     def wait(self, call: Call) -> Pending:
         body = call.body()
         count = _int(body.pop("count", 1), "count")
-        timeout = float(body.pop("timeout", 5.0))
-        if count < 1 or not 0 <= timeout <= 3600:
-            raise bad_request("count must be at least 1 and timeout between 0 and 3600 seconds")
+        if count < 1:
+            raise bad_request("count must be at least 1")
+        timeout = _timeout(body.pop("timeout", 5.0))
         criteria = self._strict_criteria(call, body)
 
         async def work() -> Response:
@@ -222,10 +222,7 @@ class ControlPlane:
         subscribed = body.get("subscribed")
         if not isinstance(client_id, str) or not (subscribed is None or isinstance(subscribed, str)):
             raise bad_request("client_id (and subscribed, when given) must be strings")
-        timeout = float(body.get("timeout", 5.0))
-        if not 0 <= timeout <= 3600:
-            raise bad_request("timeout must be between 0 and 3600 seconds")
-        return client_id, subscribed, timeout
+        return client_id, subscribed, _timeout(body.get("timeout", 5.0))
 
     def report(self, call: Call) -> Response:
         """The fixture's traffic report as text: connections, faults, queues, the last ``messages`` messages."""
@@ -353,6 +350,19 @@ def _int(value: Any, name: str) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise bad_request(f"{name} must be an integer, not {value!r}") from None
+
+
+def _timeout(value: Any) -> float:
+    """A long poll's ``timeout``: seconds, from 0 to an hour."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise bad_request(f"timeout must be a number of seconds, not {value!r}") from None
+    if not 0 <= seconds <= 3600:
+        raise bad_request("timeout must be between 0 and 3600 seconds")
+    return seconds
 
 
 def _error(exc: ApiError) -> Response:
