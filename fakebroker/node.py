@@ -153,21 +153,11 @@ class Node:
         """Empty the broker as if it had just started: every client connection dropped (no wills), every queue,
         exchange, binding, retained message, message fault and log entry gone, vhosts and users as the options
         give them; the operator's connections stay and the clock keeps its time."""
-        from .model import VHost
-
         if self.refusing:
             await self.refuse(False)
         await self._drop_clients()
-        model = self.model
-        for vhost in model.vhosts.values():
-            for queue in vhost.queues.values():
-                queue.on_deleted()  # cancels its timers
-        model.vhosts = {name: VHost(model, name) for name in model.vhosts if name in self.options.vhosts}
-        for name in self.options.vhosts:
-            model.add_vhost(name)
-        model.users = dict(self.options.users)  # permissions granted over HTTP are forgotten
-        model.log.clear()
-        model.publish_hooks.clear()
+        # Users and permissions added over HTTP are forgotten.
+        self.model.reset(self.options.users, self.options.vhosts)
         for state in self._states.values():
             reset = getattr(state, "reset", None)
             if callable(reset):

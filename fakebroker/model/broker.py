@@ -136,10 +136,8 @@ class Broker:
     ) -> None:
         self.clock: Clock = clock if clock is not None else VirtualClock()
         # user -> password, or -> {"password": ..., "vhosts": [...]} to limit the vhosts it may use.
-        self.users: dict[str, Any] = dict(users) if users is not None else {"guest": "guest"}
+        self.users: dict[str, Any] = {}
         self.vhosts: dict[str, VHost] = {}
-        for name in vhosts:
-            self.add_vhost(name)
         # A bounded deque forgets the oldest entry in O(1): trimming a list from the front moved every pointer
         # on each publish once the limit was reached.
         self.log: deque[LoggedMessage] = deque(maxlen=log_limit)
@@ -153,6 +151,20 @@ class Broker:
         # Fault injection: each new log entry is shown to these hooks before it is routed. The first one
         # that answers decides: "drop" (never routed) or a number of seconds to delay routing by.
         self.publish_hooks: list[Callable[[LoggedMessage], FaultAction | None]] = []
+        self.reset({"guest": "guest"} if users is None else users, vhosts)
+
+    def reset(self, users: dict[str, Any], vhosts: tuple[str, ...] | list[str]) -> None:
+        """Empty the node as if it had just started with these users and vhosts: no queue (their timers
+        cancelled), exchange, binding, log entry or publish hook is left. Listeners (:meth:`on`) stay."""
+        for vh in self.vhosts.values():
+            for queue in vh.queues.values():
+                queue.on_deleted()
+        self.vhosts = {}
+        for name in vhosts:
+            self.add_vhost(name)
+        self.users = dict(users)
+        self.log.clear()
+        self.publish_hooks.clear()
 
     # -- vhosts and users -----------------------------------------------------------------------
     def add_vhost(self, name: str) -> VHost:

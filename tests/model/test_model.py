@@ -5,6 +5,7 @@ Error texts and behaviours marked "observed" were checked against RabbitMQ 3.10.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -980,3 +981,26 @@ def test_a_ttl_queue_under_traffic_keeps_few_timers(broker: Broker, vh: VHost, c
         ch.get("q")
         clock.advance(0.001)
     assert len(clock._timers) < 200
+
+
+def test_reset_empties_the_node_as_if_it_had_just_started(clock: VirtualClock, broker: Broker) -> None:
+    seen: list[str] = []
+    broker.on("route", lambda entry: seen.append(entry.routing_key))
+    vh = broker.add_vhost("tenant")
+    vh.declare_queue("q", arguments={"x-expires": 1000, "x-message-ttl": 500})
+    vh.declare_exchange("x", "topic")
+    vh.bind("q", "x", "#")
+    broker.publish("x", "k", b"m", vhost="tenant")
+    broker.publish_hooks.append(lambda entry: "drop")
+    broker.users["added"] = "over HTTP"
+    expired: list[str] = []
+    broker.on("queue_deleted", lambda vhost, name: expired.append(name))
+    broker.on("dropped", lambda vhost, queue, message, reason: expired.append(reason))
+    broker.reset({"guest": "guest"}, ("/", "other"))
+    assert list(broker.vhosts) == ["/", "other"] and broker.users == {"guest": "guest"}
+    assert broker.log == deque() and broker.publish_hooks == []
+    assert broker.vhost("/").queues == {} and "x" not in broker.vhost("/").exchanges
+    clock.advance(2)  # the old queue's TTL and x-expires timers were cancelled with it
+    assert expired == []
+    broker.publish("amq.topic", "after", b"m", vhost="other")  # listeners stay
+    assert seen == ["k", "after"] and broker.log[-1].routing_key == "after"
