@@ -33,6 +33,8 @@ WRITE_SLICE = 256 * 1024
 # While a read is handled, its connection's output is written once it reaches this many bytes (the rest at the end
 # of the read): a dozen small messages per system call, and the peer busy sooner (see _ProtocolConnection.wake).
 WRITE_EARLY = 1024
+# With an output limit, a large read goes to its session in slices of this size (see _ProtocolConnection._feed).
+FEED_SLICE = 4096
 # A connection's first bytes are read as it is set up (_ProtocolConnection._read_waiting): os.readv() on its
 # descriptor, which POSIX systems allow on a socket. Plain TCP only: a TLS transport would have to decrypt them.
 _READ_AT_ONCE = os.name == "posix"
@@ -68,7 +70,7 @@ class Connection:
     """
 
     __slots__ = ("__weakref__", "_done", "_ended", "_output_was_full", "_runtime", "_slots", "finished",
-                 "id", "listener", "opened_at", "peer", "raw", "reads", "session", "stalled", "waiting")
+                 "id", "listener", "opened_at", "peer", "raw", "reads", "session", "stalled", "throttled", "waiting")
 
     def __init__(self, runtime: Runtime, conn_id: int, listener: str, session: Session, peer: tuple[str, int],
                  opened_at: float, raw: Any, slots: anyio.Semaphore | None) -> None:
@@ -79,6 +81,10 @@ class Connection:
         self.peer = peer
         self.opened_at = opened_at
         self.stalled = False
+        # Not read while output_limit bytes or more of what it was sent wait to be written (asyncio and uvloop):
+        # a client that sends requests and never reads the answers (PINGREQ after PINGREQ) cannot make the broker
+        # buffer them without end. RabbitMQ's reader stops the same way, its socket's port being busy.
+        self.throttled = False
         self.raw = raw  # the socket (asyncio hands out a TransportSocket wrapper)
         # For settle(): reads completed, and whether the reader is parked waiting for bytes with none buffered.
         self.reads = 0
@@ -198,14 +204,15 @@ class _ProtocolConnection(Connection, asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes) -> None:
         self.reads += 1
-        if self.stalled:
-            # Bytes that arrive while stalled are held back, as a frozen peer would not read them.
+        if self.stalled or self._held:
+            # Bytes that arrive while stalled are held back, as a frozen peer would not read them (and after
+            # what is held already, in order).
             self._hold(data)
             return
         self._feed(data)
 
     def eof_received(self) -> bool:
-        if self.stalled:
+        if self.stalled or self._held:
             self._hold(b"")
             return True  # half-open until resume() hands the EOF over
         self._feed(b"")
@@ -226,6 +233,20 @@ class _ProtocolConnection(Connection, asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         self._paused = False
         self._flush()
+        if self.throttled and not self._behind() and not self.finished:
+            self.throttled = False
+            if not self.stalled:
+                assert self._transport is not None
+                self._transport.resume_reading()
+                self._release_held()
+
+    def _behind(self) -> bool:
+        """Whether output_limit bytes or more wait to be written, in the session and in the transport."""
+        limit = self._runtime.output_limit
+        if limit is None:
+            return False
+        assert self._transport is not None
+        return self.session.output_backlog() + self._transport.get_write_buffer_size() >= limit
 
     # -- the runtime's side ----------------------------------------------------------------------------
     def wake(self) -> None:
@@ -258,17 +279,11 @@ class _ProtocolConnection(Connection, asyncio.BufferedProtocol):
 
     def resume(self) -> None:
         self.stalled = False
-        held, self._held = self._held, None
-        if self._transport is not None and not self.finished:
+        if self._transport is not None and not self.finished and not self.throttled:
             self._transport.resume_reading()
-        for data in held or ():
-            if self.finished or self.session.close_requested:
-                break
-            self._feed(data)
-            if not data:
-                self._close()
-                return
-        self._flush()
+        self._release_held()
+        if not self.finished:
+            self._flush()
 
     # -- internals -------------------------------------------------------------------------------------
     def _hold(self, data: bytes) -> None:
@@ -281,8 +296,20 @@ class _ProtocolConnection(Connection, asyncio.BufferedProtocol):
         if session.close_requested:
             return  # the reader stops at a close request; what follows is not read
         self._receiving = True
+        rest = b""
         try:
-            session.receive_data(data)
+            if len(data) <= FEED_SLICE or self._runtime.output_limit is None:
+                session.receive_data(data)
+            else:
+                # In slices, so that what a read asks for (answers, a retained message per SUBSCRIBE) cannot pass
+                # the output limit by more than a slice's worth: the rest waits until the client reads.
+                for start in range(0, len(data), FEED_SLICE):
+                    if self.finished or session.close_requested:
+                        break
+                    if self._paused and self._behind():
+                        rest = data[start:]
+                        break
+                    session.receive_data(data[start:start + FEED_SLICE])
         except Exception:
             # A bug in one session must cost only its own connection, never the listener or the broker.
             logger.exception("fakebroker: session error on connection %s; closing it", self.id)
@@ -293,6 +320,26 @@ class _ProtocolConnection(Connection, asyncio.BufferedProtocol):
         self._check_handshake()
         if data:
             self._flush()
+            if self._paused and not self.throttled and not self.finished and self._behind():
+                self.throttled = True  # read again once resume_writing() finds the output under the limit
+                assert self._transport is not None
+                self._transport.pause_reading()
+            if rest:
+                self._hold(rest)
+
+    def _release_held(self) -> None:
+        """Hand over the input held while stalled or throttled, until it is held again."""
+        held, self._held = self._held or [], None
+        for i, data in enumerate(held):
+            if self.finished or self.session.close_requested:
+                return
+            if self.stalled or self.throttled:
+                self._held = [*held[i:], *(self._held or ())]
+                return
+            self._feed(data)
+            if not data:
+                self._close()
+                return
 
     def _scheduled_flush(self) -> None:
         self._flush_pending = False
@@ -998,8 +1045,8 @@ class Runtime:
                 state = []
                 busy = False
                 for conn in list(self.connections.values()):
-                    if conn.stalled or conn.finished or conn.session.close_requested:
-                        continue
+                    if conn.stalled or conn.throttled or conn.finished or conn.session.close_requested:
+                        continue  # their bytes wait in the socket on purpose
                     if not conn.waiting or _readable(conn.raw):
                         busy = True
                         break

@@ -4,6 +4,8 @@ queue. And the packet-size limits of current RabbitMQ: 64 KiB before CONNECT, 16
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 
 import pytest
@@ -147,4 +149,33 @@ def test_stomp_and_amqp_hold_deliveries_in_the_queue_while_the_client_does_not_r
         assert chunk, "the broker closed the connection"
         received += chunk.count(0xAB)
     assert sum(q.message_count for q in broker.queues.values()) == 0  # all delivered (AMQP framing may hold 0xab)
+    sock.close()
+
+
+@pytest.mark.fakebroker(output_buffer_limit=256 * 1024)
+def test_a_client_that_never_reads_its_answers_is_not_read_past_the_limit(broker: ThreadedBroker, bystander):
+    # PINGREQ after PINGREQ, no PINGRESP read: once 256 KiB of answers wait, the broker stops reading the client
+    # (as RabbitMQ's reader stops on its busy socket) instead of buffering answers for as long as it sends.
+    sock = socket.create_connection(tuple(broker.mqtt))  # type: ignore[arg-type]
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(encode(Connect(client_id="flooder", keepalive=0)))
+    assert sock.recv(4) == b"\x20\x02\x00\x00"
+    sock.settimeout(1)
+    sent = 0
+    with contextlib.suppress(TimeoutError):
+        while sent < 32 * 1024 * 1024:
+            sent += sock.send(b"\xc0\x00" * 8192)
+    assert sent < 32 * 1024 * 1024  # the client was held back: its sends filled the sockets' buffers and stopped
+    info = broker.clients.get("flooder")
+    assert info is not None and info.output_buffered <= 256 * 1024 + 64 * 1024, info.output_buffered
+    bystander.check()
+    # Reading again, the client gets its answers: the broker reads it again as its output drains. (A larger
+    # receive buffer: with 4 KiB, TCP's small windows take a fifth of a second each.)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    got = 0
+    sock.settimeout(10)
+    while got < 1024 * 1024:
+        data = sock.recv(65536)
+        assert data and set(data) <= {0xD0, 0x00}, data[:8]
+        got += len(data)
     sock.close()
