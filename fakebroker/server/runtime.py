@@ -241,9 +241,10 @@ class _ProtocolConnection(Connection, asyncio.BufferedProtocol):
                 self._release_held()
 
     def _behind(self) -> bool:
-        """Whether output_limit bytes or more wait to be written, in the session and in the transport."""
+        """Whether output_limit bytes or more wait to be written, in the session and in the transport, with the
+        transport paused (so that resume_writing() is sure to come and read the connection again)."""
         limit = self._runtime.output_limit
-        if limit is None:
+        if limit is None or not self._paused:
             return False
         assert self._transport is not None
         return self.session.output_backlog() + self._transport.get_write_buffer_size() >= limit
@@ -306,7 +307,7 @@ class _ProtocolConnection(Connection, asyncio.BufferedProtocol):
                 for start in range(0, len(data), FEED_SLICE):
                     if self.finished or session.close_requested:
                         break
-                    if self._paused and self._behind():
+                    if self._behind():
                         rest = data[start:]
                         break
                     session.receive_data(data[start:start + FEED_SLICE])
@@ -320,7 +321,7 @@ class _ProtocolConnection(Connection, asyncio.BufferedProtocol):
         self._check_handshake()
         if data:
             self._flush()
-            if self._paused and not self.throttled and not self.finished and self._behind():
+            if not self.throttled and not self.finished and self._behind():
                 self.throttled = True  # read again once resume_writing() finds the output under the limit
                 assert self._transport is not None
                 self._transport.pause_reading()
@@ -334,7 +335,8 @@ class _ProtocolConnection(Connection, asyncio.BufferedProtocol):
             if self.finished or self.session.close_requested:
                 return
             if self.stalled or self.throttled:
-                self._held = [*held[i:], *(self._held or ())]
+                # What the last feed held again (the rest of its read) came before these.
+                self._held = [*(self._held or ()), *held[i:]]
                 return
             self._feed(data)
             if not data:
