@@ -34,7 +34,7 @@ WRITE_SLICE = 256 * 1024
 # of the read): a dozen small messages per system call, and the peer busy sooner (see _ProtocolConnection.wake).
 WRITE_EARLY = 1024
 # With an output limit, a large read goes to its session in slices of this size (see _ProtocolConnection._feed).
-FEED_SLICE = 4096
+FEED_SLICE = 16384
 # A connection's first bytes are read as it is set up (_ProtocolConnection._read_waiting): os.readv() on its
 # descriptor, which POSIX systems allow on a socket. Plain TCP only: a TLS transport would have to decrypt them.
 _READ_AT_ONCE = os.name == "posix"

@@ -183,17 +183,17 @@ def test_a_client_that_never_reads_its_answers_is_not_read_past_the_limit(broker
 
 @pytest.mark.fakebroker(output_buffer_limit=128 * 1024)
 def test_input_held_by_a_stall_and_by_the_limit_is_handled_in_the_order_it_came(broker: ThreadedBroker) -> None:
-    # Two reads held while the client is stalled; on resume the first (800 SUBSCRIBEs, each answered with a 20 KB
+    # Two reads held while the client is stalled; on resume the first (2,400 SUBSCRIBEs, each answered with a 5 KB
     # retained message) puts the output past the limit part-way, so its rest is held again: it must still come
     # before the second read.
     publisher = RawMqtt(tuple(broker.mqtt))  # type: ignore[arg-type]
     publisher.connect("retainer")
-    publisher.send(Publish("r", b"m" * 20_000, 1, retain=True, packet_id=1))
+    publisher.send(Publish("r", b"m" * 5_000, 1, retain=True, packet_id=1))
     assert publisher.recv() == Puback(1)
     client = RawMqtt(tuple(broker.mqtt), rcvbuf=4096)  # type: ignore[arg-type]
     client.connect("reader", keepalive=0)
     broker.stall("reader")
-    first = b"".join(encode(Subscribe(pid, [("r", 0)])) for pid in range(1, 801))  # 6.4 KB: two slices
+    first = b"".join(encode(Subscribe(pid, [("r", 0)])) for pid in range(1, 2401))  # 19 KB: two slices
     second = encode(Subscribe(1000, [("r", 0)]))
     (conn,) = [c for c in broker._node.runtime.connections.values() if c.client_id == "reader"]
     # As if the event loop had read them just before the stall took effect.
@@ -201,7 +201,7 @@ def test_input_held_by_a_stall_and_by_the_limit_is_handled_in_the_order_it_came(
     broker._call(conn.data_received, second)
     broker.resume("reader")
     client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    acks = [p.packet_id for p in (client.recv(timeout=10) for _ in range(2 * 801)) if isinstance(p, Suback)]
-    assert acks == [*range(1, 801), 1000]
+    acks = [p.packet_id for p in (client.recv(timeout=10) for _ in range(2 * 2401)) if isinstance(p, Suback)]
+    assert acks == [*range(1, 2401), 1000]
     client.close()
     publisher.close()
